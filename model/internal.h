@@ -1,0 +1,110 @@
+/* Internal to model/: the model object, its weights and the kernels shared
+ * by both towers. Shapes are given as [rows, cols], row-major. */
+#ifndef UNIMED_INTERNAL_H
+#define UNIMED_INTERNAL_H
+
+#include <stddef.h>
+
+#include "safetensors.h"
+#include "tokenizer.h"
+#include "unimed_model.h"
+
+/* ---- weights (pointers into the mapping, or converted copies) ---- */
+
+typedef struct {
+  const float *ln_1_w, *ln_1_b;
+  const float *in_proj_w, *in_proj_b;   /* [3D, D], [3D] : q | k | v */
+  const float *out_proj_w, *out_proj_b; /* [D, D], [D] */
+  const float *ln_2_w, *ln_2_b;
+  const float *fc_w, *fc_b;             /* [F, D], [F] */
+  const float *cproj_w, *cproj_b;       /* [D, F], [D] */
+} vit_block_weights;
+
+typedef struct {
+  const float *conv1_w;   /* [D, 3*P*P] (conv [D,3,P,P] flattened) */
+  const float *class_emb; /* [D] */
+  const float *pos_emb;   /* [T, D], T = G*G + 1 */
+  const float *ln_pre_w, *ln_pre_b;
+  const float *ln_post_w, *ln_post_b;
+  const float *proj;      /* [D, E] */
+  vit_block_weights *blocks;
+} vit_weights;
+
+typedef struct {
+  const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;  /* [D, D], [D] */
+  const float *attn_out_w, *attn_out_b;            /* [D, D], [D] */
+  const float *attn_ln_w, *attn_ln_b;
+  const float *inter_w, *inter_b;                  /* [I, D], [I] */
+  const float *out_w, *out_b;                      /* [D, I], [D] */
+  const float *out_ln_w, *out_ln_b;
+} bert_layer_weights;
+
+typedef struct {
+  const float *word_emb;  /* [V, D] */
+  const float *pos_emb;   /* [maxpos, D] */
+  const float *type_emb;  /* [types, D] */
+  const float *emb_ln_w, *emb_ln_b;
+  bert_layer_weights *layers;
+  const float *proj0;     /* mlp: [H2, D] */
+  const float *proj2;     /* mlp: [E, H2] */
+  const float *proj;      /* linear: [E, D] */
+} bert_weights;
+
+struct unimed_model {
+  char dir[1024];
+  unimed_config cfg;
+  char hash[17];
+  st_file st;
+  um_vocab *vocab;
+  float logit_scale;
+  vit_weights vit;
+  bert_weights bert;
+  float **owned;          /* converted copies to free */
+  int n_owned, cap_owned;
+  float *ws;              /* workspace, grown once per batch shape */
+  size_t ws_floats;
+};
+
+/* Ensures the workspace holds n floats (64-byte aligned). */
+int um_workspace(unimed_model *m, size_t n, char *err, size_t errlen);
+
+/* ---- kernels (ops.c) ---- */
+
+/* C[M,N] = A[M,K] · W[N,K]^T + bias[N]  (PyTorch nn.Linear layout) */
+void um_linear(const float *A, int M, int K, const float *W, const float *bias, int N,
+               float *C);
+/* C[M,N] = A[M,K] · B[K,N] */
+void um_matmul(const float *A, int M, int K, const float *B, int N, float *C);
+/* y[r,:] = LayerNorm(x[r,:]) * w + b, rows × D; y may alias x. */
+void um_layernorm(const float *x, float *y, int rows, int D, const float *w, const float *b,
+                  float eps);
+/* x[r,:] = LayerNorm(x[r,:] + delta[r,:]) (post-LN residual, BERT). */
+void um_add_layernorm(float *x, const float *delta, int rows, int D, const float *w,
+                      const float *b, float eps);
+/* x += delta, n floats. */
+void um_add(float *x, const float *delta, size_t n);
+void um_quick_gelu(float *x, size_t n);  /* x * sigmoid(1.702 x) */
+void um_gelu(float *x, size_t n);        /* exact erf GELU */
+/* Row-wise softmax in place, rows × cols. */
+void um_softmax_rows(float *x, int rows, int cols);
+/* Multi-head self-attention over one sequence of L tokens.
+ * q, k, v: row r at q + r*ld (heads side by side, each hd wide).
+ * out: [L, H*hd] with row stride ldo. scores: L*L floats of scratch. */
+void um_attention(const float *q, const float *k, const float *v, int ld, int L, int H,
+                  int hd, float *out, int ldo, float *scores);
+
+/* ---- towers ---- */
+size_t um_vit_workspace_floats(const unimed_config *c, int batch);
+/* pixels: n × 3×S×S → out: n × E (not normalised). */
+void um_vit_forward(unimed_model *m, const float *pixels, int n, float *out);
+
+size_t um_bert_workspace_floats(const unimed_config *c, int n_seqs, int total_tokens,
+                                int max_len);
+/* Packed sequences → out: n × E (not normalised). */
+void um_bert_forward(unimed_model *m, const int *const *ids, const int *lens, int n,
+                     float *out);
+
+/* ---- config (config.c) ---- */
+int um_config_load(const char *path, unimed_config *cfg, char *err, size_t errlen);
+
+#endif

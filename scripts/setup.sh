@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what UniMed for Orthanc needs on Debian 12: build tools, libraries,
+# Orthanc, and the Python/Node tools the tests use. Idempotent: apt-get runs
+# only when a package is missing. Run as root (or with sudo available).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  # build
+  build-essential cmake pkg-config clang libclang-rt-14-dev
+  # libraries
+  libopenblas-dev libcjson-dev libdcmtk-dev dcmtk libopenjp2-7-dev libxml2-dev libzip-dev libpng-dev
+  # Orthanc and DICOM tools
+  orthanc orthanc-dev dicom3tools
+  # references for the tests (Debian's /usr/bin/python3)
+  python3 python3-torch python3-numpy python3-pydicom python3-pil python3-gdcm
+  # tokenizer parity (HuggingFace's JavaScript tokenizer from npm)
+  nodejs npm
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  # Node may come from elsewhere on this machine; don't fight over it.
+  if command -v node >/dev/null && command -v npm >/dev/null; then
+    filtered=()
+    for p in "${missing[@]}"; do [[ "$p" == nodejs || "$p" == npm ]] || filtered+=("$p"); done
+    missing=("${filtered[@]}")
+  fi
+  [ ${#missing[@]} -gt 0 ] && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# HuggingFace's tokenizer for the parity tests (pure JavaScript, pinned by the lock file).
+if [ ! -d tests/tokenizer/node_modules ]; then
+  (cd tests/tokenizer && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
+    echo "setup: npm install failed; the tokenizer parity tests will be skipped" >&2
+fi
+echo "setup: done"
