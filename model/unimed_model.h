@@ -89,6 +89,71 @@ void unimed_prompt_ensemble(const float *prompt_embeddings, int n_prompts, int d
 void unimed_zero_shot(const unimed_model *m, const float *image_embeddings, int n_images,
                       const float *class_embeddings, int n_classes, float *probs);
 
+/* ---- label sets (labelset.c) ----
+ * A label set is a JSON file: which findings to ask about, for which images,
+ * with which prompts and codes (format: docs/LABEL_SETS.md). */
+
+enum unimed_scoring { UNIMED_SCORING_SOFTMAX, UNIMED_SCORING_BINARY };
+
+typedef struct {
+  char *value, *scheme, *meaning; /* e.g. "60046008", "SCT", "Pleural effusion" */
+} unimed_code;
+
+typedef struct {
+  char *name;          /* display name, also what {} in a template becomes */
+  unimed_code code;
+  char **prompts;      /* the label's prompts (own, or templates x name/synonyms) */
+  int n_prompts;
+  char **negatives;    /* binary scoring: prompts for the label's absence */
+  int n_negatives;
+  char **synonyms;     /* other names (captions for training, extra prompts) */
+  int n_synonyms;
+} unimed_label;
+
+typedef struct {
+  char *path;
+  char *name, *version, *description;
+  char **modalities;   /* DICOM Modality values; empty = any */
+  int n_modalities;
+  char **body_parts;   /* BodyPartExamined values; empty = any */
+  int n_body_parts;
+  char **sop_classes;  /* SOP Class UIDs; empty = any */
+  int n_sop_classes;
+  char **templates;
+  int n_templates;
+  enum unimed_scoring scoring;
+  unimed_label *labels;
+  int n_labels;
+  char hash[17];       /* 16 hex digits over the file's content */
+} unimed_label_set;
+
+/* Loads and validates a label set; errors name the file and the field. */
+unimed_label_set *unimed_label_set_load(const char *path, char *err, size_t errlen);
+void unimed_label_set_free(unimed_label_set *ls);
+/* 1 when the set applies to an image with these attributes (NULL/"" = unknown:
+ * a filter on an unknown attribute does not exclude). */
+int unimed_label_set_applies(const unimed_label_set *ls, const char *modality,
+                             const char *body_part, const char *sop_class_uid);
+
+/* Class embeddings of a label set for one model: per label the prompt
+ * ensemble (and, for binary scoring, the ensemble of its negatives). */
+typedef struct {
+  int n_labels, dim;
+  float *positive;     /* n_labels x dim */
+  float *negative;     /* n_labels x dim, binary scoring only (else NULL) */
+} unimed_label_embeddings;
+
+/* Computes them, or reads them from cache_dir (NULL = no cache) where they
+ * are stored keyed by the model hash and the label-set hash. */
+int unimed_label_set_embed(unimed_model *m, const unimed_label_set *ls, const char *cache_dir,
+                           unimed_label_embeddings *out, char *err, size_t errlen);
+void unimed_label_embeddings_free(unimed_label_embeddings *e);
+/* probs[n_labels] for one normalised image embedding: softmax over the
+ * labels, or per label softmax over {positive, negative}. */
+void unimed_label_set_score(const unimed_model *m, const unimed_label_set *ls,
+                            const unimed_label_embeddings *e, const float *image_embedding,
+                            float *probs);
+
 /* BLAS threads used by the GEMMs (process-wide). */
 void unimed_set_threads(int n);
 /* Name of the OpenBLAS kernel in use (e.g. "Haswell", "SkylakeX"). */
