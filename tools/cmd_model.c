@@ -8,6 +8,9 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "unimed_model.h"
+#ifdef UNIMED_HAVE_DICOM
+#include "dicom_input.h"
+#endif
 
 typedef struct {
   const char *model;
@@ -19,11 +22,11 @@ typedef struct {
   int n_classes;
   const char **args; /* positional */
   int n_args;
-  int runs, threads;
+  int runs, threads, max_slices;
 } options;
 
 /* Options a command accepts: a string of letters, m=--model t=--tensor
- * p=--prompt c=--class r=--runs j=--threads a=positional. */
+ * p=--prompt c=--class r=--runs j=--threads s=--max-slices a=positional. */
 static int parse(int argc, char **argv, const char *accepts, options *o,
                  void (*help)(FILE *)) {
   memset(o, 0, sizeof *o);
@@ -49,6 +52,9 @@ static int parse(int argc, char **argv, const char *accepts, options *o,
       o->classes[o->n_classes++] = v, i++;
     } else if (TAKES('r', "--runs") && v) {
       if ((o->runs = cli_parse_positive(a, v)) < 0) return 2;
+      i++;
+    } else if (TAKES('s', "--max-slices") && v) {
+      if ((o->max_slices = cli_parse_positive(a, v)) < 0) return 2;
       i++;
     } else if (TAKES('j', "--threads") && v) {
       if ((o->threads = cli_parse_positive(a, v)) < 0) return 2;
@@ -252,19 +258,47 @@ int cmd_embed_text(int argc, char **argv) {
 
 static void help_embed_image(FILE *out) {
   fprintf(out,
-          "usage: unimed embed-image --model DIR [--threads N] --tensor FILE [--tensor FILE]...\n\n"
-          "FILE is a preprocessed image: raw little-endian float32, 3 x S x S, channel-major,\n"
+          "usage: unimed embed-image --model DIR [--threads N] [--max-slices K] PATH...\n"
+          "       unimed embed-image --model DIR [--threads N] --tensor FILE [--tensor FILE]...\n\n"
+          "PATH: DICOM files or folders (a folder = the studies and series under it).\n"
+          "Each image series gets one line: its frames ordered along the slice normal,\n"
+          "K of them (default 8) picked evenly, preprocessed, encoded as one batch, and\n"
+          "the mean of their normalised embeddings renormalised:\n"
+          "{\"study\": UID, \"series\": UID, \"modality\": ..., \"frames_used\": [...], \"embedding\": [...]}\n\n"
+          "FILE: a preprocessed image, raw little-endian float32, 3 x S x S, channel-major,\n"
           "normalised with the model's mean and std (S = the model's image size; see\n"
-          "'unimed info'). All tensors are encoded as one batch.\n"
-          "Prints {\"input\": FILE, \"embedding\": [...]} per tensor (L2-normalised).\n");
+          "'unimed info' and 'unimed preprocess'). Tensors are encoded as one batch;\n"
+          "one line {\"input\": FILE, \"embedding\": [...]} each.\n");
 }
+
+#ifdef UNIMED_HAVE_DICOM
+static int print_series(const series_embedding *s, void *ctx) {
+  const unimed_model *m = ctx;
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "study", s->series->study_uid);
+  cJSON_AddStringToObject(j, "series", s->series->series_uid);
+  cJSON_AddStringToObject(j, "modality", s->series->modality);
+  cJSON *frames = cJSON_AddArrayToObject(j, "frames_used");
+  for (int i = 0; i < s->n_frames; i++) {
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "sop_instance",
+                            s->series->instances[s->frames[i].instance].info.sop_instance_uid);
+    cJSON_AddNumberToObject(f, "frame", s->frames[i].frame);
+    cJSON_AddItemToArray(frames, f);
+  }
+  int E = unimed_model_config(m)->embed_dim;
+  cJSON_AddItemToObject(j, "embedding", cli_float_array(s->embedding, E));
+  cli_print_json(j);
+  return 0;
+}
+#endif
 
 int cmd_embed_image(int argc, char **argv) {
   options o;
-  int rc = parse(argc, argv, "mtj", &o, help_embed_image);
-  if (rc || o.n_tensors == 0) {
+  int rc = parse(argc, argv, "mtjsa", &o, help_embed_image);
+  if (rc || (o.n_tensors == 0) == (o.n_args == 0)) {
     if (!rc) {
-      fprintf(stderr, "unimed: embed-image needs --tensor FILE\n\n");
+      fprintf(stderr, "unimed: embed-image needs DICOM PATHs or --tensor FILEs (not both)\n\n");
       help_embed_image(stderr);
     }
     free_options(&o);
@@ -274,6 +308,17 @@ int cmd_embed_image(int argc, char **argv) {
   if (!m) {
     free_options(&o);
     return 1;
+  }
+  if (o.n_args > 0) {
+#ifdef UNIMED_HAVE_DICOM
+    rc = dicom_embed_series(m, o.args, o.n_args, o.max_slices ? o.max_slices : 8, print_series, m);
+#else
+    fprintf(stderr, "unimed: this build has no DICOM support\n");
+    rc = 1;
+#endif
+    free_options(&o);
+    unimed_model_free(m);
+    return rc;
   }
   const unimed_config *c = unimed_model_config(m);
   const size_t per = (size_t)3 * c->image_size * c->image_size;
