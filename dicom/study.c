@@ -82,10 +82,12 @@ static udcm_series *find_or_add_series(udcm_collection *col, const udcm_info *in
   return s;
 }
 
-static int add_file(collector *c, const char *path) {
+/* Adds one instance, read from `path` or, when data is set, from memory. */
+static int add_instance(collector *c, const char *path, const void *data, size_t len) {
   char err[512];
   c->out->n_files++;
-  udcm_handle *h = udcm_open_file(path, c->limits, err, sizeof err);
+  udcm_handle *h = data ? udcm_open_memory(data, len, path, c->limits, err, sizeof err)
+                        : udcm_open_file(path, c->limits, err, sizeof err);
   if (!h) {
     c->out->n_skipped++;
     warnf(c, "skipped %s", err);
@@ -101,6 +103,8 @@ static int add_file(collector *c, const char *path) {
   s->instances = grown;
   udcm_instance *inst = &s->instances[s->n_instances++];
   inst->path = strdup(path);
+  inst->data = data;
+  inst->len = len;
   inst->info = info;
   if (!inst->path) return -1;
   if (info.is_image) s->is_image = 1;
@@ -121,7 +125,7 @@ static int add_path(collector *c, const char *path) {
     warnf(c, "skipped %s: %s", path, strerror(errno));
     return 0;
   }
-  if (!S_ISDIR(st.st_mode)) return S_ISREG(st.st_mode) ? add_file(c, path) : 0;
+  if (!S_ISDIR(st.st_mode)) return S_ISREG(st.st_mode) ? add_instance(c, path, NULL, 0) : 0;
   if (c->depth > 32) {
     warnf(c, "skipped %s: folders nested deeper than 32", path);
     return 0;
@@ -178,6 +182,28 @@ int udcm_collect(const char *const *paths, int n_paths, const udcm_limits *limit
       return -1;
     }
   return 0;
+}
+
+int udcm_collect_memory(const udcm_memory_file *files, int n_files, const udcm_limits *limits,
+                        udcm_collect_warn warn, void *ctx, udcm_collection *out, char *err,
+                        size_t errlen) {
+  memset(out, 0, sizeof *out);
+  collector c = {limits, warn, ctx, out, 0};
+  for (int i = 0; i < n_files; i++) {
+    const char *name = files[i].name ? files[i].name : "<memory>";
+    if (add_instance(&c, name, files[i].data, files[i].len) != 0) {
+      set_err(err, errlen, "%s: out of memory while collecting instances", name);
+      udcm_collection_free(out);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+udcm_handle *udcm_instance_open(const udcm_instance *inst, const udcm_limits *limits, char *err,
+                                size_t errlen) {
+  return inst->data ? udcm_open_memory(inst->data, inst->len, inst->path, limits, err, errlen)
+                    : udcm_open_file(inst->path, limits, err, errlen);
 }
 
 void udcm_collection_free(udcm_collection *col) {

@@ -1,0 +1,138 @@
+/* Test helper: dump what unimed_dicom decodes.
+ *
+ *   udcm_dump stored FILE OUT.raw [FRAME]   stored values of every frame (or
+ *                                          of FRAME), int32 little-endian,
+ *                                          frame after frame, interleaved
+ *   udcm_dump rgb FILE OUT.ppm [FRAME]      pipeline output as binary PPM
+ *   udcm_dump mem FILE                      open from memory, decode frame 0
+ *                                          stored + rgb (bad-input tests)
+ *
+ * Prints one line "key=value ..." describing the result on stdout.
+ * Exit 0 on success, 1 on a decoding error (message on stderr), 2 on usage.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "unimed_dicom.h"
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: udcm_dump stored|rgb FILE OUT [FRAME] | udcm_dump mem FILE\n");
+    return 2;
+}
+
+static int read_all(const char *path, uint8_t **buf, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *b = malloc(cap);
+    for (;;) {
+        if (!b) { fclose(f); return -1; }
+        size_t k = fread(b + n, 1, cap - n, f);
+        n += k;
+        if (n < cap) break;
+        cap *= 2;
+        uint8_t *nb = realloc(b, cap);
+        if (!nb) { free(b); fclose(f); return -1; }
+        b = nb;
+    }
+    fclose(f);
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    if (argc < 3) return usage();
+    const char *mode = argv[1], *path = argv[2];
+    if (strcmp(mode, "mem") == 0) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        if (read_all(path, &buf, &len) != 0) {
+            fprintf(stderr, "%s: cannot read\n", path);
+            return 1;
+        }
+        udcm_handle *h = udcm_open_memory(buf, len, path, NULL, err, sizeof err);
+        free(buf);
+        if (!h) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        size_t n = udcm_frame_samples(h);
+        int32_t *v = malloc((n ? n : 1) * sizeof *v);
+        int rc = udcm_decode_stored(h, 0, v, n, NULL, err, sizeof err);
+        free(v);
+        if (rc == 0) {
+            uint8_t *rgb = NULL;
+            int w = 0, hh = 0;
+            rc = udcm_frame_rgb8(h, 0, NULL, &rgb, &w, &hh, err, sizeof err);
+            udcm_free(rgb);
+        }
+        udcm_close(h);
+        if (rc != 0) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        printf("ok\n");
+        return 0;
+    }
+    if (argc < 4) return usage();
+    const char *out = argv[3];
+    long one = argc > 4 ? atol(argv[4]) : -1;
+    udcm_handle *h = udcm_open_file(path, NULL, err, sizeof err);
+    if (!h) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    udcm_info in;
+    udcm_get_info(h, &in);
+    FILE *f = fopen(out, "wb");
+    if (!f) {
+        fprintf(stderr, "%s: cannot write\n", out);
+        udcm_close(h);
+        return 1;
+    }
+    int rc = 0;
+    if (strcmp(mode, "stored") == 0) {
+        size_t n = udcm_frame_samples(h);
+        int32_t *v = malloc((n ? n : 1) * sizeof *v);
+        char pi[17] = "";
+        int f0 = one >= 0 ? (int)one : 0, f1 = one >= 0 ? (int)one + 1 : in.frames;
+        if (f1 <= f0) f1 = f0 + 1; /* surface the error of a frameless object */
+        for (int fr = f0; fr < f1 && rc == 0; fr++) {
+            if (udcm_decode_stored(h, (uint32_t)fr, v, n, pi, err, sizeof err) != 0) {
+                fprintf(stderr, "%s\n", err);
+                rc = 1;
+                break;
+            }
+            fwrite(v, sizeof *v, n, f); /* little-endian hosts only (x86-64, arm64) */
+        }
+        free(v);
+        if (rc == 0)
+            printf("rows=%d columns=%d frames=%d spp=%d pi=%s stored_pi=%s ts=%s\n", in.rows, in.columns,
+                   f1 - f0, in.samples_per_pixel, pi, in.photometric, in.transfer_syntax_uid);
+    } else if (strcmp(mode, "rgb") == 0) {
+        uint8_t *rgb = NULL;
+        int w = 0, hh = 0;
+        if (udcm_frame_rgb8(h, (uint32_t)(one >= 0 ? one : 0), NULL, &rgb, &w, &hh, err, sizeof err) != 0) {
+            fprintf(stderr, "%s\n", err);
+            rc = 1;
+        } else {
+            fprintf(f, "P6\n%d %d\n255\n", w, hh);
+            fwrite(rgb, 3, (size_t)w * (size_t)hh, f);
+            printf("width=%d height=%d\n", w, hh);
+        }
+        udcm_free(rgb);
+    } else {
+        rc = 2;
+        usage();
+    }
+    fclose(f);
+    udcm_close(h);
+    return rc;
+}
