@@ -237,6 +237,186 @@ typedef struct udcm_frame_ref {
  * entries. Returns K, or -1 (out of memory). */
 int udcm_series_pick_frames(const udcm_series *s, int max_frames, udcm_frame_ref *out);
 
+
+/* ==== Structured Reports (sr_writer.cpp, sr_reader.cpp) ====
+ * UniMed for Orthanc — DICOM Structured Report writer and reader (C API).
+ *
+ * The writer turns the zero-shot findings of one study into a DICOM
+ * Comprehensive SR object following TID 1500 "Imaging Measurement Report"
+ * (one Measurement Group per applied label set, one Finding with its
+ * Probability per label), plus the same report as DCMTK XML and the
+ * findings as JSON.  The reader returns the measurement groups of a TID 1500
+ * report (ours or another producer's).  See docs/REPORTS.md.
+ *
+ * Implementation: C++17 on DCMTK dcmsr (dicom/sr_writer.cpp, sr_reader.cpp);
+ * this header is plain C11.
+ *
+ * Errors: functions that can fail take (err, errlen) and write one line
+ * "NAME: reason" there (NAME = the file, or the request field at fault).
+ * err may be NULL.  Return 0 on success, -1 on error.
+ *
+ * Thread safety: no global state; different requests may be written
+ * concurrently.
+ */
+
+/* ---- shared types ------------------------------------------------------- */
+
+/* A coded concept (Code Value, Coding Scheme Designator, Code Meaning).
+ * All three must be non-empty in a request; the value must fit in 16
+ * characters (SH), or it is written as a Long Code Value (> 16, UC). */
+typedef struct udcm_sr_code {
+    const char *value;
+    const char *scheme;
+    const char *meaning;
+} udcm_sr_code;
+
+/* A reference to one image, or one frame of a multi-frame image. */
+typedef struct udcm_sr_image_ref {
+    const char *study_uid;          /* NULL or "": the study of the source */
+    const char *series_uid;
+    const char *sop_class_uid;
+    const char *sop_instance_uid;
+    uint32_t frame;                 /* 1-based; 0 = the whole instance */
+} udcm_sr_image_ref;
+
+/* ---- writer ------------------------------------------------------------- */
+
+typedef struct udcm_sr_finding {
+    const char *label;              /* the label-set's label (JSON only) */
+    udcm_sr_code code;              /* the finding's code (SCT, 99UNIMED, ...) */
+    double probability;             /* in [0, 1] */
+} udcm_sr_finding;
+
+/* One applied label set = one Measurement Group. */
+typedef struct udcm_sr_group {
+    const char *label_set_name;
+    const char *label_set_version;
+    const char *label_set_hash;     /* feeds the UIDs; any printable string */
+    const char *series_uid;         /* the source series the set was run on */
+    const udcm_sr_finding *findings;
+    size_t n_findings;              /* >= 1 */
+    const udcm_sr_image_ref *images;/* the images actually used */
+    size_t n_images;                /* >= 1 */
+} udcm_sr_group;
+
+typedef struct udcm_sr_request {
+    /* A source instance of the study: the patient and study modules are
+     * copied from it.  Either a Part-10 file path, or a buffer (Part-10 or
+     * raw dataset, Little Endian Explicit). */
+    const char *source_path;
+    const void *source_buffer;
+    size_t source_len;
+
+    const char *model_name;         /* required, e.g. "UniMed-CLIP ViT-B/16" */
+    const char *model_version;      /* required */
+    const char *model_hash;         /* required; feeds the UIDs */
+    const char *manufacturer;       /* NULL: "UniMed for Orthanc" */
+    const char *software_version;   /* NULL: model_version */
+    const char *device_observer_uid;/* NULL: derived (2.25) from model name+hash */
+    const char *device_observer_name; /* NULL: model_name */
+    udcm_sr_code procedure;         /* value NULL: first item of the source's
+                                     * Procedure Code Sequence, else
+                                     * (363679005, SCT, "Imaging procedure") */
+    const char *series_description; /* NULL: "UniMed AI findings — research use only" */
+    int series_number;              /* 0: 9901 */
+    const char *content_datetime;   /* NULL: now; else "YYYYMMDDHHMMSS" */
+
+    const udcm_sr_group *groups;
+    size_t n_groups;                /* >= 1 */
+    int complete;                   /* 1: COMPLETE; 0: PARTIAL (some series failed) */
+} udcm_sr_request;
+
+/* Write the SR.  Any of the outputs may be NULL / unused:
+ *   dcm_path   Part-10 file;
+ *   dcm_buf    *dcm_buf = malloc'd Part-10 bytes (free with free()), *dcm_len;
+ *   xml_path   DCMTK's XML form of the report (DSRDocument::writeXML);
+ *   json_path  the findings as JSON (docs/REPORTS.md).
+ * sop_instance_uid_out (may be NULL) receives the SOP Instance UID (65 bytes).
+ * Returns 0 or -1. */
+int udcm_sr_write(const udcm_sr_request *req,
+                  const char *dcm_path, uint8_t **dcm_buf, size_t *dcm_len,
+                  const char *xml_path, const char *json_path,
+                  char *sop_instance_uid_out, char *err, size_t errlen);
+
+/* The deterministic UIDs a request gets, without writing anything.
+ * study_uid: the source's Study Instance UID.  Each output is 65 bytes
+ * (NULL to skip).  tracking_uids_out: n_groups * 65 bytes or NULL. */
+int udcm_sr_derive_uids(const udcm_sr_request *req, const char *study_uid,
+                        char *series_uid_out, char *sop_instance_uid_out,
+                        char *tracking_uids_out, char *err, size_t errlen);
+
+/* "2.25.<decimal>" from a UUIDv5-style SHA-1 of the given bytes
+ * (docs/REPORTS.md).  out: 65 bytes. */
+void udcm_sr_uid_from_name(const void *name, size_t len, char *out);
+
+/* Validate an XML file against an XML Schema (libxml2).  Returns 0 if
+ * valid; -1 with the first problems in err. */
+int udcm_sr_validate_xml(const char *xml_path, const char *xsd_path,
+                         char *err, size_t errlen);
+
+/* ---- reader ------------------------------------------------------------- */
+
+/* A CODE content item of a group (the Finding (121071, DCM) items, and any
+ * other coded evaluation), with the Probability attached to it, if any. */
+typedef struct udcm_sr_read_finding {
+    udcm_sr_code concept;           /* concept name, e.g. (121071, DCM, "Finding") */
+    udcm_sr_code code;              /* the value */
+    int has_probability;
+    double probability;             /* (122157, DCM, "Probability") under it */
+} udcm_sr_read_finding;
+
+/* A NUM content item of a group that is not a finding's Probability. */
+typedef struct udcm_sr_read_measurement {
+    udcm_sr_code concept;
+    double value;                   /* Floating Point Value if present, else DS */
+    const char *value_text;         /* the DS as written */
+    udcm_sr_code unit;
+} udcm_sr_read_measurement;
+
+typedef struct udcm_sr_read_group {
+    const char *tracking_id;        /* "" if absent */
+    const char *tracking_uid;
+    const char *algorithm_name;     /* TID 4019, "" if absent */
+    const char *algorithm_version;
+    const char **algorithm_parameters;  /* TEXT values, n_algorithm_parameters */
+    size_t n_algorithm_parameters;
+    /* Our reports: from the "label_set_name=" etc. parameters; "" otherwise. */
+    const char *label_set_name, *label_set_version, *label_set_hash;
+    udcm_sr_read_finding *findings;
+    size_t n_findings;
+    udcm_sr_read_measurement *measurements;
+    size_t n_measurements;
+    udcm_sr_image_ref *images;      /* IMAGE items anywhere in the group (deduplicated) */
+    size_t n_images;
+} udcm_sr_read_group;
+
+typedef struct udcm_sr_result {
+    const char *sop_class_uid, *sop_instance_uid, *series_uid, *study_uid;
+    const char *patient_name, *patient_id;
+    const char *completion_flag, *verification_flag;
+    const char *template_id;        /* root TID, e.g. "1500"; "" if absent */
+    udcm_sr_code document_title;    /* root concept name */
+    const char *device_observer_uid, *device_observer_name;
+    const char *device_observer_manufacturer, *device_observer_model_name;
+    udcm_sr_code procedure;         /* first Procedure reported; fields "" if absent */
+    udcm_sr_image_ref *library;     /* Image Library entries */
+    size_t n_library;
+    udcm_sr_read_group *groups;     /* Measurement Groups, document order */
+    size_t n_groups;
+    void *internal_;                /* owned storage; do not touch */
+} udcm_sr_result;
+
+/* Read an SR.  Returns NULL on error (message in err); free the result
+ * with udcm_sr_result_free.  name is used in messages (NULL: "<memory>"). */
+udcm_sr_result *udcm_sr_read_file(const char *path, char *err, size_t errlen);
+udcm_sr_result *udcm_sr_read_memory(const void *buf, size_t len, const char *name,
+                                    char *err, size_t errlen);
+void udcm_sr_result_free(udcm_sr_result *res);
+
+/* The findings JSON (same shape as the writer's json_path output) of a read
+ * report.  Returns a malloc'd string (free()) or NULL. */
+char *udcm_sr_result_json(const udcm_sr_result *res);
+
 #ifdef __cplusplus
 }
 #endif

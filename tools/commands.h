@@ -14,5 +14,6 @@ int cmd_bench(int argc, char **argv);
 /* DICOM commands (cmd_dicom.c). */
 int cmd_inspect(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
+int cmd_analyze(int argc, char **argv); /* cmd_analyze.c */
 
 #endif

@@ -20,6 +20,7 @@ static const struct {
 #ifdef UNIMED_HAVE_DICOM
     {"inspect", cmd_inspect, "describe DICOM files"},
     {"preprocess", cmd_preprocess, "write the model input tensor of a DICOM frame"},
+    {"analyze", cmd_analyze, "a study's findings against label sets, and its DICOM SR"},
 #endif
 };
 

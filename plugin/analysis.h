@@ -1,0 +1,108 @@
+/* The analysis engine: one study in, findings + a DICOM SR + per-series
+ * image embeddings out. Shared by the Orthanc plugin and `unimed analyze`;
+ * it joins the model core (model/) and the DICOM library (dicom/).
+ *
+ * An engine owns one model instance and its workspace: use one engine per
+ * thread. Label-set text embeddings are computed once per model and cached
+ * on disk (cache_dir), so a second engine starts quickly. */
+#ifndef UNIMED_ANALYSIS_H
+#define UNIMED_ANALYSIS_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "unimed_dicom.h"
+#include "unimed_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct unimed_engine unimed_engine;
+
+typedef struct {
+  const char *model_dir;
+  const char *const *label_sets; /* label-set files; NULL/0 = every *.json in label_set_dir */
+  int n_label_sets;
+  const char *label_set_dir;     /* the shipped defaults (used when n_label_sets == 0) */
+  const char *cache_dir;         /* label-set embedding cache; NULL = no cache */
+  int max_slices;                /* frames per series (default 8) */
+  int aggregate_max;             /* 0: mean of slice embeddings (default);
+                                    1: per-label maximum over slices */
+  int threads;                   /* BLAS threads (0 = leave as is) */
+  const char *manufacturer;      /* for the SR's equipment (default "UniMed for Orthanc") */
+  const char *software_version;
+} unimed_engine_options;
+
+/* Loads the model and the label sets and computes (or reads from the cache)
+ * the label-set embeddings. NULL with a message naming the file at fault. */
+unimed_engine *unimed_engine_create(const unimed_engine_options *opts, char *err, size_t errlen);
+void unimed_engine_free(unimed_engine *e);
+
+/* {"model": {"name","version","hash","embed_dim"}, "label_sets": [{"name","version",
+ *  "hash","scoring","modalities","labels":[...]}]} — for status routes. */
+cJSON *unimed_engine_describe(const unimed_engine *e);
+int unimed_engine_embed_dim(const unimed_engine *e);
+/* Normalised text embedding (for search). 0 or -1 with err. */
+int unimed_engine_embed_text(unimed_engine *e, const char *text, float *out, char *err,
+                             size_t errlen);
+
+/* One DICOM instance held in memory (e.g. fetched from Orthanc). */
+typedef struct {
+  const char *name;  /* for messages, e.g. the Orthanc instance id */
+  const void *data;
+  size_t len;
+} unimed_blob;
+
+typedef struct {
+  char series_uid[65];
+  char modality[17];
+  int n_frames;
+  float *embedding;  /* embed_dim floats, normalised */
+} unimed_series_result;
+
+typedef struct {
+  cJSON *findings;        /* same shape as `unimed analyze` prints; owned */
+  uint8_t *sr;            /* Part-10 SR bytes (malloc'd), NULL when none was written */
+  size_t sr_len;
+  char sr_sop_instance_uid[65];
+  unimed_series_result *series;
+  int n_series;
+  int complete;           /* 1 when every image series was analysed */
+  char error[512];        /* why nothing could be analysed (when the call fails) */
+} unimed_study_result;
+
+/* Analyses one study given as files/folders or as in-memory instances.
+ * Series of other studies are an error. Non-image objects (SR, ...) are
+ * ignored. write_sr: also build the SR (one Measurement Group per label set
+ * applied to a series); xml_path (may be NULL): also write it as DCMTK SR
+ * XML. Returns 0 when at least one series was analysed and the report was
+ * built, -1 otherwise (reason in out->error; out->findings may still hold
+ * the per-series errors). */
+int unimed_engine_analyze_files(unimed_engine *e, const char *const *paths, int n_paths,
+                                int write_sr, const char *xml_path, unimed_study_result *out);
+int unimed_engine_analyze_blobs(unimed_engine *e, const unimed_blob *blobs, int n_blobs,
+                                int write_sr, unimed_study_result *out);
+void unimed_study_result_free(unimed_study_result *r);
+
+
+/* One series through a bare model (no label sets): its frames picked
+ * (udcm_series_pick_frames), preprocessed, encoded as one batch; the series
+ * embedding is the mean of the normalised frame embeddings, renormalised. */
+typedef struct {
+  udcm_frame_ref *frames;   /* the frames used, in slice order */
+  int n_frames;
+  float *frame_embeddings;  /* n_frames x embed_dim, normalised */
+  float *embedding;         /* embed_dim, normalised */
+} unimed_series_embedding;
+
+int unimed_series_embed(unimed_model *m, const udcm_series *s, int max_slices,
+                        unimed_series_embedding *out, char *err, size_t errlen);
+void unimed_series_embedding_free(unimed_series_embedding *w);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
