@@ -35,10 +35,7 @@ if [ -z "$model" ]; then
     /usr/bin/python3 tests/reference/make_model.py --config full --seed 0 --vocab "$out/vocab.txt" --out "$model"
   fi
 fi
-"$unimed" info --model "$model" | /usr/bin/python3 -c '
-import json, sys
-m = json.load(sys.stdin)
-print(f"model: {m[\"name\"]} {m[\"version\"]} (hash {m[\"hash\"]}), BLAS kernel {m[\"blas_core\"]}")'
+"$unimed" info --model "$model" | scripts/demo_report.py info
 
 # Sample studies: DICOM files that Debian's python3-pydicom installs.
 samples=/usr/lib/python3/dist-packages/pydicom/data/test_files
@@ -46,12 +43,7 @@ files=(CT_small.dcm MR_small.dcm JPEG2000.dcm SC_rgb_jpeg_gdcm.dcm)
 echo
 echo "== what the files are (unimed inspect)"
 for f in "${files[@]}"; do
-  "$unimed" inspect "$samples/$f" | /usr/bin/python3 -c '
-import json, sys
-for line in sys.stdin:
-    i = json.loads(line)
-    print(f"{i.get(\"file\",\"\").split(\"/\")[-1]:28} {i.get(\"modality\",\"\"):4} {i.get(\"rows\")}x{i.get(\"columns\")} "
-          f"frames {i.get(\"frames\")} {i.get(\"photometric\",\"\"):14} {i.get(\"transfer_syntax\",{}).get(\"name\",\"\")}")'
+  "$unimed" inspect "$samples/$f" | scripts/demo_report.py inspect
 done
 
 echo
@@ -65,17 +57,6 @@ echo
 echo "== findings (unimed analyze; one SR per study in $out/reports/)"
 "$unimed" analyze --model "$model" --out-dir "$out/reports" --cache "$out/cache" \
   "${files[@]/#/$samples/}" > "$out/findings.jsonl"
-/usr/bin/python3 - "$out/findings.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    for s in r["series"]:
-        print(f"study {r['study'][-24:]}  series {s['series'][-20:]}  {s['modality']}")
-        for ls in s.get("label_sets", []):
-            top = sorted(ls["findings"], key=lambda f: -f["probability"])[:3]
-            print(f"   {ls['name']:22} " + ", ".join(f"{f['label']} {f['probability']:.2f}" for f in top))
-    if "sr" in r:
-        print(f"   SR {r['sr'].get('file', '')}")
-PY
+scripts/demo_report.py findings < "$out/findings.jsonl"
 echo
 echo "demo: random weights — the probabilities above are meaningless. See README.md to use UniMed-CLIP's weights."
