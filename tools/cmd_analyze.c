@@ -16,13 +16,15 @@
 
 static void help_analyze(FILE *out) {
   fprintf(out,
-          "usage: unimed analyze --model DIR [--label-set FILE]... [--sr OUT.dcm] [--xml OUT.xml]\n"
+          "usage: unimed analyze --model DIR [--label-set FILE... | --label-set-dir DIR]\n"
+          "                      [--sr OUT.dcm] [--xml OUT.xml]\n"
           "                      [--out-dir DIR] [--max-slices K] [--aggregate mean|max]\n"
           "                      [--cache DIR | --no-cache] [--threads N] PATH...\n\n"
           "PATH: DICOM files or folders of one study. Every image series is analysed:\n"
           "K frames (default 8) along the slice normal, encoded, and scored against each\n"
           "label set that applies to it (modality, body part, SOP class). Without\n"
-          "--label-set, the shipped label sets are used (%s).\n"
+          "--label-set, every *.json in --label-set-dir is used (default: the shipped\n"
+          "label sets, %s).\n"
           "--aggregate mean (default) scores the series' mean embedding; max takes each\n"
           "label's highest probability over the frames (a finding may sit in one slice).\n"
           "--sr writes the findings as a DICOM TID 1500 Structured Report, --xml the same\n"
@@ -80,6 +82,7 @@ static int analyze_study(unimed_engine *e, const char *const *paths, int n, cons
 
 int cmd_analyze(int argc, char **argv) {
   const char *model = NULL, *sr = NULL, *xml = NULL, *out_dir = NULL, *cache = NULL;
+  const char *set_dir = UNIMED_DEFAULT_LABELSET_DIR;
   const char **sets = calloc((size_t)argc, sizeof(char *));
   const char **paths = calloc((size_t)argc, sizeof(char *));
   int n_sets = 0, n_paths = 0, max_slices = 8, threads = 0, aggregate_max = 0, no_cache = 0;
@@ -94,6 +97,7 @@ int cmd_analyze(int argc, char **argv) {
     }
     if (strcmp(a, "--model") == 0 && v) model = v, i++;
     else if (strcmp(a, "--label-set") == 0 && v) sets[n_sets++] = v, i++;
+    else if (strcmp(a, "--label-set-dir") == 0 && v) set_dir = v, i++;
     else if (strcmp(a, "--sr") == 0 && v) sr = v, i++;
     else if (strcmp(a, "--xml") == 0 && v) xml = v, i++;
     else if (strcmp(a, "--out-dir") == 0 && v) out_dir = v, i++;
@@ -138,7 +142,7 @@ int cmd_analyze(int argc, char **argv) {
     o.model_dir = model;
     o.label_sets = sets;
     o.n_label_sets = n_sets;
-    o.label_set_dir = UNIMED_DEFAULT_LABELSET_DIR;
+    o.label_set_dir = set_dir;
     o.cache_dir = no_cache ? NULL : cache;
     o.max_slices = max_slices;
     o.aggregate_max = aggregate_max;
@@ -198,5 +202,46 @@ int cmd_analyze(int argc, char **argv) {
   unimed_engine_free(e);
   free(sets);
   free(paths);
+  return rc;
+}
+
+/* ---- read-sr ---- */
+
+static void help_read_sr(FILE *out) {
+  fprintf(out, "usage: unimed read-sr FILE...\n\n"
+               "Reads TID 1500 Structured Reports (ours or another producer's) and prints\n"
+               "each one's measurement groups and findings as one JSON line.\n");
+}
+
+int cmd_read_sr(int argc, char **argv) {
+  if (argc < 2) {
+    help_read_sr(stderr);
+    return 2;
+  }
+  int rc = 0;
+  for (int i = 1; i < argc; i++) {
+    if (cli_is_help(argv[i])) {
+      help_read_sr(stdout);
+      return 0;
+    }
+    char err[512];
+    udcm_sr_result *r = udcm_sr_read_file(argv[i], err, sizeof err);
+    if (!r) {
+      fprintf(stderr, "unimed: %s\n", err);
+      rc = 1;
+      continue;
+    }
+    char *json = udcm_sr_result_json(r);
+    cJSON *j = json ? cJSON_Parse(json) : NULL;
+    if (j) {
+      cJSON_AddStringToObject(j, "file", argv[i]);
+      cli_print_json(j);
+    } else {
+      fprintf(stderr, "unimed: %s: cannot render the report as JSON\n", argv[i]);
+      rc = 1;
+    }
+    free(json);
+    udcm_sr_result_free(r);
+  }
   return rc;
 }

@@ -15,5 +15,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_analyze(int argc, char **argv); /* cmd_analyze.c */
+int cmd_read_sr(int argc, char **argv); /* cmd_analyze.c */
 
 #endif

@@ -21,6 +21,7 @@ static const struct {
     {"inspect", cmd_inspect, "describe DICOM files"},
     {"preprocess", cmd_preprocess, "write the model input tensor of a DICOM frame"},
     {"analyze", cmd_analyze, "a study's findings against label sets, and its DICOM SR"},
+    {"read-sr", cmd_read_sr, "the findings of TID 1500 Structured Reports"},
 #endif
 };
 
