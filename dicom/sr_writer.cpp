@@ -353,6 +353,36 @@ struct ImageKey {
     }
 };
 
+// Referenced Frame Number is allowed only for multi-frame IODs (PS3.3
+// C.17.3.2.1; dciodvfy checks it). A multi-frame object of a single-frame
+// SOP class (e.g. Secondary Capture with NumberOfFrames) is referenced whole.
+bool is_multiframe_sop_class(const std::string &uid)
+{
+    static const char *const prefixes_exact[] = {
+        "1.2.840.10008.5.1.4.1.1.2.1",     // Enhanced CT
+        "1.2.840.10008.5.1.4.1.1.2.2",     // Legacy Converted Enhanced CT
+        "1.2.840.10008.5.1.4.1.1.3.1",     // US Multi-frame
+        "1.2.840.10008.5.1.4.1.1.4.1",     // Enhanced MR
+        "1.2.840.10008.5.1.4.1.1.4.3",     // Enhanced MR Color
+        "1.2.840.10008.5.1.4.1.1.4.4",     // Legacy Converted Enhanced MR
+        "1.2.840.10008.5.1.4.1.1.6.2",     // Enhanced US Volume
+        "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2",  // Multi-frame SC
+        "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.7.4",
+        "1.2.840.10008.5.1.4.1.1.12.1", "1.2.840.10008.5.1.4.1.1.12.1.1",  // XA, Enhanced XA
+        "1.2.840.10008.5.1.4.1.1.12.2", "1.2.840.10008.5.1.4.1.1.12.2.1",  // XRF
+        "1.2.840.10008.5.1.4.1.1.13.1.1", "1.2.840.10008.5.1.4.1.1.13.1.3",  // 3D XA, tomosynthesis
+        "1.2.840.10008.5.1.4.1.1.20",      // NM
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1", "1.2.840.10008.5.1.4.1.1.77.1.2.1",  // video
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1", "1.2.840.10008.5.1.4.1.1.77.1.5.4",
+        "1.2.840.10008.5.1.4.1.1.77.1.6",  // VL Whole Slide Microscopy
+        "1.2.840.10008.5.1.4.1.1.128.1", "1.2.840.10008.5.1.4.1.1.130",  // PET legacy/enhanced
+        "1.2.840.10008.5.1.4.1.1.481.1", "1.2.840.10008.5.1.4.1.1.481.2",  // RT image, dose
+    };
+    for (const char *p : prefixes_exact)
+        if (uid == p) return true;
+    return false;
+}
+
 // Images of a list, deduplicated per instance, frames merged; first-seen order.
 std::vector<std::pair<ImageKey, std::set<uint32_t>>> collect_images(const udcm_sr_image_ref *refs, size_t n,
                                                                       const std::string &study)
@@ -378,7 +408,7 @@ std::vector<std::pair<ImageKey, std::set<uint32_t>>> collect_images(const udcm_s
         else out[at].second.insert(refs[i].frame);
     }
     for (auto &e : out)
-        if (e.second.count(0)) e.second.clear();
+        if (e.second.count(0) || !is_multiframe_sop_class(e.first.sop_class)) e.second.clear();
     return out;
 }
 
