@@ -42,6 +42,11 @@ int udcm_frame_tensor(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts *
   return rc;
 }
 
+void udcm_rgb8_to_tensor(const uint8_t *rgb, int size, const float mean[3], const float std[3],
+                         float *out) {
+  um_rgb8_to_chw_normalized(rgb, size, mean, std, out);
+}
+
 /* ---- collecting files into series ---- */
 
 typedef struct {

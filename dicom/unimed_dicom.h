@@ -174,6 +174,11 @@ int udcm_frame_tensor(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts *
                       const float mean[3], const float std[3], float *out, uint8_t *rgb_out,
                       char *err, size_t errlen);
 
+/* The last step alone: a size x size x 3 8-bit picture (e.g. a whole-slide
+ * tile) to the model's float32 3 x size x size tensor, (v/255 - mean)/std. */
+void udcm_rgb8_to_tensor(const uint8_t *rgb, int size, const float mean[3], const float std[3],
+                         float *out);
+
 /* ---- studies and series (study.c) --------------------------------------- */
 
 typedef struct udcm_instance {
@@ -416,6 +421,95 @@ void udcm_sr_result_free(udcm_sr_result *res);
 /* The findings JSON (same shape as the writer's json_path output) of a read
  * report.  Returns a malloc'd string (free()) or NULL. */
 char *udcm_sr_result_json(const udcm_sr_result *res);
+
+/* ==== Whole-slide images (wsi.cpp) ====
+ * VL Whole Slide Microscopy: one series = one slide, one instance per
+ * pyramid level (Image Type value 3 VOLUME), plus optional THUMBNAIL, LABEL
+ * and OVERVIEW pictures (LABEL and OVERVIEW are never read).  A level is a
+ * Total Pixel Matrix cut into frames (tiles): TILED_FULL (implicit order:
+ * row by row, tile after tile) or TILED_SPARSE (Plane Position (Slide) of
+ * each frame, Per-Frame Functional Groups).  Edge padding is cropped;
+ * missing tiles are white.  Grey levels use one mapping for the whole slide
+ * (rescale, then the first window; else Bits Stored <= 8 as is; else the
+ * 0.5 / 99.5 percentiles of the overview picture).  See
+ * docs/DICOM.md "Whole-slide images".  Errors name the file at fault (or
+ * the series UID when no file is). */
+
+#define UDCM_WSI_DEFAULT_TILES 16
+#define UDCM_WSI_DEFAULT_TILE_SIZE 224
+#define UDCM_WSI_DEFAULT_SPACING_MM 0.0005  /* 0.5 um/pixel (about 20x) */
+
+typedef struct udcm_wsi_level {
+    int instance;                   /* index into series->instances */
+    char flavor[17];                /* "VOLUME" (also when Image Type is absent) or "THUMBNAIL" */
+    uint32_t width, height;         /* Total Pixel Matrix Columns/Rows (Columns/Rows if absent) */
+    int tile_width, tile_height;    /* Columns, Rows */
+    int frames;
+    char organization[17];          /* Dimension Organization Type as stored ("" if absent) */
+    double spacing_mm;              /* mean Pixel Spacing (Pixel Measures); when absent derived
+                                       from the largest VOLUME level that has one by the width
+                                       ratio; 0 unknown */
+} udcm_wsi_level;
+
+/* The levels of a whole-slide series (from the collected headers: no file is
+ * opened), largest first.  Writes min(count, max) entries to out (may be
+ * NULL); returns the count, or -1. */
+int udcm_wsi_levels(const udcm_series *s, udcm_wsi_level *out, int max);
+
+/* Instance the overview is read from: the smallest THUMBNAIL with both
+ * sides >= min_side, else the smallest VOLUME level with both sides >=
+ * min_side, else the largest level.  -1 when the series has none. */
+int udcm_wsi_overview_level(const udcm_series *s, int min_side);
+
+/* Instance tiles are sampled from: the VOLUME level whose spacing is nearest
+ * target_spacing_mm (<= 0: the default) in log ratio, ties to the finer;
+ * without spacings the largest VOLUME level.  -1 when there is none. */
+int udcm_wsi_tile_level(const udcm_series *s, double target_spacing_mm);
+
+/* The overview level (udcm_wsi_overview_level) stitched to one w x h RGB8
+ * picture (*rgb malloc'd, free with udcm_free).  When that level's shorter
+ * side is at least 8 x min_side (no usable pyramid), it is read with
+ * nearest-neighbour decimation by k = floor(shorter / (4 min_side)).
+ * lim may be NULL (defaults; max_frame_pixels bounds the picture).
+ * Returns 0 or -1. */
+int udcm_wsi_overview_rgb8(const udcm_series *s, const udcm_limits *lim, int min_side,
+                           uint8_t **rgb, int *w, int *h, char *err, size_t errlen);
+
+/* The overview as model input, like udcm_frame_tensor: shorter side to
+ * size (Pillow bicubic), centre crop, normalise; out: 3 x size x size
+ * float32; rgb_out (may be NULL): the size x size x 3 crop. */
+int udcm_wsi_overview_tensor(const udcm_series *s, const udcm_limits *lim, int size,
+                             const float mean[3], const float std[3], float *out,
+                             uint8_t *rgb_out, char *err, size_t errlen);
+
+typedef struct udcm_wsi_tile {
+    int instance;                   /* level the tile was read from */
+    int x, y;                       /* top-left, 0-based, in its Total Pixel Matrix */
+    float tissue;                   /* tissue fraction of the window on the mask */
+} udcm_wsi_tile;
+
+/* Tissue tiles for pathology.  Level: udcm_wsi_tile_level.  Tissue mask:
+ * the overview picture (min_side = tile_size); a pixel is tissue when
+ * max(R,G,B) >= 16 and (mean < 220 or HSV saturation > 0.07).  Windows:
+ * the grid of non-overlapping tile_size x tile_size windows centred in the
+ * level; candidates are windows with tissue fraction >= 0.5 (else > 0), in
+ * raster order; K = min(n_tiles, candidates) are taken at indices
+ * floor((i + 0.5) * n / K).  Each window is read by decoding only the frames
+ * it overlaps (a few decoded tiles are cached).  n_tiles, tile_size,
+ * target_spacing_mm <= 0: the defaults above.
+ * *tiles: malloc'd K x tile_size x tile_size x 3 RGB8 (free with udcm_free),
+ * *n_out = K; where (may be NULL, n_tiles entries): each tile's origin.
+ * No tissue at all: returns 0 with *n_out = 0 (use the overview).
+ * Returns 0 or -1.  A slide embedding is the mean of the tile embeddings. */
+int udcm_wsi_sample_tiles(const udcm_series *s, const udcm_limits *lim, int n_tiles,
+                          int tile_size, double target_spacing_mm, uint8_t **tiles,
+                          int *n_out, udcm_wsi_tile *where, char *err, size_t errlen);
+
+/* Frames decoded by the functions above since the process started (all
+ * threads): a diagnostic, used by the tests to bound the work. */
+uint64_t udcm_wsi_frames_decoded(void);
+
+/* ==== end of whole-slide images ==== */
 
 #ifdef __cplusplus
 }

@@ -195,14 +195,73 @@ cJSON *unimed_engine_describe(const unimed_engine *e) {
 
 void unimed_series_embedding_free(unimed_series_embedding *w) {
   free(w->frames);
+  free(w->tiles);
   free(w->frame_embeddings);
   free(w->embedding);
   memset(w, 0, sizeof *w);
 }
 
+/* Whole-slide series: tissue tiles at the target spacing, else the overview. */
+static int wsi_inputs(const unimed_config *c, const udcm_series *s, int n_tiles,
+                      unimed_series_embedding *w, float **pixels, char *err, size_t errlen) {
+  const int S = c->image_size;
+  const size_t per = (size_t)3 * S * S;
+  uint8_t *tiles = NULL;
+  int n = 0;
+  w->tiles = calloc((size_t)n_tiles, sizeof *w->tiles);
+  w->frames = calloc((size_t)n_tiles, sizeof *w->frames);
+  if (!w->tiles || !w->frames) {
+    set_err(err, errlen, "series %s: out of memory", s->series_uid);
+    return -1;
+  }
+  if (udcm_wsi_sample_tiles(s, NULL, n_tiles, S, UDCM_WSI_DEFAULT_SPACING_MM, &tiles, &n, w->tiles,
+                            err, errlen) != 0)
+    return -1;
+  *pixels = malloc((size_t)(n > 0 ? n : 1) * per * sizeof(float));
+  if (!*pixels) {
+    udcm_free(tiles);
+    set_err(err, errlen, "series %s: out of memory", s->series_uid);
+    return -1;
+  }
+  if (n == 0) { /* no tissue found: the whole slide, as an overview */
+    udcm_free(tiles);
+    free(w->tiles);
+    w->tiles = NULL;
+    int level = udcm_wsi_overview_level(s, S);
+    w->frames[0].instance = level >= 0 ? level : 0;
+    w->n_frames = 1;
+    return udcm_wsi_overview_tensor(s, NULL, S, c->mean, c->std, *pixels, NULL, err, errlen);
+  }
+  for (int i = 0; i < n; i++) {
+    udcm_rgb8_to_tensor(tiles + (size_t)i * S * S * 3, S, c->mean, c->std, *pixels + (size_t)i * per);
+    w->frames[i].instance = w->tiles[i].instance;
+  }
+  w->n_frames = n;
+  udcm_free(tiles);
+  return 0;
+}
+
 int unimed_series_embed(unimed_model *m, const udcm_series *s, int max_slices,
                         unimed_series_embedding *w, char *err, size_t errlen) {
   const unimed_config *c = unimed_model_config(m);
+  if (s->is_wsi) {
+    int n_tiles = max_slices > UDCM_WSI_DEFAULT_TILES ? max_slices : UDCM_WSI_DEFAULT_TILES;
+    float *pixels = NULL;
+    memset(w, 0, sizeof *w);
+    w->frame_embeddings = malloc((size_t)n_tiles * c->embed_dim * sizeof(float));
+    w->embedding = malloc((size_t)c->embed_dim * sizeof(float));
+    int rc = -1;
+    if (!w->frame_embeddings || !w->embedding)
+      set_err(err, errlen, "series %s: out of memory", s->series_uid);
+    else if (wsi_inputs(c, s, n_tiles, w, &pixels, err, errlen) == 0 &&
+             unimed_encode_images(m, pixels, w->n_frames, w->frame_embeddings, err, errlen) == 0) {
+      unimed_prompt_ensemble(w->frame_embeddings, w->n_frames, c->embed_dim, w->embedding);
+      rc = 0;
+    }
+    free(pixels);
+    if (rc != 0) unimed_series_embedding_free(w);
+    return rc;
+  }
   const int S = c->image_size, E = c->embed_dim;
   const size_t per = (size_t)3 * S * S;
   memset(w, 0, sizeof *w);
@@ -275,6 +334,10 @@ static cJSON *frames_json(const udcm_series *s, const unimed_series_embedding *w
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "sop_instance", s->instances[w->frames[i].instance].info.sop_instance_uid);
     cJSON_AddNumberToObject(f, "frame", w->frames[i].frame);
+    if (w->tiles) {
+      cJSON_AddNumberToObject(f, "tile_x", w->tiles[i].x);
+      cJSON_AddNumberToObject(f, "tile_y", w->tiles[i].y);
+    }
     cJSON_AddItemToArray(a, f);
   }
   return a;
@@ -331,7 +394,8 @@ static int sr_add_group(sr_groups *g, const unimed_label_set *ls, const udcm_ser
     im[i].series_uid = in->series_uid;
     im[i].sop_class_uid = in->sop_class_uid;
     im[i].sop_instance_uid = in->sop_instance_uid;
-    im[i].frame = in->frames > 1 ? w->frames[i].frame + 1 : 0; /* 1-based in SR */
+    /* 1-based in the SR; a whole-slide level is referenced whole. */
+    im[i].frame = in->frames > 1 && !s->is_wsi ? w->frames[i].frame + 1 : 0;
   }
   udcm_sr_group *grp = &g->groups[g->n++];
   memset(grp, 0, sizeof *grp);

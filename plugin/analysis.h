@@ -89,10 +89,14 @@ void unimed_study_result_free(unimed_study_result *r);
 
 /* One series through a bare model (no label sets): its frames picked
  * (udcm_series_pick_frames), preprocessed, encoded as one batch; the series
- * embedding is the mean of the normalised frame embeddings, renormalised. */
+ * embedding is the mean of the normalised frame embeddings, renormalised.
+ * A whole-slide series gives up to max(16, max_slices) tissue tiles at
+ * 0.5 um/pixel instead (or, when no tissue is found, the slide overview);
+ * the slide embedding is the mean of the tile embeddings. */
 typedef struct {
-  udcm_frame_ref *frames;   /* the frames used, in slice order */
+  udcm_frame_ref *frames;   /* the frames used, in slice order (whole-slide: one per tile) */
   int n_frames;
+  udcm_wsi_tile *tiles;     /* whole-slide series: where each tile lies; else NULL */
   float *frame_embeddings;  /* n_frames x embed_dim, normalised */
   float *embedding;         /* embed_dim, normalised */
 } unimed_series_embedding;

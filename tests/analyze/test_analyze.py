@@ -75,13 +75,57 @@ def make_ct_series(folder, n=12):
     return study
 
 
+def make_slide(folder, cols=384, rows=256, tile=64):
+    """A one-level VL Whole Slide Microscopy image, TILED_FULL, RGB, with a
+    pink 'tissue' ellipse on white glass."""
+    os.makedirs(folder)
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    tissue = ((xx - cols / 2) / (cols / 3)) ** 2 + ((yy - rows / 2) / (rows / 3)) ** 2 < 1
+    img = np.full((rows, cols, 3), 245, np.uint8)
+    rng = np.random.default_rng(5)
+    img[tissue] = (rng.integers(0, 40, (int(tissue.sum()), 3)) + np.array([170, 90, 150])).astype(np.uint8)
+    frames = []
+    for ty in range(0, rows, tile):
+        for tx in range(0, cols, tile):
+            frames.append(img[ty:ty + tile, tx:tx + tile].tobytes())
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.6"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Slide", "PH-002", "19700101", "O"
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "120000", "1", "ACC2"
+    ds.ReferringPhysicianName = ""
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SM", 1, 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.DimensionOrganizationType = "TILED_FULL"
+    ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows = cols, rows
+    ds.Rows = ds.Columns = tile
+    ds.NumberOfFrames = len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    pm = Dataset()
+    pm.PixelSpacing = [0.0005, 0.0005]
+    pm.SliceThickness = 0.001
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [pm]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PixelData = b"".join(frames)
+    ds.save_as(os.path.join(folder, "level0.dcm"), write_like_original=False)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="unimed-analyze-")
     cache = os.path.join(tmp, "cache")
     try:
         ct_dir = os.path.join(tmp, "ct_series")
         ct_study = make_ct_series(ct_dir)
+        slide_dir = os.path.join(tmp, "slide")
+        make_slide(slide_dir)
         studies = {
+            "slide": [slide_dir],
             "CT_small": [os.path.join(SAMPLES, "CT_small.dcm")],
             "MR_small": [os.path.join(SAMPLES, "MR_small.dcm")],
             "rgb_2frame": [os.path.join(SAMPLES, "SC_rgb_rle_2frame.dcm")],
@@ -98,6 +142,10 @@ def main():
             series = findings["series"]
             check(f"{name}: one series, label sets applied", len(series) == 1 and series[0].get("label_sets"),
                   json.dumps(series)[:300])
+            if name == "slide":
+                used = series[0]["frames_used"]
+                check("slide: tissue tiles used, with positions", len(used) >= 4 and all("tile_x" in f for f in used),
+                      json.dumps(used)[:300])
             if name == "ct_series":
                 used = [f["sop_instance"] for f in series[0]["frames_used"]]
                 # Expected: 8 of the 12 slices at floor((i+0.5)*12/8), in position order.
