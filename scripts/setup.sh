@@ -14,8 +14,9 @@ PACKAGES=(
   orthanc orthanc-dev dicom3tools
   # references for the tests (Debian's /usr/bin/python3)
   python3 python3-torch python3-numpy python3-pydicom python3-pil python3-gdcm
-  # tokenizer parity (HuggingFace's JavaScript tokenizer from npm)
-  nodejs npm
+  # tokenizer parity (HuggingFace's JavaScript tokenizer from npm) and the
+  # Orthanc Explorer test (Debian's Chromium driven by playwright-core)
+  nodejs npm chromium
 )
 
 missing=()
@@ -36,5 +37,9 @@ fi
 if [ ! -d tests/tokenizer/node_modules ]; then
   (cd tests/tokenizer && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
     echo "setup: npm install failed; the tokenizer parity tests will be skipped" >&2
+fi
+if [ ! -d tests/plugin/node_modules ]; then
+  (cd tests/plugin && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
+    echo "setup: npm install failed; the Explorer test will be skipped" >&2
 fi
 echo "setup: done"

@@ -1,0 +1,174 @@
+/* Calls into Orthanc's REST API and small helpers. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "plugin_internal.h"
+
+void log_error(const char *fmt, ...) {
+  char msg[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (g.ctx) OrthancPluginLogError(g.ctx, msg);
+}
+
+void log_warning(const char *fmt, ...) {
+  char msg[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (g.ctx) OrthancPluginLogWarning(g.ctx, msg);
+}
+
+void log_info(const char *fmt, ...) {
+  char msg[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (g.ctx) OrthancPluginLogInfo(g.ctx, msg);
+}
+
+char *xstrdup(const char *s) {
+  if (!s) return NULL;
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+void now_iso(char out[32]) {
+  time_t t = time(NULL);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+uint64_t fnv1a64(uint64_t h, const void *p, size_t n) {
+  const unsigned char *c = p;
+  for (size_t i = 0; i < n; i++) {
+    h ^= c[i];
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+void buf_free(buf_t *b) {
+  if (!b) return;
+  free(b->data);
+  b->data = NULL;
+  b->len = 0;
+}
+
+/* ETag from the JSON object of answer headers (case-insensitive key). */
+static void extract_etag(const OrthancPluginMemoryBuffer *hb, char *etag) {
+  etag[0] = 0;
+  if (!hb->data || !hb->size) return;
+  cJSON *h = cJSON_ParseWithLength(hb->data, hb->size);
+  if (!h) return;
+  cJSON *it;
+  cJSON_ArrayForEach(it, h) {
+    if (it->string && strcasecmp(it->string, "etag") == 0 && cJSON_IsString(it)) {
+      const char *v = it->valuestring;
+      size_t n = strlen(v);
+      if (n >= 2 && v[0] == '"' && v[n - 1] == '"') { v++; n -= 2; }
+      if (n > 63) n = 63;
+      memcpy(etag, v, n);
+      etag[n] = 0;
+    }
+  }
+  cJSON_Delete(h);
+}
+
+int orth_call(OrthancPluginHttpMethod method, const char *uri, const char *if_match,
+              const void *body, size_t len, buf_t *out, char *etag) {
+  OrthancPluginMemoryBuffer ab = {0}, hb = {0};
+  uint16_t status = 0;
+  const char *hk[1] = {"If-Match"};
+  const char *hv[1] = {if_match};
+  if (out) { out->data = NULL; out->len = 0; }
+  if (etag) etag[0] = 0;
+  if (len > UINT32_MAX) return 0;
+  OrthancPluginErrorCode rc = OrthancPluginCallRestApi(
+      g.ctx, &ab, etag ? &hb : NULL, &status, method, uri, if_match ? 1 : 0,
+      if_match ? hk : NULL, if_match ? hv : NULL, body, (uint32_t)len, 0);
+  if (rc != OrthancPluginErrorCode_Success && status == 0) {
+    /* Map the common error codes when no HTTP status came back. */
+    if (rc == OrthancPluginErrorCode_UnknownResource || rc == OrthancPluginErrorCode_InexistentItem)
+      status = 404;
+    else if (rc == OrthancPluginErrorCode_BadRequest || rc == OrthancPluginErrorCode_BadFileFormat)
+      status = 400;
+    else
+      status = 500;
+  }
+  if (etag && hb.data) extract_etag(&hb, etag);
+  if (hb.data) OrthancPluginFreeMemoryBuffer(g.ctx, &hb);
+  if (ab.data) {
+    if (out && status >= 200 && status < 300) {
+      out->data = malloc(ab.size + 1);
+      if (out->data) {
+        memcpy(out->data, ab.data, ab.size);
+        out->data[ab.size] = 0;
+        out->len = ab.size;
+      }
+    }
+    OrthancPluginFreeMemoryBuffer(g.ctx, &ab);
+  }
+  return status;
+}
+
+cJSON *orth_get_json(const char *uri, int *status) {
+  buf_t b;
+  int st = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, &b, NULL);
+  if (status) *status = st;
+  if (st != 200 || !b.data) {
+    buf_free(&b);
+    return NULL;
+  }
+  cJSON *j = cJSON_ParseWithLength(b.data, b.len);
+  buf_free(&b);
+  return j;
+}
+
+int64_t orth_last_change(void) {
+  cJSON *j = orth_get_json("/changes?last", NULL);
+  int64_t last = -1;
+  if (j) {
+    cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "Last");
+    if (cJSON_IsNumber(l)) last = (int64_t)l->valuedouble;
+    cJSON_Delete(j);
+  }
+  return last;
+}
+
+int orth_meta_get(const char *study, const char *name, buf_t *out, char *etag) {
+  char uri[256];
+  snprintf(uri, sizeof uri, "/studies/%s/metadata/%s", study, name);
+  return orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, out, etag);
+}
+
+int orth_meta_put(const char *study, const char *name, const char *value,
+                  const char *expected_etag) {
+  char uri[256], etag[64];
+  snprintf(uri, sizeof uri, "/studies/%s/metadata/%s", study, name);
+  const char *im = expected_etag;
+  if (!im) {
+    /* Current revision, so that a server with "CheckRevisions": true accepts
+     * the write. Absent metadata: no If-Match. */
+    int st = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, NULL, etag);
+    if (st == 200 && etag[0]) im = etag;
+  }
+  return orth_call(OrthancPluginHttpMethod_Put, uri, im, value, strlen(value), NULL, NULL);
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/python3
+"""plugin_config: a wrong "UniMed" configuration stops the plugin with a
+clear log line while Orthanc keeps serving; /unimed/status says why."""
+
+import os
+import sys
+import tempfile
+
+from common import Check, Orthanc, env_paths, make_study, upload
+
+CASES = [
+    ("Workers 0", {"Workers": 0}, "Workers"),
+    ("MaxSlices of the wrong type", {"MaxSlices": "8"}, "MaxSlices"),
+    ("Enable not a boolean", {"Enable": "yes"}, "Enable"),
+    ("Root without slashes", {"Root": "unimed"}, "Root"),
+    ("missing ModelDirectory", {"ModelDirectory": None}, "ModelDirectory"),
+    ("unloadable model", {"ModelDirectory": "EMPTY"}, "cannot load the model"),
+    ("missing label-set file", {"LabelSets": ["/nonexistent/labels.json"]}, "/nonexistent/labels.json"),
+    ("disabled", {"Enable": False}, "Enable"),
+]
+
+
+def main():
+    plugin, model = env_paths()
+    ok = Check("plugin_config")
+    empty = tempfile.mkdtemp(prefix="unimed-empty-model-")
+    for name, settings, expect in CASES:
+        unimed = {}
+        for k, v in settings.items():
+            unimed[k] = empty if v == "EMPTY" else v
+        o = Orthanc(plugin, None if settings.get("ModelDirectory", 1) is None else model, unimed={
+            k: v for k, v in unimed.items() if v is not None})
+        try:
+            o.start()
+            st, ans = o.get("/unimed/status")
+            ok(st == 200 and ans["enabled"] is False and expect in ans.get("reason", ""),
+               "%s: status enabled=false, reason: %s" % (name, ans.get("reason") if isinstance(ans, dict) else ans))
+            st, ans = o.get("/unimed/findings?label=x")
+            ok(st == 503 and "disabled" in ans.get("error", ""), "%s: other routes answer 503" % name)
+            st, _ = o.get("/system")
+            _, files = make_study("CT", 1, 1, seed=5)
+            sid = upload(o, files)
+            ok(st == 200 and sid, "%s: Orthanc keeps serving (upload works)" % name)
+            log = o.log_tail(200)
+            if name != "disabled":
+                line = [l for l in log.splitlines() if l.startswith("E") and "UniMed" in l]
+                ok(line and expect in line[0], "%s: error logged: %s" % (name, line[0][:200] if line else None))
+        finally:
+            o.stop()
+            o.cleanup()
+    os.rmdir(empty)
+    return ok.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
