@@ -4,6 +4,7 @@
 // their probabilities, its numeric measurements and its image references.
 
 #include "unimed_dicom.h"
+#include "udcm_internal.h"
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
@@ -287,24 +288,28 @@ udcm_sr_result *read_dataset(DcmItem &ds, const std::string &name, char *err, si
 
 extern "C" {
 
+/* Both readers open through udcm_open_file / udcm_open_memory, so SRs get
+ * the same length checks, limits and safe Deflated handling as images. */
+static udcm_sr_result *read_handle(udcm_handle *h, const std::string &name, char *err, size_t errlen)
+{
+    if (!h) return nullptr;
+    udcm_sr_result *res = nullptr;
+    try {
+        res = read_dataset(*h->ds, name, err, errlen);
+    } catch (const std::exception &e) {
+        set_err(err, errlen, "%s: %s", name.c_str(), e.what());
+    }
+    udcm_close(h);
+    return res;
+}
+
 udcm_sr_result *udcm_sr_read_file(const char *path, char *err, size_t errlen)
 {
     if (!path || !*path) {
         set_err(err, errlen, "udcm_sr_read_file: no path");
         return nullptr;
     }
-    try {
-        DcmFileFormat ff;
-        OFCondition c = ff.loadFile(path);
-        if (c.bad()) {
-            set_err(err, errlen, "%s: cannot read: %s", path, c.text());
-            return nullptr;
-        }
-        return read_dataset(*ff.getDataset(), path, err, errlen);
-    } catch (const std::exception &e) {
-        set_err(err, errlen, "%s: %s", path, e.what());
-    }
-    return nullptr;
+    return read_handle(udcm_open_file(path, nullptr, err, errlen), path, err, errlen);
 }
 
 udcm_sr_result *udcm_sr_read_memory(const void *buf, size_t len, const char *name, char *err, size_t errlen)
@@ -314,23 +319,7 @@ udcm_sr_result *udcm_sr_read_memory(const void *buf, size_t len, const char *nam
         set_err(err, errlen, "%s: empty buffer", nm.c_str());
         return nullptr;
     }
-    try {
-        DcmFileFormat ff;
-        DcmInputBufferStream in;
-        in.setBuffer(buf, (offile_off_t)len);
-        in.setEos();
-        ff.transferInit();
-        OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
-        ff.transferEnd();
-        if (c.bad()) {
-            set_err(err, errlen, "%s: cannot parse: %s", nm.c_str(), c.text());
-            return nullptr;
-        }
-        return read_dataset(*ff.getDataset(), nm, err, errlen);
-    } catch (const std::exception &e) {
-        set_err(err, errlen, "%s: %s", nm.c_str(), e.what());
-    }
-    return nullptr;
+    return read_handle(udcm_open_memory(buf, len, nm.c_str(), nullptr, err, errlen), nm, err, errlen);
 }
 
 void udcm_sr_result_free(udcm_sr_result *res)

@@ -2,6 +2,7 @@
 // Public API: unimed_dicom.h (Structured Reports).  The content tree is documented in docs/REPORTS.md.
 
 #include "unimed_dicom.h"
+#include "udcm_internal.h"
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
@@ -21,6 +22,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <memory>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -227,26 +229,27 @@ Uids derive(const udcm_sr_request *req, const std::string &study)
 
 // ---- source ---------------------------------------------------------------
 
-void load_source(const udcm_sr_request *req, DcmFileFormat &ff, std::string &name)
+// The source goes through udcm_open_file / udcm_open_memory: the same length
+// checks, limits and safe Deflated handling as any input. We keep a copy of
+// its data set.
+std::unique_ptr<DcmDataset> load_source(const udcm_sr_request *req, std::string &name)
 {
     OFCondition c;
+    char err[512] = "";
+    udcm_handle *h = nullptr;
     if (!empty(req->source_path)) {
         name = req->source_path;
-        c = ff.loadFile(req->source_path);
-        if (c.bad()) fail(name + ": cannot read source instance: " + c.text());
+        h = udcm_open_file(req->source_path, nullptr, err, sizeof err);
     } else if (req->source_buffer && req->source_len > 0) {
         name = "<source buffer>";
-        DcmInputBufferStream in;
-        in.setBuffer(req->source_buffer, (offile_off_t)req->source_len);
-        in.setEos();
-        ff.transferInit();
-        c = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
-        ff.transferEnd();
-        if (c.bad()) fail(name + ": cannot parse source instance: " + c.text());
+        h = udcm_open_memory(req->source_buffer, req->source_len, name.c_str(), nullptr, err, sizeof err);
     } else {
         fail("request.source_path: no source instance (path or buffer) given");
     }
-    DcmDataset *ds = ff.getDataset();
+    if (!h) fail(std::string("cannot read source instance: ") + err);
+    std::unique_ptr<DcmDataset> copy(new DcmDataset(*h->ds));
+    udcm_close(h);
+    DcmDataset *ds = copy.get();
     OFString study;
     if (ds->findAndGetOFString(DCM_StudyInstanceUID, study).bad() || study.empty())
         fail(name + ": source has no Study Instance UID");
@@ -258,6 +261,7 @@ void load_source(const udcm_sr_request *req, DcmFileFormat &ff, std::string &nam
         if (c.bad()) fail(name + ": cannot convert Specific Character Set \"" + std::string(cs.c_str()) +
                           "\" to UTF-8: " + c.text());
     }
+    return copy;
 }
 
 std::string ds_string(DcmItem *ds, const DcmTagKey &key)
@@ -527,10 +531,9 @@ void write_sr(const udcm_sr_request *req, const char *dcm_path, uint8_t **dcm_bu
               const char *xml_path, const char *json_path, char *sop_out)
 {
     check_request(req);
-    DcmFileFormat srcff;
     std::string srcname;
-    load_source(req, srcff, srcname);
-    DcmDataset *src = srcff.getDataset();
+    std::unique_ptr<DcmDataset> srcds = load_source(req, srcname);
+    DcmDataset *src = srcds.get();
     const std::string study = ds_string(src, DCM_StudyInstanceUID);
     const Uids uids = derive(req, study);
     std::string date, time_s;

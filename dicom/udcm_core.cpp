@@ -7,16 +7,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <mutex>
 #include <new>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcpixseq.h>
 #include <dcmtk/dcmdata/dcpxitem.h>
-#include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcfcache.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
@@ -67,7 +66,8 @@ static void udcm_global_init()
      * getUncompressedFrame's decompressedColorModel. */
     DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation);
     DJLSDecoderRegistration::registerCodecs();
-    DcmRLEDecoderRegistration::registerCodecs();
+    /* RLE is decoded by udcm_rle.cpp: DCMTK's RLE codec is deliberately not
+     * registered (DCMTK 3.6.7 reads past its buffer on crafted headers). */
 }
 
 extern "C" void udcm_limits_default(udcm_limits *l)
@@ -167,7 +167,8 @@ static void fill_info(udcm_handle *h)
         if (nm) snprintf(in.sop_class_name, sizeof in.sop_class_name, "%s", nm);
     }
     get_str(ds, DCM_Modality, in.modality, sizeof in.modality);
-    DcmXfer xf(h->xfer);
+    /* an inflated data set reports the file's transfer syntax */
+    DcmXfer xf(h->deflated ? EXS_DeflatedLittleEndianExplicit : h->xfer);
     snprintf(in.transfer_syntax_uid, sizeof in.transfer_syntax_uid, "%s", xf.getXferID());
     snprintf(in.transfer_syntax_name, sizeof in.transfer_syntax_name, "%s", xf.getXferName());
     in.encapsulated = xf.isEncapsulated() ? 1 : 0;
@@ -421,6 +422,133 @@ static udcm_handle *finish_open(udcm_handle *h, OFCondition st, char *err, size_
     return h;
 }
 
+/* A file DCMTK can parse (and lazily re-read) by name: a memfd when the
+ * system has them, else a temporary file removed at close.  Sets h->memfd
+ * (and h->tmp_path) and path.  Returns false when neither can be made. */
+static bool make_scratch_file(udcm_handle *h, std::string &path)
+{
+    int fd = memfd_create("udcm", MFD_CLOEXEC);
+    if (fd >= 0) {
+        char p[64];
+        snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+        if (access(p, R_OK) == 0) {
+            h->memfd = fd;
+            path = p;
+            return true;
+        }
+        close(fd);
+    }
+    const char *td = getenv("TMPDIR");
+    std::string t = std::string(td && *td ? td : "/tmp") + "/udcm-XXXXXX";
+    std::vector<char> tb(t.begin(), t.end());
+    tb.push_back('\0');
+    fd = mkostemp(tb.data(), O_CLOEXEC);
+    if (fd < 0) return false;
+    h->memfd = fd;
+    h->tmp_path = tb.data();
+    path = h->tmp_path;
+    return true;
+}
+
+static void release_scratch_file(udcm_handle *h)
+{
+    if (h->memfd >= 0) close(h->memfd);
+    h->memfd = -1;
+    if (!h->tmp_path.empty()) unlink(h->tmp_path.c_str());
+    h->tmp_path.clear();
+}
+
+static bool write_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = static_cast<const uint8_t *>(buf);
+    while (len > 0) {
+        ssize_t k = write(fd, p, len);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return false;
+        p += k;
+        len -= (size_t)k;
+    }
+    return true;
+}
+
+/* Does the File Meta Information of the file name a transfer syntax whose
+ * data set is a compressed stream (Deflated)?  Read by DCMTK itself, meta
+ * information only, so that the answer is the one its full read would act
+ * on. */
+static bool meta_says_stream_compressed(const std::string &path)
+{
+    DcmFileFormat probe;
+    probe.loadFile(OFFilename(path.c_str()), EXS_Unknown, EGL_noChange, 4096, ERM_metaOnly);
+    DcmMetaInfo *mi = probe.getMetaInfo();
+    DcmStack stack;
+    if (!mi || mi->search(DCM_TransferSyntaxUID, stack).bad() || !stack.top()) return false;
+    DcmElement *e = dynamic_cast<DcmElement *>(stack.top());
+    if (!e) return false;
+    /* A length beyond the file: DCMTK's own read stops at this element
+     * ("larger than remaining bytes"), and loading the value would
+     * allocate what the length claims. */
+    struct stat sb;
+    const Uint32 L = e->getLengthField();
+    if (stat(path.c_str(), &sb) != 0 || L == DCM_UndefinedLength || (uint64_t)L > (uint64_t)sb.st_size) return false;
+    char *uid = nullptr;
+    if (e->getString(uid).bad() || !uid) return false;
+    return DcmXfer(uid).getStreamCompression() != ESC_none;
+}
+
+/* Parse `path` (the input: a file, or the scratch file holding a memory
+ * input).  A Deflated data set never reaches DCMTK's stream inflater: it is
+ * inflated here (bounded by max_input_bytes and 1 GiB) into a scratch
+ * Part 10 file in Explicit VR Little Endian, which DCMTK parses with the
+ * usual length checks.  data/len: the input bytes when in memory, else
+ * NULL (the file is mapped when needed). */
+static udcm_handle *load_and_finish(udcm_handle *h, std::string path, const void *data, size_t len, char *err,
+                                    size_t errlen)
+{
+    if (meta_says_stream_compressed(path)) {
+        void *map = nullptr;
+        size_t maplen = 0;
+        if (!data) {
+            int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+            struct stat sb;
+            if (fd < 0 || fstat(fd, &sb) != 0 || sb.st_size <= 0) {
+                set_error(h->name, err, errlen, "cannot read: %s", strerror(errno));
+                if (fd >= 0) close(fd);
+                delete h;
+                return nullptr;
+            }
+            maplen = (size_t)sb.st_size;
+            map = mmap(nullptr, maplen, PROT_READ, MAP_PRIVATE, fd, 0);
+            close(fd);
+            if (map == MAP_FAILED) {
+                set_error(h->name, err, errlen, "cannot map the file: %s", strerror(errno));
+                delete h;
+                return nullptr;
+            }
+            data = map;
+            len = maplen;
+        }
+        /* the scratch file holding a memory input is not needed any more */
+        release_scratch_file(h);
+        std::string e;
+        if (!make_scratch_file(h, path))
+            e = std::string("cannot create a file for the inflated data set: ") + strerror(errno);
+        else
+            e = udcm::write_inflated_file(static_cast<const uint8_t *>(data), len, h->limits.max_input_bytes,
+                                          h->memfd);
+        if (map) munmap(map, maplen);
+        if (!e.empty()) {
+            set_error(h->name, err, errlen, "%s", e.c_str());
+            delete h;
+            return nullptr;
+        }
+        h->deflated = true;
+    }
+    /* Values longer than 4 KiB stay in the file until used: only the
+     * fragments / bytes of the requested frame are ever read. */
+    OFCondition st = h->ff.loadFile(OFFilename(path.c_str()), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
+    return finish_open(h, st, err, errlen);
+}
+
 extern "C" udcm_handle *udcm_open_file(const char *path, const udcm_limits *limits, char *err, size_t errlen)
 {
     std::call_once(g_init_once, udcm_global_init);
@@ -452,10 +580,7 @@ extern "C" udcm_handle *udcm_open_file(const char *path, const udcm_limits *limi
         delete h;
         return nullptr;
     }
-    /* Values longer than 4 KiB stay in the file until used: only the
-     * fragments / bytes of the requested frame are ever read. */
-    OFCondition st = h->ff.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
-    return finish_open(h, st, err, errlen);
+    return load_and_finish(h, path, nullptr, 0, err, errlen);
 }
 
 extern "C" udcm_handle *udcm_open_memory(const void *buf, size_t len, const char *name, const udcm_limits *limits,
@@ -485,40 +610,22 @@ extern "C" udcm_handle *udcm_open_memory(const void *buf, size_t len, const char
         delete h;
         return nullptr;
     }
-    /* Parse through an anonymous in-memory file: DCMTK's file input checks
-     * each element length against the bytes left (its buffer stream does
-     * not, and would allocate whatever a corrupt length claims), and large
+    /* Parse through an anonymous file: DCMTK's file input checks each
+     * element length against the bytes left (its buffer stream does not,
+     * and would allocate whatever a corrupt length claims), and large
      * values are then read lazily, one frame at a time. */
-    int fd = memfd_create("udcm", MFD_CLOEXEC);
-    if (fd >= 0) {
-        const uint8_t *p = static_cast<const uint8_t *>(buf);
-        size_t left = len;
-        while (left > 0) {
-            ssize_t k = write(fd, p, left);
-            if (k <= 0) {
-                if (k < 0 && errno == EINTR) continue;
-                break;
-            }
-            p += k;
-            left -= (size_t)k;
-        }
-        char path[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-        if (left == 0 && access(path, R_OK) == 0) {
-            h->memfd = fd;
-            OFCondition st = h->ff.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
-            return finish_open(h, st, err, errlen);
-        }
-        close(fd);
+    std::string path;
+    if (!make_scratch_file(h, path)) {
+        set_error(h->name, err, errlen, "cannot create an in-memory file: %s", strerror(errno));
+        delete h;
+        return nullptr;
     }
-    /* Fallback without memfd/procfs: parse the buffer directly. */
-    DcmInputBufferStream in;
-    in.setBuffer(buf, (offile_off_t)len);
-    in.setEos();
-    h->ff.transferInit();
-    OFCondition st = h->ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
-    h->ff.transferEnd();
-    return finish_open(h, st, err, errlen);
+    if (!write_all(h->memfd, buf, len)) {
+        set_error(h->name, err, errlen, "cannot store the input: %s", strerror(errno));
+        delete h;
+        return nullptr;
+    }
+    return load_and_finish(h, path, buf, len, err, errlen);
 }
 
 udcm_handle::~udcm_handle()
@@ -526,6 +633,7 @@ udcm_handle::~udcm_handle()
     /* the data set (member ff) may still refer to the file: it is destroyed
      * after this body runs, and only closes its own descriptors */
     if (memfd >= 0) close(memfd);
+    if (!tmp_path.empty()) unlink(tmp_path.c_str());
 }
 
 extern "C" void udcm_close(udcm_handle *h) { delete h; }
@@ -590,9 +698,50 @@ static void planar_to_interleaved(std::vector<int32_t> &v, size_t px)
     v.swap(t);
 }
 
-/* Locate the fragments of each frame of an encapsulated J2K object. */
-static std::string j2k_map_frames(udcm_handle *h, DcmPixelSequence *seq)
+/* Does the marker walk DCMTK 3.6.7 does over the first fragment of a JPEG
+ * frame, looking for the frame header's precision, stop advancing?  Our own
+ * statement of its rules: from offset 0, while at least 5 bytes are left:
+ * SOFn (C0-CF except C4, C8, CC) ends the walk; RSTn, SOI and EOI (D0-D9)
+ * and reserved markers (02-BF) are 2 bytes; every other marker from C4 to
+ * FE is followed by a 16-bit length; TEM (01) is not skipped at all (the
+ * walk stalls); anything else ends the walk. */
+static bool jpeg_marker_walk_stalls(const uint8_t *d, size_t len)
 {
+    size_t off = 0;
+    while (off + 4 < len) {
+        if (d[off] != 0xFF) return false;
+        const uint8_t m = d[off + 1];
+        if (m == 0x01) return true;
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) return false;
+        if (m >= 0xD0 && m <= 0xD9)
+            off += 2;
+        else if (m >= 0xC4 && m <= 0xFE)
+            off += 2 + (((size_t)d[off + 2] << 8) | d[off + 3]);
+        else if (m > 0x02 && m <= 0xBF)
+            off += 2;
+        else
+            return false;
+    }
+    return false;
+}
+
+/* Transfer syntaxes decoded by DCMTK's dcmjpeg (IJG) codec. */
+static bool is_ijg_jpeg(E_TransferSyntax x)
+{
+    DcmXfer xf(x);
+    return xf.isEncapsulated() && !is_j2k(x) && x != EXS_RLELossless && x != EXS_JPEGLSLossless &&
+           x != EXS_JPEGLSLossy;
+}
+
+/* Locate the fragments of each frame of an encapsulated J2K, RLE or JPEG
+ * object: from the Extended / Basic Offset Table when it is consistent,
+ * else one fragment per frame, else by looking for the start of a frame
+ * (a J2K codestream or JP2 signature, an RLE header, a JPEG SOI marker). */
+static std::string map_frames(udcm_handle *h, DcmPixelSequence *seq)
+{
+    const bool rle = h->xfer == EXS_RLELossless;
+    const bool jpeg = is_ijg_jpeg(h->xfer);
+    const unsigned rle_nseg = (unsigned)h->info.samples_per_pixel * (unsigned)(h->info.bits_allocated / 8);
     const uint32_t nframes = (uint32_t)h->info.frames;
     const unsigned long nitems = seq->card();
     if (nitems < 2) return "encapsulated Pixel Data has no fragments";
@@ -662,8 +811,13 @@ static std::string j2k_map_frames(udcm_handle *h, DcmPixelSequence *seq)
             bool start = false;
             if (L >= 4 && it->getPartialValue(m, 0, std::min<Uint32>(12, L & ~1u), &h->cache, EBO_LittleEndian).good()) {
                 static const uint8_t jp2[12] = {0, 0, 0, 0x0C, 'j', 'P', ' ', ' ', 0x0D, 0x0A, 0x87, 0x0A};
-                start = (m[0] == 0xFF && m[1] == 0x4F && m[2] == 0xFF && m[3] == 0x51) ||
-                        (L >= 12 && memcmp(m, jp2, 12) == 0);
+                if (rle)
+                    start = udcm::rle_header_plausible(m, L, rle_nseg);
+                else if (jpeg)
+                    start = m[0] == 0xFF && m[1] == 0xD8;
+                else
+                    start = (m[0] == 0xFF && m[1] == 0x4F && m[2] == 0xFF && m[3] == 0x51) ||
+                            (L >= 12 && memcmp(m, jp2, 12) == 0);
             }
             if (start || fr.empty())
                 fr.emplace_back(i + 1, 1);
@@ -672,8 +826,8 @@ static std::string j2k_map_frames(udcm_handle *h, DcmPixelSequence *seq)
         }
         if (fr.size() != nframes) {
             char b[160];
-            snprintf(b, sizeof b, "found %zu JPEG 2000 codestreams in %u fragments, expected %u frames", fr.size(),
-                     nfrag, nframes);
+            snprintf(b, sizeof b, "found %zu %s in %u fragments, expected %u frames", fr.size(),
+                     rle ? "RLE frame headers" : jpeg ? "JPEG streams" : "JPEG 2000 codestreams", nfrag, nframes);
             return b;
         }
     }
@@ -681,17 +835,20 @@ static std::string j2k_map_frames(udcm_handle *h, DcmPixelSequence *seq)
     return "";
 }
 
-static std::string decode_j2k_frame(udcm_handle *h, uint32_t frame, std::vector<int32_t> &out, std::string &pi)
+/* The pixel sequence and the fragments (first item index, count) of frame
+ * `frame` of an encapsulated J2K / RLE / JPEG object. */
+static std::string frame_fragments(udcm_handle *h, uint32_t frame, DcmPixelSequence *&seq,
+                                   std::pair<uint32_t, uint32_t> &fr)
 {
     DcmElement *el = nullptr;
     if (h->ds->findAndGetElement(DCM_PixelData, el).bad() || !el) return "no Pixel Data";
     DcmPixelData *pd = dynamic_cast<DcmPixelData *>(el);
     if (!pd) return "Pixel Data has an unexpected VR";
-    DcmPixelSequence *seq = nullptr;
+    seq = nullptr;
     if (pd->getEncapsulatedRepresentation(h->xfer, nullptr, seq).bad() || !seq)
         return "Pixel Data is not encapsulated";
     if (!h->j2k_frames_done) {
-        std::string e = j2k_map_frames(h, seq);
+        std::string e = map_frames(h, seq);
         h->j2k_frames_done = true;
         if (!e.empty()) {
             h->j2k_frames.clear();
@@ -699,8 +856,18 @@ static std::string decode_j2k_frame(udcm_handle *h, uint32_t frame, std::vector<
         }
     }
     if (h->j2k_frames.size() <= frame) return h->not_decodable.empty() ? "frame not found" : h->not_decodable;
-    const auto fr = h->j2k_frames[frame];
-    std::vector<uint8_t> cs;
+    fr = h->j2k_frames[frame];
+    return "";
+}
+
+/* The bytes of frame `frame` of an encapsulated J2K / RLE object, its
+ * fragments concatenated. */
+static std::string encapsulated_frame_bytes(udcm_handle *h, uint32_t frame, std::vector<uint8_t> &cs)
+{
+    DcmPixelSequence *seq = nullptr;
+    std::pair<uint32_t, uint32_t> fr;
+    std::string e = frame_fragments(h, frame, seq, fr);
+    if (!e.empty()) return e;
     uint64_t total = 0;
     for (uint32_t i = 0; i < fr.second; i++) {
         DcmPixelItem *it = nullptr;
@@ -717,15 +884,51 @@ static std::string decode_j2k_frame(udcm_handle *h, uint32_t frame, std::vector<
     size_t at = 0;
     for (uint32_t i = 0; i < fr.second; i++) {
         DcmPixelItem *it = nullptr;
-        seq->getItem(it, fr.first + i);
+        if (seq->getItem(it, fr.first + i).bad() || !it) return "cannot read a fragment";
         Uint32 L = it->getLength();
         if (L == 0) continue;
+        if (L > cs.size() - at) return "fragment sizes changed while reading";
         Uint8 *p = nullptr;
         if (it->getUint8Array(p).bad() || !p) return "cannot read a fragment";
         memcpy(cs.data() + at, p, L);
         at += L;
         it->compact(); /* do not keep large fragments loaded */
     }
+    cs.resize(at);
+    return "";
+}
+
+static std::string decode_rle_frame(udcm_handle *h, uint32_t frame, std::vector<int32_t> &out, std::string &pi)
+{
+    std::vector<uint8_t> cs;
+    std::string e = encapsulated_frame_bytes(h, frame, cs);
+    if (!e.empty()) return e;
+    const udcm_info &in = h->info;
+    const size_t px = (size_t)in.rows * (size_t)in.columns;
+    const unsigned spp = (unsigned)in.samples_per_pixel;
+    const unsigned bps = (unsigned)in.bits_allocated / 8;
+    std::vector<uint8_t> raw;
+    try {
+        raw.resize(px * spp * bps);
+    } catch (...) {
+        return "out of memory";
+    }
+    e = udcm::rle_decode_frame(cs.data(), cs.size(), px, spp, bps, raw.data());
+    if (!e.empty()) return "cannot decode frame: " + e;
+    /* segments are sample planes whatever Planar Configuration says */
+    out.resize(px * spp);
+    cells_to_stored(raw.data(), px * spp, in, out.data());
+    if (spp == 3) planar_to_interleaved(out, px);
+    pi = in.photometric;
+    if (pi == "YBR_FULL_422") pi = "YBR_FULL"; /* RLE planes are never subsampled */
+    return "";
+}
+
+static std::string decode_j2k_frame(udcm_handle *h, uint32_t frame, std::vector<int32_t> &out, std::string &pi)
+{
+    std::vector<uint8_t> cs;
+    std::string e0 = encapsulated_frame_bytes(h, frame, cs);
+    if (!e0.empty()) return e0;
     udcm::J2KImage img;
     std::string e = udcm::j2k_decode(cs.data(), cs.size(), h->limits.max_frame_pixels, img);
     if (!e.empty()) return "JPEG 2000: " + e;
@@ -782,6 +985,7 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
     const size_t bpc = (size_t)in.bits_allocated / 8;
     pi = in.photometric;
     if (is_j2k(h->xfer)) return decode_j2k_frame(h, frame, out, pi);
+    if (h->xfer == EXS_RLELossless) return decode_rle_frame(h, frame, out, pi);
 
     DcmElement *el = nullptr;
     if (h->ds->findAndGetElement(DCM_PixelData, el).bad() || !el) return "no Pixel Data";
@@ -867,7 +1071,7 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
         return "";
     }
 
-    /* RLE, JPEG, JPEG-LS through DCMTK, one frame at a time. */
+    /* JPEG, JPEG-LS through DCMTK, one frame at a time. */
     const size_t fbytes = px * spp * bpc;
     try {
         buf.resize(fbytes + 2);
@@ -877,6 +1081,24 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
     Uint32 start = 0;
     auto it = h->start_fragment.find(frame);
     if (it != h->start_fragment.end()) start = it->second;
+    if (is_ijg_jpeg(h->xfer)) {
+        /* DCMTK's JPEG decoder first walks the markers of the frame's first
+         * fragment (DJCodecDecoder::scanJpegDataForBitDepth) and never gets
+         * past a TEM marker (FF01): it would loop forever.  We tell DCMTK
+         * which fragment starts the frame (it trusts a non-zero start) and
+         * check that fragment first. */
+        DcmPixelSequence *seq = nullptr;
+        std::pair<uint32_t, uint32_t> fr;
+        std::string e = frame_fragments(h, frame, seq, fr);
+        if (!e.empty()) return e;
+        DcmPixelItem *first = nullptr;
+        if (seq->getItem(first, fr.first).bad() || !first) return "cannot read a fragment";
+        Uint8 *p = nullptr;
+        const Uint32 L = first->getLength();
+        if (L == 0 || first->getUint8Array(p).bad() || !p) return "cannot decode frame: empty JPEG fragment";
+        if (jpeg_marker_walk_stalls(p, L)) return "cannot decode frame: JPEG stream has a TEM marker before its frame header";
+        start = fr.first;
+    }
     OFString cm;
     Uint32 bsz = (Uint32)((fbytes + 1) & ~(size_t)1);
     /* DCMTK's frame size for this dataset must match ours */

@@ -27,12 +27,20 @@ struct udcm_handle {
     std::string not_decodable;
     /* next start fragment learnt from DCMTK after decoding frame i */
     std::map<uint32_t, Uint32> start_fragment;
-    /* J2K: first fragment index (1-based, item 0 is the offset table) and
-     * fragment count of each frame; computed on first use. */
+    /* J2K and RLE: first fragment index (1-based, item 0 is the offset
+     * table) and fragment count of each frame; computed on first use. */
     std::vector<std::pair<uint32_t, uint32_t>> j2k_frames;
     bool j2k_frames_done = false;
-    /* udcm_open_memory: the anonymous file holding the input, or -1 */
+    /* the anonymous file holding the input (udcm_open_memory) or the
+     * inflated data set (Deflated transfer syntax), or -1 */
     int memfd = -1;
+    /* the file's transfer syntax was Deflated Explicit VR Little Endian: the
+     * data set was inflated by udcm (ds and xfer describe the inflated,
+     * Explicit VR Little Endian, data set) */
+    bool deflated = false;
+    /* temporary file used instead of memfd when the system has none
+     * (removed at close), or "" */
+    std::string tmp_path;
     ~udcm_handle();
 };
 
@@ -59,6 +67,29 @@ struct J2KImage {
  * bounds width*height before OpenJPEG allocates the output.  Returns empty
  * string on success, else the reason. */
 std::string j2k_decode(const uint8_t *buf, size_t len, uint64_t max_pixels, J2KImage &out);
+
+/* RLE Lossless (PS3.5 Annex G, udcm_rle.cpp).  Decodes the frame held in
+ * buf[0, len) (header and segments, fragments concatenated) of px =
+ * rows*columns pixels, spp samples of bps bytes (1, 2 or 4).  out receives
+ * px*spp*bps bytes: sample plane after sample plane, each cell in local
+ * byte order.  Every read and write is bounds-checked; headers whose
+ * segment count is not spp*bps (or > 15), whose offsets are out of order or
+ * outside the frame, and segments that do not decode to exactly px bytes
+ * are refused.  Returns "" or the reason. */
+std::string rle_decode_frame(const uint8_t *buf, size_t len, size_t px, unsigned spp, unsigned bps, uint8_t *out);
+/* The first 8 bytes of a fragment of frag_len bytes look like the header
+ * of an RLE frame with nseg segments. */
+bool rle_header_plausible(const uint8_t *first8, size_t frag_len, unsigned nseg);
+
+/* Deflated Explicit VR Little Endian (PS3.5 A.5, udcm_deflate.cpp).
+ * buf[0, len) is a whole Part 10 file whose File Meta Information names the
+ * Deflated transfer syntax.  Writes to fd a Part 10 file holding the same
+ * meta information with Explicit VR Little Endian as transfer syntax,
+ * followed by the inflated data set.  The inflated data set may not exceed
+ * max_inflated bytes nor 1 GiB (max_inflated 0: 1 GiB); the data is inflated
+ * once without being stored to check that before anything is written.
+ * Returns "" or the reason. */
+std::string write_inflated_file(const uint8_t *buf, size_t len, uint64_t max_inflated, int fd);
 
 /* Item of a functional group macro for a frame: per-frame first, then
  * shared.  NULL when absent. */

@@ -1,8 +1,9 @@
 /*
  * UniMed for Orthanc — DICOM reading and pixel pipeline (public C API).
  *
- * The implementation is C++17 on top of DCMTK (parsing, RLE, JPEG, JPEG-LS)
- * and OpenJPEG (JPEG 2000); this header is plain C11.  See docs/DICOM.md for
+ * The implementation is C++17 on top of DCMTK (parsing, JPEG, JPEG-LS, SR)
+ * and OpenJPEG (JPEG 2000), with our own RLE and Deflate decoders; this
+ * header is plain C11.  See docs/DICOM.md for
  * the supported transfer syntaxes, the exact pixel pipeline and the limits.
  *
  * Thread safety: codec registration is done once, internally, on first use.
