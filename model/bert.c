@@ -16,29 +16,41 @@
 #include "internal.h"
 
 typedef struct {
-  float *x, *q, *k, *v, *ctx, *tmp, *inter, *scores, *pooled, *hidden;
+  float *x, *q, *k, *v, *ctx, *inter, *xc, *pooled, *hidden, *scratch;
+  um_attn_seq *seqs;
+  size_t scratch_per_thread;
 } bert_buffers;
 
-static size_t bert_layout(const unimed_config *c, int n, int N, int L, bert_buffers *b,
+/* slots: threads the attention may use (each needs its own scratch). */
+static size_t bert_layout(const unimed_config *c, int n, int N, int L, int slots, bert_buffers *b,
                           float *base) {
   const size_t D = (size_t)c->text.hidden_size, IM = (size_t)c->text.intermediate_size;
   const size_t H2 = ((size_t)c->text.hidden_size + (size_t)c->embed_dim) / 2;
-  size_t sizes[10] = {N * D, N * D, N * D, N * D, N * D, N * D, N * IM, (size_t)L * L,
-                      (size_t)n * D, (size_t)n * H2};
-  float **slots[10] = {&b->x,   &b->q,     &b->k,      &b->v,      &b->ctx,
-                       &b->tmp, &b->inter, &b->scores, &b->pooled, &b->hidden};
+  const size_t per = um_mha_scratch_floats(L, c->text.hidden_size / c->text.heads);
+  const size_t seq_floats = ((size_t)n * sizeof(um_attn_seq) + sizeof(float) - 1) / sizeof(float);
+  size_t sizes[11] = {N * D,         N * D,          N * D,        N * D,
+                      N * D,         N * IM,         (size_t)n * D, (size_t)n * D,
+                      (size_t)n * H2, (size_t)slots * per, seq_floats};
+  float **slots_p[10] = {&b->x,   &b->q,  &b->k,      &b->v,      &b->ctx,
+                         &b->inter, &b->xc, &b->pooled, &b->hidden, &b->scratch};
   size_t off = 0;
-  for (int i = 0; i < 10; i++) {
-    if (base) *slots[i] = base + off;
+  for (int i = 0; i < 11; i++) {
+    if (base) {
+      if (i < 10)
+        *slots_p[i] = base + off;
+      else
+        b->seqs = (um_attn_seq *)(void *)(base + off);
+    }
     off += (sizes[i] + 15) / 16 * 16;
   }
+  b->scratch_per_thread = per;
   return off;
 }
 
 size_t um_bert_workspace_floats(const unimed_config *c, int n_seqs, int total_tokens,
                                 int max_len) {
   bert_buffers b;
-  return bert_layout(c, n_seqs, total_tokens, max_len, &b, NULL);
+  return bert_layout(c, n_seqs, total_tokens, max_len, um_threads(), &b, NULL);
 }
 
 static void embed(const unimed_model *m, const int *const *ids, const int *lens, int n,
@@ -66,32 +78,51 @@ void um_bert_forward(unimed_model *m, const int *const *ids, const int *lens, in
     N += lens[s];
     L = lens[s] > L ? lens[s] : L;
   }
+  int slots = um_threads();
   bert_buffers b;
-  bert_layout(c, n, N, L, &b, m->ws);
+  while (slots > 1 && bert_layout(c, n, N, L, slots, &b, NULL) > m->ws_floats) slots--;
+  bert_layout(c, n, N, L, slots, &b, m->ws);
 
+  um_blas_begin();
   embed(m, ids, lens, n, b.x);
   um_layernorm(b.x, b.x, N, D, w->emb_ln_w, w->emb_ln_b, eps);
 
-  for (int l = 0; l < c->text.layers; l++) {
+  /* Post-LN residuals: the output GEMMs accumulate into x, and the
+   * LayerNorm adds their bias. The last layer needs every token's keys and
+   * values but only the [CLS] rows after that: they continue as xc [n, D]. */
+  const int layers = c->text.layers;
+  for (int l = 0; l < layers; l++) {
     const bert_layer_weights *lw = &w->layers[l];
-    um_linear(b.x, N, D, lw->q_w, lw->q_b, D, b.q);
+    const int last = l == layers - 1;
     um_linear(b.x, N, D, lw->k_w, lw->k_b, D, b.k);
     um_linear(b.x, N, D, lw->v_w, lw->v_b, D, b.v);
-    for (int s = 0, start = 0; s < n; start += lens[s], s++) {
-      size_t o = (size_t)start * D;
-      um_attention(b.q + o, b.k + o, b.v + o, D, lens[s], H, hd, b.ctx + o, D, b.scores);
+    if (last) {
+      for (int s = 0, start = 0; s < n; start += lens[s], s++)
+        memcpy(b.xc + (size_t)s * D, b.x + (size_t)start * D, (size_t)D * sizeof(float));
+      um_linear(b.xc, n, D, lw->q_w, lw->q_b, D, b.q);
+    } else {
+      um_linear(b.x, N, D, lw->q_w, lw->q_b, D, b.q);
     }
-    um_linear(b.ctx, N, D, lw->attn_out_w, lw->attn_out_b, D, b.tmp);
-    um_add_layernorm(b.x, b.tmp, N, D, lw->attn_ln_w, lw->attn_ln_b, eps);
-    um_linear(b.x, N, D, lw->inter_w, lw->inter_b, IM, b.inter);
-    um_gelu(b.inter, (size_t)N * IM);
-    um_linear(b.inter, N, IM, lw->out_w, lw->out_b, D, b.tmp);
-    um_add_layernorm(b.x, b.tmp, N, D, lw->out_ln_w, lw->out_ln_b, eps);
+    for (int s = 0, start = 0; s < n; start += lens[s], s++) {
+      const size_t o = (size_t)start * D, oq = last ? (size_t)s * D : o;
+      b.seqs[s] = (um_attn_seq){b.q + oq, b.k + o, b.v + o, b.ctx + oq, last ? 1 : lens[s],
+                                lens[s]};
+    }
+    um_mha(b.seqs, n, D, D, D, H, hd, b.scratch, b.scratch_per_thread, slots);
+    float *x = last ? b.xc : b.x;
+    const int rows = last ? n : N;
+    um_linear_acc(b.ctx, rows, D, lw->attn_out_w, D, x);
+    um_layernorm_bias(x, lw->attn_out_b, x, rows, D, lw->attn_ln_w, lw->attn_ln_b, eps);
+    um_linear_act(x, rows, D, lw->inter_w, lw->inter_b, IM, b.inter, UNIMED_ACT_GELU);
+    um_linear_acc(b.inter, rows, IM, lw->out_w, D, x);
+    um_layernorm_bias(x, lw->out_b, x, rows, D, lw->out_ln_w, lw->out_ln_b, eps);
   }
 
   /* CLS pooling: the first token of every sequence. */
-  for (int s = 0, start = 0; s < n; start += lens[s], s++)
-    memcpy(b.pooled + (size_t)s * D, b.x + (size_t)start * D, (size_t)D * sizeof(float));
+  if (layers == 0)
+    for (int s = 0, start = 0; s < n; start += lens[s], s++)
+      memcpy(b.xc + (size_t)s * D, b.x + (size_t)start * D, (size_t)D * sizeof(float));
+  memcpy(b.pooled, b.xc, (size_t)n * D * sizeof(float));
 
   switch (c->text.projection) {
   case UNIMED_PROJ_MLP: {
@@ -108,4 +139,5 @@ void um_bert_forward(unimed_model *m, const int *const *ids, const int *lens, in
     memcpy(out, b.pooled, (size_t)n * D * sizeof(float));
     break;
   }
+  um_blas_end();
 }

@@ -93,6 +93,40 @@ void um_softmax_rows(float *x, int rows, int cols);
 void um_attention(const float *q, const float *k, const float *v, int ld, int L, int H,
                   int hd, float *out, int ldo, float *scores);
 
+/* Threads for our parallel loops: OpenBLAS's thread count (1..64). */
+int um_threads(void);
+/* Bracket a forward pass: OpenBLAS is set to one thread meanwhile and large
+ * GEMMs are split over our threads instead (the previous count is restored
+ * by the last um_blas_end; concurrent forwards share the bracket). */
+void um_blas_begin(void);
+void um_blas_end(void);
+/* Runs fn(ctx, task, thread) for task in [0, n_tasks) on at most max_threads
+ * threads (thread in [0, max_threads)); returns when all are done. Never
+ * call OpenBLAS from fn. Concurrent callers run their tasks inline. */
+typedef void (*um_task_fn)(void *ctx, int task, int thread);
+void um_parallel_for(int n_tasks, int max_threads, um_task_fn fn, void *ctx);
+/* C[M,N] = act(A[M,K] · W[N,K]^T + bias[N]) */
+void um_linear_act(const float *A, int M, int K, const float *W, const float *bias, int N,
+                   float *C, enum unimed_activation act);
+/* C[M,N] += A[M,K] · W[N,K]^T */
+void um_linear_acc(const float *A, int M, int K, const float *W, int N, float *C);
+/* x[r,:] += bias (when not NULL), then y[r,:] = LayerNorm(x[r,:]); y may alias x. */
+void um_layernorm_bias(float *x, const float *bias, float *y, int rows, int D, const float *w,
+                       const float *b, float eps);
+/* Multi-head attention over several sequences at once, in parallel over
+ * (sequence, head). Sequence i: lq query rows at q (row stride ldq), lk
+ * key/value rows at k, v (stride ldkv), out rows at out (stride ldo); heads
+ * side by side, hd wide, softmax(q k^T / sqrt(hd)) v. scratch: max_threads
+ * slices of scratch_per_thread >= um_mha_scratch_floats(max lk, hd) floats. */
+typedef struct {
+  const float *q, *k, *v;
+  float *out;
+  int lq, lk;
+} um_attn_seq;
+size_t um_mha_scratch_floats(int max_lk, int hd);
+void um_mha(const um_attn_seq *seqs, int n, int ldq, int ldkv, int ldo, int H, int hd,
+            float *scratch, size_t scratch_per_thread, int max_threads);
+
 /* ---- towers ---- */
 size_t um_vit_workspace_floats(const unimed_config *c, int batch);
 /* pixels: n × 3×S×S → out: n × E (not normalised). */

@@ -12,29 +12,41 @@
 #include "internal.h"
 
 typedef struct {
-  float *x, *ln, *qkv, *attn, *hidden, *patches, *scores, *pooled;
+  float *x, *ln, *qkv, *attn, *hidden, *patches, *xc, *pooled, *scratch;
+  um_attn_seq *seqs;
+  size_t scratch_per_thread;
 } vit_buffers;
 
-static size_t vit_layout(const unimed_config *c, int B, vit_buffers *b, float *base) {
+/* slots: threads the attention may use (each needs its own scratch). */
+static size_t vit_layout(const unimed_config *c, int B, int slots, vit_buffers *b, float *base) {
   const int G = c->vision.image_size / c->vision.patch_size;
   const size_t T = (size_t)G * G + 1, D = (size_t)c->vision.width;
   const size_t F = (size_t)(c->vision.mlp_ratio * c->vision.width + 0.5f);
   const size_t P3 = 3 * (size_t)c->vision.patch_size * c->vision.patch_size;
-  size_t sizes[8] = {B * T * D, B * T * D, B * T * 3 * D, B * T * D, B * T * F,
-                     B * (T - 1) * P3, T * T, (size_t)B * D};
-  float **slots[8] = {&b->x, &b->ln, &b->qkv, &b->attn, &b->hidden, &b->patches, &b->scores,
-                      &b->pooled};
+  const size_t per = um_mha_scratch_floats((int)T, c->vision.width / c->vision.heads);
+  const size_t seq_floats = ((size_t)B * sizeof(um_attn_seq) + sizeof(float) - 1) / sizeof(float);
+  size_t sizes[10] = {B * T * D, B * T * D, B * T * 3 * D, B * T * D, B * T * F,
+                      B * (T - 1) * P3, (size_t)B * D, (size_t)B * D, (size_t)slots * per,
+                      seq_floats};
+  float **slots_p[9] = {&b->x, &b->ln, &b->qkv, &b->attn, &b->hidden, &b->patches, &b->xc,
+                        &b->pooled, &b->scratch};
   size_t off = 0;
-  for (int i = 0; i < 8; i++) {
-    if (base) *slots[i] = base + off;
+  for (int i = 0; i < 10; i++) {
+    if (base) {
+      if (i < 9)
+        *slots_p[i] = base + off;
+      else
+        b->seqs = (um_attn_seq *)(void *)(base + off);
+    }
     off += (sizes[i] + 15) / 16 * 16; /* keep every slice 64-byte aligned */
   }
+  b->scratch_per_thread = per;
   return off;
 }
 
 size_t um_vit_workspace_floats(const unimed_config *c, int batch) {
   vit_buffers b;
-  return vit_layout(c, batch, &b, NULL);
+  return vit_layout(c, batch, um_threads(), &b, NULL);
 }
 
 /* patches[p, (c, ky, kx)] for one image, matching conv1.weight's [D, 3, P, P]. */
@@ -59,9 +71,14 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
   const int T = G * G + 1, D = c->vision.width, H = c->vision.heads, hd = D / H;
   const int F = (int)(c->vision.mlp_ratio * D + 0.5f), P3 = 3 * P * P;
   const float eps = c->vision.layer_norm_eps;
+  /* As many attention threads as the workspace has scratch slices for (the
+   * thread count may have changed since it was sized). */
+  int slots = um_threads();
   vit_buffers b;
-  vit_layout(c, B, &b, m->ws);
+  while (slots > 1 && vit_layout(c, B, slots, &b, NULL) > m->ws_floats) slots--;
+  vit_layout(c, B, slots, &b, m->ws);
 
+  um_blas_begin();
   /* Patch embedding: one GEMM over all patches of all images. */
   for (int i = 0; i < B; i++)
     im2col(pixels + (size_t)i * 3 * S * S, S, P, b.patches + (size_t)i * (T - 1) * P3);
@@ -74,35 +91,48 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
       for (int d = 0; d < D; d++)
         xi[(size_t)t * D + d] = pe[(size_t)(t - 1) * D + d] + w->pos_emb[(size_t)t * D + d];
   }
-  const size_t BT = (size_t)B * T;
-  um_layernorm(b.x, b.x, (int)BT, D, w->ln_pre_w, w->ln_pre_b, eps);
+  const int BT = B * T;
+  um_layernorm(b.x, b.x, BT, D, w->ln_pre_w, w->ln_pre_b, eps);
 
-  for (int l = 0; l < c->vision.layers; l++) {
+  /* The residual stream x gets each block's output added by the GEMM itself
+   * (accumulating into x); that GEMM's bias is added by the next LayerNorm
+   * pass ("pending"). In the last block only the class tokens matter after
+   * attention: they continue as xc [B, D]. */
+  const float *pending = NULL;
+  const int L = c->vision.layers;
+  for (int l = 0; l < L; l++) {
     const vit_block_weights *bw = &w->blocks[l];
+    const int last = l == L - 1;
     /* Attention: x += out_proj(MHA(ln_1(x))) */
-    um_layernorm(b.x, b.ln, (int)BT, D, bw->ln_1_w, bw->ln_1_b, eps);
-    um_linear(b.ln, (int)BT, D, bw->in_proj_w, bw->in_proj_b, 3 * D, b.qkv);
+    um_layernorm_bias(b.x, pending, b.ln, BT, D, bw->ln_1_w, bw->ln_1_b, eps);
+    um_linear(b.ln, BT, D, bw->in_proj_w, bw->in_proj_b, 3 * D, b.qkv);
     for (int i = 0; i < B; i++) {
       const float *qkv = b.qkv + (size_t)i * T * 3 * D;
-      um_attention(qkv, qkv + D, qkv + 2 * D, 3 * D, T, H, hd, b.attn + (size_t)i * T * D, D,
-                   b.scores);
+      b.seqs[i] = (um_attn_seq){qkv, qkv + D, qkv + 2 * D,
+                                b.attn + (size_t)i * (last ? 1 : T) * D, last ? 1 : T, T};
     }
-    um_linear(b.attn, (int)BT, D, bw->out_proj_w, bw->out_proj_b, D, b.ln);
-    um_add(b.x, b.ln, BT * D);
+    um_mha(b.seqs, B, 3 * D, 3 * D, D, H, hd, b.scratch, b.scratch_per_thread, slots);
+    float *x = b.x;
+    int rows = BT;
+    if (last) {
+      for (int i = 0; i < B; i++)
+        memcpy(b.xc + (size_t)i * D, b.x + (size_t)i * T * D, (size_t)D * sizeof(float));
+      x = b.xc;
+      rows = B;
+    }
+    um_linear_acc(b.attn, rows, D, bw->out_proj_w, D, x);
     /* MLP: x += c_proj(act(c_fc(ln_2(x)))) */
-    um_layernorm(b.x, b.ln, (int)BT, D, bw->ln_2_w, bw->ln_2_b, eps);
-    um_linear(b.ln, (int)BT, D, bw->fc_w, bw->fc_b, F, b.hidden);
-    if (c->vision.activation == UNIMED_ACT_QUICK_GELU)
-      um_quick_gelu(b.hidden, BT * F);
-    else
-      um_gelu(b.hidden, BT * F);
-    um_linear(b.hidden, (int)BT, F, bw->cproj_w, bw->cproj_b, D, b.ln);
-    um_add(b.x, b.ln, BT * D);
+    um_layernorm_bias(x, bw->out_proj_b, b.ln, rows, D, bw->ln_2_w, bw->ln_2_b, eps);
+    um_linear_act(b.ln, rows, D, bw->fc_w, bw->fc_b, F, b.hidden, c->vision.activation);
+    um_linear_acc(b.hidden, rows, F, bw->cproj_w, D, x);
+    pending = bw->cproj_b;
   }
+  if (L == 0)
+    for (int i = 0; i < B; i++)
+      memcpy(b.xc + (size_t)i * D, b.x + (size_t)i * T * D, (size_t)D * sizeof(float));
 
-  /* ln_post on the class token, then the projection [D, E]. */
-  for (int i = 0; i < B; i++)
-    um_layernorm(b.x + (size_t)i * T * D, b.pooled + (size_t)i * D, 1, D, w->ln_post_w,
-                 w->ln_post_b, eps);
+  /* ln_post on the class tokens, then the projection [D, E]. */
+  um_layernorm_bias(b.xc, pending, b.pooled, B, D, w->ln_post_w, w->ln_post_b, eps);
   um_matmul(b.pooled, B, D, w->proj, c->embed_dim, out);
+  um_blas_end();
 }

@@ -1,0 +1,413 @@
+#!/usr/bin/python3
+"""UniMed benchmark harness: the C implementation (`unimed bench`) against
+ONNX Runtime (onnxruntime-node) and PyTorch on the same full-size
+random-weight model, FP32, 2 threads each.
+
+    /usr/bin/python3 bench/run.py [--work DIR] [--runs 5] [--rounds 3]
+                                  [--threads 2] [--no-build] [--write-doc] ...
+
+Steps (each skipped when its output is already there and up to date):
+  1. build `unimed` in build-bench/ (CMake, -DUNIMED_WITH_DICOM=OFF);
+  2. make a 30522-line vocabulary and the `full` random model (seed 0);
+  3. export both towers to ONNX with Debian's torch (bench/export_onnx.py);
+  4. `npm ci --ignore-scripts` in bench/ (onnxruntime-node ships its CPU
+     library inside the npm package) and check that it loads.
+Then, for each environment variant — the environment as it is, and the same
+with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed for the child commands
+(what a user's machine does) — it runs, under /usr/bin/time -v:
+  ONNX Runtime and `unimed bench`: --rounds processes each, interleaved,
+  PyTorch: one process of --torch-runs runs (it is far slower and not the
+  comparison target);
+  and, in the first variant, ONNX Runtime and bench/cpu_bench.c on 1 thread
+  for the process CPU time per image (robust to other processes' load).
+Before each process it waits up to --quiet-wait s for a second in which
+other processes use < 0.3 CPUs, and it records how busy they kept the
+machine meanwhile.
+Every process times --runs runs after one warm-up run. Across rounds the
+table shows the min of the minima, the median of the medians and the max of
+the maxima. Peak RSS is the largest "Maximum resident set size" seen.
+
+Writes WORK/results.json and WORK/results.md; with --write-doc also replaces
+the block between the bench markers in docs/PERFORMANCE.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PY = "/usr/bin/python3"
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+DOC = os.path.join(ROOT, "docs", "PERFORMANCE.md")
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def log(msg):
+    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+def run(cmd, env=None, cwd=None):
+    log(" ".join(cmd))
+    subprocess.run(cmd, check=True, env=env, cwd=cwd)
+
+
+def build(build_dir):
+    run(["cmake", "-S", ROOT, "-B", build_dir, "-DUNIMED_WITH_DICOM=OFF"])
+    run(["cmake", "--build", build_dir, "--target", "unimed", "-j2"])
+
+
+def build_cpu_bench(build_dir, work):
+    """Compiles bench/cpu_bench.c against the model library just built."""
+    out = os.path.join(work, "cpu_bench")
+    libs = subprocess.run(["pkg-config", "--libs", "openblas", "libcjson"], capture_output=True,
+                          text=True, check=True).stdout.split()
+    run(["cc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra", "-Werror",
+         "-I" + os.path.join(ROOT, "model"), os.path.join(HERE, "cpu_bench.c"),
+         os.path.join(build_dir, "model", "libunimed_model.a")] + libs +
+        ["-lm", "-lpthread", "-o", out])
+    return out
+
+
+def ensure_model(work):
+    model = os.path.join(work, "model")
+    if os.path.isfile(os.path.join(model, "model.safetensors")):
+        return model
+    vocab = os.path.join(work, "vocab.txt")
+    run([PY, os.path.join(ROOT, "tests", "tokenizer", "make_vocab.py"), "--size", "30522",
+         "--layout", "bert", "--out", vocab])
+    run([PY, os.path.join(ROOT, "tests", "reference", "make_model.py"), "--config", "full",
+         "--seed", "0", "--vocab", vocab, "--out", model])
+    return model
+
+
+def ensure_onnx(work, model):
+    onnx = os.path.join(work, "onnx")
+    sys.path.insert(0, HERE)
+    import export_onnx  # noqa: E402  (only for its file digest; torch is imported lazily there)
+    want = export_onnx.file_digest(os.path.join(model, "model.safetensors"))
+    try:
+        with open(os.path.join(onnx, "export.json")) as f:
+            if json.load(f)["model_digest"] == want and all(
+                    os.path.isfile(os.path.join(onnx, n)) for n in ("image.onnx", "text.onnx")):
+                return onnx
+    except (OSError, ValueError, KeyError):
+        pass
+    run([PY, os.path.join(HERE, "export_onnx.py"), "--model", model, "--out", onnx])
+    return onnx
+
+
+def ensure_ort():
+    pkg = os.path.join(HERE, "node_modules", "onnxruntime-node", "package.json")
+    if not os.path.isfile(pkg):
+        run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=HERE)
+    out = subprocess.run(["node", "-e", "import('onnxruntime-node').then(o => "
+                          "console.log(o.env.versions.node))"],
+                         cwd=HERE, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def busy_cpu_s():
+    """CPU seconds spent busy by the whole machine (all CPUs) so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+QUIET = {"max_wait": 10.0, "threshold": 0.3}
+
+
+def wait_quiet():
+    """Waits (at most QUIET["max_wait"] s) for a second in which other
+    processes keep less than QUIET["threshold"] CPUs busy: the machine is
+    shared and their compiles would otherwise be timed with us."""
+    t0 = time.time()
+    while time.time() - t0 < QUIET["max_wait"]:
+        b0, w0 = busy_cpu_s(), time.time()
+        time.sleep(1.0)
+        if (busy_cpu_s() - b0) / (time.time() - w0) < QUIET["threshold"]:
+            return time.time() - t0
+    log("  machine not quiet after %.0f s; measuring anyway" % QUIET["max_wait"])
+    return time.time() - t0
+
+
+def timed(cmd, env, cwd=None):
+    """Runs cmd under /usr/bin/time -v; returns (its JSON stdout, peak RSS kB, wall s).
+
+    The JSON also gets "others_cores": how many CPUs other processes kept busy
+    on average meanwhile (machine busy time minus our child's CPU time)."""
+    waited = wait_quiet()
+    log(" ".join(cmd))
+    t = time.time()
+    b0, c0 = busy_cpu_s(), children_cpu_s()
+    p = subprocess.run(["/usr/bin/time", "-v"] + cmd, env=env, cwd=cwd, capture_output=True,
+                       text=True)
+    wall = time.time() - t
+    others = max(0.0, (busy_cpu_s() - b0) - (children_cpu_s() - c0)) / wall
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr)
+        raise SystemExit("bench: %s failed (%d)" % (cmd[0], p.returncode))
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("{")][-1]
+    j = json.loads(line)
+    j["others_cores"] = round(others, 2)
+    j["waited_s"] = round(waited)
+    log("  %.1f s, other processes used %.2f CPUs meanwhile (waited %.0f s for quiet)" %
+        (wall, others, waited))
+    return j, int(m.group(1)) if m else None, wall
+
+
+KEYS = ("ms_per_image_batch1", "ms_per_image_batch8", "ms_per_prompt")
+
+
+def combine(results):
+    """Per-process stats -> min of minima, median of medians, max of maxima."""
+    out = {}
+    for k in KEYS:
+        out[k] = {"min": min(r[k]["min"] for r in results),
+                  "median": statistics.median(r[k]["median"] for r in results),
+                  "max": max(r[k]["max"] for r in results),
+                  "process_medians": [r[k]["median"] for r in results]}
+    out["peak_rss_kb"] = max(r["peak_rss_kb"] for r in results)
+    out["others_cores"] = [r["others_cores"] for r in results]
+    for k in ("blas_core", "version", "threads", "prompt_tokens"):
+        if k in results[0]:
+            out[k] = results[0][k]
+    out["processes"] = len(results)
+    return out
+
+
+def variant_env(name):
+    env = dict(os.environ)
+    if name == "unset":
+        for v in BLAS_VARS:
+            env.pop(v, None)
+    return env
+
+
+def machine_info():
+    info = {}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for ln in lscpu.splitlines():
+            k, _, v = ln.partition(":")
+            if k.strip() in ("Model name", "CPU(s)", "L2 cache", "L3 cache", "Hypervisor vendor"):
+                info[k.strip()] = v.strip()
+            if k.strip() == "Flags":
+                flags = v.split()
+                info["flags"] = {f: f in flags for f in ("avx2", "fma", "avx512f", "avx512_bf16",
+                                                         "avx512_vnni")}
+    except OSError:
+        pass
+    try:
+        info["openblas"] = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Package} ${Version}", "libopenblas0-pthread"],
+            capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+    try:
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "model"],
+                               capture_output=True, text=True).stdout.strip()
+        info["commit"] = rev + (" (model/ modified)" if dirty else "")
+    except OSError:
+        pass
+    return info
+
+
+def fmt_stats(s):
+    return "%.1f / %.1f / %.1f" % (s["min"], s["median"], s["max"])
+
+
+def markdown(res):
+    L = []
+    m = res["machine"]
+    L.append("Run %s on %s (%s CPUs, L2 %s, L3 %s, %s); flags: %s. %s; commit %s." % (
+        res["date"], m.get("Model name", "?"), m.get("CPU(s)", "?"), m.get("L2 cache", "?"),
+        m.get("L3 cache", "?"), ("hypervisor " + m["Hypervisor vendor"])
+        if "Hypervisor vendor" in m else "bare metal",
+        ", ".join("%s %s" % (k, "yes" if v else "no") for k, v in m.get("flags", {}).items()),
+        m.get("openblas", "OpenBLAS ?"), m.get("commit", "?")))
+    bw = res.get("membw", {})
+    L.append("")
+    L.append("Memory read bandwidth (bench/membw.c, best of 5 over 512 MB): %.1f GB/s on 1 "
+             "thread, %.1f GB/s on 2 (other processes kept %.1f CPUs busy meanwhile)." % (
+                 bw.get("read_gbs_1t", float("nan")), bw.get("read_gbs_2t", float("nan")),
+                 bw.get("others_cores", float("nan"))))
+    L.append("")
+    L.append("Command: `%s`. %d threads; every process times %d runs after a warm-up; "
+             "ONNX Runtime and unimed: %d processes each, interleaved (min of minima / "
+             "median of medians / max of maxima); PyTorch: 1 process of %d runs. Load average "
+             "at the start: %s, at the end: %s; %d s in all." % (
+                 res["command"], res["threads"], res["runs"], res["rounds"], res["torch_runs"],
+                 res["loadavg"], res["loadavg_end"], res["wall_s"]))
+    for v in res["variants"]:
+        L.append("")
+        setv = ", ".join("%s=%s" % (k, x) for k, x in v["env"].items()) or "none set"
+        L.append("**%s** (%s; OpenBLAS kernel: unimed %s, PyTorch %s)" % (
+            "Environment as is" if v["name"] == "as-is" else
+            "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset", setv,
+            v["unimed"].get("blas_core"), v["torch"].get("blas_core")))
+        L.append("")
+        L.append("| FP32, 2 threads | ONNX Runtime %s | PyTorch %s | unimed | unimed / ORT "
+                 "(median, min) | PyTorch / ORT (median) |" % (v["ort"].get("version", ""),
+                                                             v["torch"].get("version", "")))
+        L.append("|---|---|---|---|---|---|")
+        names = {"ms_per_image_batch1": "image, batch 1 (ms/image, min / median / max)",
+                 "ms_per_image_batch8": "image, batch 8 (ms/image)",
+                 "ms_per_prompt": "text, one 16-token prompt (ms)"}
+        for k in KEYS:
+            o, t, u = v["ort"][k], v["torch"][k], v["unimed"][k]
+            L.append("| %s | %s | %s | %s | %.2f×, %.2f× | %.1f× |" % (
+                names[k], fmt_stats(o), fmt_stats(t), fmt_stats(u), u["median"] / o["median"],
+                u["min"] / o["min"], t["median"] / o["median"]))
+        L.append("| peak RSS (MB) | %.0f | %.0f | %.0f | %.2f× | %.1f× |" % (
+            v["ort"]["peak_rss_kb"] / 1024, v["torch"]["peak_rss_kb"] / 1024,
+            v["unimed"]["peak_rss_kb"] / 1024,
+            v["unimed"]["peak_rss_kb"] / v["ort"]["peak_rss_kb"],
+            v["torch"]["peak_rss_kb"] / v["ort"]["peak_rss_kb"]))
+        oc = lambda r: "%.1f–%.1f" % (min(r["others_cores"]), max(r["others_cores"]))
+        L.append("")
+        L.append("Other processes kept %s CPUs busy on average during the ONNX Runtime runs, "
+                 "%s during unimed's, %s during PyTorch's." % (
+                     oc(v["ort"]), oc(v["unimed"]),
+                     oc(v["torch"]) if "others_cores" in v["torch"] else "n/a"))
+        if "unimed_1t" in v:
+            o1, u1 = v["ort_1t"], v["unimed_1t"]
+            L.append("")
+            L.append("Single thread, process CPU time (ms, min / median / max of 3; wall time "
+                     "is in the JSON):")
+            L.append("")
+            L.append("| 1 thread, CPU time | ONNX Runtime | unimed | unimed / ORT (median) |")
+            L.append("|---|---|---|---|")
+            for k, name in (("cpu_ms_per_image_batch1", "image, batch 1 (per image)"),
+                            ("cpu_ms_per_image_batch8", "image, batch 8 (per image)"),
+                            ("cpu_ms_per_prompt", "text, one 16-token prompt")):
+                L.append("| %s | %s | %s | %.2f× |" % (name, fmt_stats(o1[k]), fmt_stats(u1[k]),
+                                                       u1[k]["median"] / o1[k]["median"]))
+    return "\n".join(L) + "\n"
+
+
+def write_doc(md):
+    with open(DOC) as f:
+        doc = f.read()
+    if BEGIN not in doc or END not in doc:
+        raise SystemExit("bench: %s has no %s ... %s block" % (DOC, BEGIN, END))
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(DOC, "w") as f:
+        f.write(head + BEGIN + "\n" + md + END + tail)
+    log("updated " + DOC)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default=os.path.join(ROOT, "build-bench", "bench"))
+    ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--torch-runs", type=int, default=3,
+                    help="timed runs in the PyTorch process (it is ~5x slower)")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch (quick iterations)")
+    ap.add_argument("--variants", default="as-is,unset",
+                    help="comma list of as-is and/or unset (default both)")
+    ap.add_argument("--write-doc", action="store_true")
+    ap.add_argument("--no-cpu", action="store_true",
+                    help="skip the single-thread CPU-time comparison")
+    ap.add_argument("--quiet-wait", type=float, default=10.0,
+                    help="max seconds to wait for an idle machine before each process")
+    a = ap.parse_args(argv)
+    t_start = time.time()
+    QUIET["max_wait"] = a.quiet_wait
+    os.makedirs(a.work, exist_ok=True)
+    if not a.no_build:
+        build(a.build_dir)
+    unimed = os.path.join(a.build_dir, "tools", "unimed")
+    cpu_bench = build_cpu_bench(a.build_dir, a.work) if not a.no_cpu else None
+    model = ensure_model(a.work)
+    onnx = ensure_onnx(a.work, model)
+    ensure_ort()
+    membw_bin = os.path.join(a.work, "membw")
+    run(["cc", "-std=c11", "-D_GNU_SOURCE", "-O3", "-march=native", "-Wall", "-Wextra", "-Werror",
+         os.path.join(HERE, "membw.c"), "-lpthread", "-o", membw_bin])
+    membw, _, _ = timed([membw_bin], dict(os.environ))
+
+    res = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "command": "/usr/bin/python3 bench/run.py" + (" " + " ".join(argv if argv is not None
+                                                                       else sys.argv[1:])
+                                                         ).rstrip(),
+           "machine": machine_info(), "runs": a.runs, "rounds": a.rounds, "threads": a.threads,
+           "torch_runs": a.torch_runs, "membw": membw,
+           "loadavg": " ".join(open("/proc/loadavg").read().split()[:3]), "variants": []}
+    R, T = str(a.runs), str(a.threads)
+    for name in a.variants.split(","):
+        env = variant_env(name)
+        v = {"name": name, "env": {k: env[k] for k in BLAS_VARS if k in env}}
+        ort_r, uni_r = [], []
+        for _ in range(a.rounds):
+            j, rss, _ = timed(["node", os.path.join(HERE, "ort_bench.mjs"), "--onnx", onnx,
+                               "--runs", R, "--threads", T], env, cwd=HERE)
+            j["peak_rss_kb"] = rss
+            ort_r.append(j)
+            j, rss, _ = timed([unimed, "bench", "--model", model, "--runs", R, "--threads", T],
+                              env)
+            j["peak_rss_kb"] = rss
+            uni_r.append(j)
+        v["ort"], v["unimed"] = combine(ort_r), combine(uni_r)
+        if a.no_torch:
+            blank = {"min": float("nan"), "median": float("nan"), "max": float("nan")}
+            v["torch"] = {k: blank for k in KEYS}
+            v["torch"]["peak_rss_kb"] = float("nan")
+        else:
+            j, rss, _ = timed([PY, os.path.join(HERE, "torch_bench.py"), "--model", model,
+                               "--runs", str(a.torch_runs), "--threads", T], env)
+            j["peak_rss_kb"] = rss
+            v["torch"] = combine([j])
+        if cpu_bench and not res["variants"]:
+            # Single-thread CPU time: how much work each does per image, which
+            # other processes on a shared machine disturb far less than wall time.
+            j, rss, _ = timed(["node", os.path.join(HERE, "ort_bench.mjs"), "--onnx", onnx,
+                               "--runs", "3", "--threads", "1"], env, cwd=HERE)
+            v["ort_1t"] = j
+            j, rss, _ = timed([cpu_bench, model, "1", "3"], env)
+            v["unimed_1t"] = j
+        res["variants"].append(v)
+        log("%s: unimed/ORT median b1 %.2f b8 %.2f prompt %.2f" % (
+            name, v["unimed"]["ms_per_image_batch1"]["median"] /
+            v["ort"]["ms_per_image_batch1"]["median"],
+            v["unimed"]["ms_per_image_batch8"]["median"] /
+            v["ort"]["ms_per_image_batch8"]["median"],
+            v["unimed"]["ms_per_prompt"]["median"] / v["ort"]["ms_per_prompt"]["median"]))
+    res["loadavg_end"] = " ".join(open("/proc/loadavg").read().split()[:3])
+    res["wall_s"] = round(time.time() - t_start)
+    with open(os.path.join(a.work, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    md = markdown(res)
+    with open(os.path.join(a.work, "results.md"), "w") as f:
+        f.write(md)
+    print(md)
+    if a.write_doc:
+        write_doc(md)
+    log("done in %d s" % res["wall_s"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
