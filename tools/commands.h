@@ -16,5 +16,6 @@ int cmd_inspect(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_analyze(int argc, char **argv); /* cmd_analyze.c */
 int cmd_read_sr(int argc, char **argv); /* cmd_analyze.c */
+int cmd_evaluate(int argc, char **argv); /* cmd_evaluate.c */
 
 #endif

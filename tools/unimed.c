@@ -22,6 +22,9 @@ static const struct {
     {"preprocess", cmd_preprocess, "write the model input tensor of a DICOM frame"},
     {"analyze", cmd_analyze, "a study's findings against label sets, and its DICOM SR"},
     {"read-sr", cmd_read_sr, "the findings of TID 1500 Structured Reports"},
+#ifdef UNIMED_HAVE_TRAINSET
+    {"evaluate", cmd_evaluate, "zero-shot metrics on labelled study archives"},
+#endif
 #endif
 };
 
