@@ -2,8 +2,13 @@
 # Installs what UniMed for Orthanc needs on Debian 12: build tools, libraries,
 # Orthanc, and the Python/Node tools the tests use. Idempotent: apt-get runs
 # only when a package is missing. Run as root (or with sudo available).
+#
+#   scripts/setup.sh            everything (build, run, and test)
+#   scripts/setup.sh --no-npm   without the npm packages only the tests use
 set -euo pipefail
 cd "$(dirname "$0")/.."
+with_npm=1
+[ "${1:-}" = "--no-npm" ] && with_npm=0
 
 PACKAGES=(
   # build
@@ -33,13 +38,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# HuggingFace's tokenizer for the parity tests (pure JavaScript, pinned by the lock file).
-if [ ! -d tests/tokenizer/node_modules ]; then
-  (cd tests/tokenizer && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
-    echo "setup: npm install failed; the tokenizer parity tests will be skipped" >&2
-fi
-if [ ! -d tests/plugin/node_modules ]; then
-  (cd tests/plugin && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
-    echo "setup: npm install failed; the Explorer test will be skipped" >&2
-fi
+# npm packages the tests use, pinned by their lock files: HuggingFace's
+# tokenizer (the reference token ids every parity test starts from) and
+# playwright-core (the Orthanc Explorer test). Without them most of the suite
+# cannot run, so a failure stops here with the reason.
+for dir in tests/tokenizer tests/plugin; do
+  if [ "$with_npm" = 1 ] && [ ! -d "$dir/node_modules" ]; then
+    if ! (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); then
+      echo "setup: 'npm ci' failed in $dir: the npm registry must be reachable for the tests" >&2
+      exit 1
+    fi
+  fi
+done
 echo "setup: done"
