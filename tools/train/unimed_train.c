@@ -1059,7 +1059,7 @@ int main(int argc, char **argv) {
     for (int m = 0; m < A * R; m++) {
       if (m % R != g_rank) continue;
       int pos = in_epoch * G + m * B;
-      double loss;
+      double loss = 0;
       if (make_batch(&bt, tok, epoch, pos, B, err, sizeof err) != 0 ||
           accumulate(&T, bt.pixels, (const int *const *)bt.ids, bt.lens, B, image_backward, &loss,
                      err, sizeof err) != 0) {
