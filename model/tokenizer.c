@@ -10,6 +10,8 @@
  * like HF's clean_text does. */
 #include "tokenizer.h"
 
+#include <stddef.h>
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -539,10 +541,13 @@ static void flush_word(tok_state *t)
             const char *p;
             size_t len;
             if (start > 0) {
-                /* the bytes before start are consumed: write "##" there */
-                w[bnd[start] - 2] = '#';
-                w[bnd[start] - 1] = '#';
-                p = w + bnd[start] - 2;
+                /* the bytes before start are consumed: write "##" there
+                 * (t->buf keeps 2 bytes before w, so this may reach w[-2];
+                 * the offset is signed so that no size_t wraps around) */
+                ptrdiff_t at = (ptrdiff_t)bnd[start] - 2;
+                w[at] = '#';
+                w[at + 1] = '#';
+                p = w + at;
                 len = bnd[end] - bnd[start] + 2;
             } else {
                 p = w;
