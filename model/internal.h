@@ -4,7 +4,9 @@
 #define UNIMED_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
+#include "gemm_bf16.h"
 #include "safetensors.h"
 #include "tokenizer.h"
 #include "unimed_model.h"
@@ -50,6 +52,45 @@ typedef struct {
   const float *proj;      /* linear: [E, D] */
 } bert_weights;
 
+/* BF16 mode: the linear weights packed for um_linear_bf16 (the float
+ * pointers of the same weights above are NULL then; biases, LayerNorms and
+ * embeddings stay FP32). */
+typedef struct {
+  um_bf16_weight *in_proj, *out_proj, *fc, *cproj;
+} vit_block_bf16;
+
+typedef struct {
+  um_bf16_weight *conv1;  /* [D, 3*P*P] */
+  um_bf16_weight *proj;   /* [E, D]: visual.proj transposed */
+  vit_block_bf16 *blocks;
+} vit_weights_bf16;
+
+typedef struct {
+  um_bf16_weight *qkv;    /* [3D, D]: query | key | value */
+  float *qkv_b;           /* [3D] */
+  um_bf16_weight *attn_out, *inter, *out;
+} bert_layer_bf16;
+
+typedef struct {
+  bert_layer_bf16 *layers;
+  um_bf16_weight *proj0, *proj2, *proj;
+} bert_weights_bf16;
+
+/* The packed weights of one safetensors file, shared by every model object
+ * loaded from it in BF16 mode (model.c keeps a registry keyed by the file's
+ * identity), freed with the last of them. */
+typedef struct um_bf16_set um_bf16_set;
+struct um_bf16_set {
+  um_bf16_set *next;      /* registry list */
+  int refs, registered;
+  unsigned long long dev, ino, size;
+  long long mtime_s, mtime_ns;
+  int vit_layers, text_layers;
+  vit_weights_bf16 vit;
+  bert_weights_bf16 bert;
+  size_t bytes;           /* packed weights + biases */
+};
+
 struct unimed_model {
   char dir[1024];
   unimed_config cfg;
@@ -61,9 +102,19 @@ struct unimed_model {
   bert_weights bert;
   float **owned;          /* converted copies to free */
   int n_owned, cap_owned;
+  size_t owned_bytes;     /* converted copies */
+  unimed_precision precision, requested;
+  int bf16;               /* precision == BF16: the *_bf16 weights are used */
+  um_bf16_set *w16;       /* BF16 mode: the packed weights (shared) */
+  const uint16_t *word_emb16; /* BF16 file in BF16 mode: [V, D] in the mapping */
+  char cache_key[17];     /* hash, mixed with the precision when not FP32 */
   float *ws;              /* workspace, grown once per batch shape */
   size_t ws_floats;
 };
+
+/* The model's key in the label-set embedding cache: its hash, mixed with the
+ * precision when that is not FP32. */
+const char *um_model_cache_key(const unimed_model *m);
 
 /* Ensures the workspace holds n floats (64-byte aligned). */
 int um_workspace(unimed_model *m, size_t n, char *err, size_t errlen);
@@ -132,8 +183,9 @@ size_t um_vit_workspace_floats(const unimed_config *c, int batch);
 /* pixels: n × 3×S×S → out: n × E (not normalised). */
 void um_vit_forward(unimed_model *m, const float *pixels, int n, float *out);
 
+/* fused_qkv: BF16 mode (one [N, 3D] q|k|v buffer). */
 size_t um_bert_workspace_floats(const unimed_config *c, int n_seqs, int total_tokens,
-                                int max_len);
+                                int max_len, int fused_qkv);
 /* Packed sequences → out: n × E (not normalised). */
 void um_bert_forward(unimed_model *m, const int *const *ids, const int *lens, int n,
                      float *out);

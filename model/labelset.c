@@ -18,7 +18,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "unimed_model.h"
+#include "internal.h"
 
 #define LS_MAX_FILE (4u << 20)   /* a label set is a small text file */
 #define LS_BATCH 64              /* prompts per unimed_encode_texts call */
@@ -883,7 +883,7 @@ int unimed_label_set_embed(unimed_model *m, const unimed_label_set *ls, const ch
   const int dim = unimed_model_config(m)->embed_dim;
   const int binary = ls->scoring == UNIMED_SCORING_BINARY;
   const int L = ls->n_labels;
-  const char *mhash = unimed_model_hash(m);
+  const char *mhash = um_model_cache_key(m);
 
   char file[4200] = "";
   if (cache_dir && *cache_dir) {

@@ -3,11 +3,16 @@
  * with its expected shape, and the public encode / scoring API. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -26,12 +31,12 @@ typedef struct {
   char *err;
   size_t errlen;
   int failed;
+  int shared; /* BF16 mode, weights already packed by another model object:
+                 packed tensors are only checked */
 } binder;
 
-/* Returns the tensor `name` as float32 with exactly the given shape. F32
- * data that is 4-byte aligned is used in place (mmapped, not copied); other
- * dtypes are converted into an owned copy. */
-static const float *bind(binder *b, const char *name, int ndim, ...) {
+/* Finds tensor `name` and checks it has exactly the shape want[0..ndim). */
+static const st_tensor *lookup(binder *b, const char *name, int ndim, const int64_t *want) {
   if (b->failed) return NULL;
   const st_tensor *t = st_find(&b->m->st, name);
   if (!t) {
@@ -39,11 +44,6 @@ static const float *bind(binder *b, const char *name, int ndim, ...) {
     b->failed = 1;
     return NULL;
   }
-  int64_t want[ST_MAX_DIMS];
-  va_list ap;
-  va_start(ap, ndim);
-  for (int i = 0; i < ndim; i++) want[i] = va_arg(ap, int64_t);
-  va_end(ap);
   int same = t->ndim == ndim;
   for (int i = 0; same && i < ndim; i++) same = t->shape[i] == want[i];
   if (!same) {
@@ -60,25 +60,175 @@ static const float *bind(binder *b, const char *name, int ndim, ...) {
     b->failed = 1;
     return NULL;
   }
-  if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) return t->data;
   if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64) {
     set_err(b->err, b->errlen, "%s: tensor '%s' has dtype %s; a float type is needed", b->file,
             name, st_dtype_name(t->dtype));
     b->failed = 1;
     return NULL;
   }
-  unimed_model *m = b->m;
-  float *copy = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
-  if (!copy || (m->n_owned == m->cap_owned && (m->cap_owned = m->cap_owned ? m->cap_owned * 2 : 64,
-                                              !(m->owned = realloc(m->owned, (size_t)m->cap_owned * sizeof *m->owned))))) {
+  return t;
+}
+
+static int in_place(const st_tensor *t) {
+  return t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0;
+}
+
+/* Keeps p (malloc'd, bytes long) until the model is freed. */
+static int own(unimed_model *m, float *p, size_t bytes) {
+  if (m->n_owned == m->cap_owned) {
+    int cap = m->cap_owned ? m->cap_owned * 2 : 64;
+    float **o = realloc(m->owned, (size_t)cap * sizeof *o);
+    if (!o) return -1;
+    m->owned = o;
+    m->cap_owned = cap;
+  }
+  m->owned[m->n_owned++] = p;
+  m->owned_bytes += bytes;
+  return 0;
+}
+
+/* t as float32: in place (F32, 4-byte aligned; *tmp = NULL) or converted into
+ * a malloc'd copy returned in *tmp too. NULL with the binder failed. */
+static const float *f32_view(binder *b, const st_tensor *t, float **tmp) {
+  *tmp = NULL;
+  if (in_place(t)) return t->data;
+  *tmp = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+  if (!*tmp) {
+    set_err(b->err, b->errlen, "%s: out of memory converting '%s'", b->file, t->name);
+    b->failed = 1;
+    return NULL;
+  }
+  st_to_f32(t, *tmp);
+  return *tmp;
+}
+
+/* Returns the tensor `name` as float32 with exactly the given shape. F32
+ * data that is 4-byte aligned is used in place (mmapped, not copied); other
+ * dtypes are converted into an owned copy. */
+static const float *bind(binder *b, const char *name, int ndim, ...) {
+  int64_t want[ST_MAX_DIMS];
+  va_list ap;
+  va_start(ap, ndim);
+  for (int i = 0; i < ndim; i++) want[i] = va_arg(ap, int64_t);
+  va_end(ap);
+  const st_tensor *t = lookup(b, name, ndim, want);
+  if (!t) return NULL;
+  float *copy;
+  const float *v = f32_view(b, t, &copy);
+  if (copy && own(b->m, copy, (size_t)t->numel * sizeof(float)) != 0) {
     free(copy);
     set_err(b->err, b->errlen, "%s: out of memory converting '%s'", b->file, name);
     b->failed = 1;
     return NULL;
   }
-  st_to_f32(t, copy);
-  m->owned[m->n_owned++] = copy;
-  return copy;
+  return v;
+}
+
+/* BF16 mode: the file's pages of a packed tensor are not needed any more.
+ * Dropping them keeps them out of the resident set (the mapping is private
+ * and never written: a later read would fetch them from the file again). */
+static void drop_pages(const unimed_model *m, const void *p, size_t n) {
+  if (!m->st.map || n == 0) return;
+  const uintptr_t ps = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t lo = ((uintptr_t)p + ps - 1) & ~(ps - 1), hi = ((uintptr_t)p + n) & ~(ps - 1);
+  if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+static um_bf16_weight *pack(binder *b, const char *name, const float *W, int N, int K) {
+  um_bf16_weight *w = um_bf16_pack(W, N, K);
+  if (!w) {
+    set_err(b->err, b->errlen, "%s: out of memory packing '%s' as BF16", b->file, name);
+    b->failed = 1;
+    return NULL;
+  }
+  b->m->w16->bytes += um_bf16_bytes(w);
+  return w;
+}
+
+/* BF16 mode: the linear weight `name` of the given shape, packed into *dst
+ * as [N = shape[0], K = the other dims' product] (nn.Linear / conv layout),
+ * or with transposed = 1 a 2-D [K, N] tensor (visual.proj). */
+static void bind_packed(binder *b, um_bf16_weight **dst, const char *name, int transposed,
+                        int ndim, ...) {
+  int64_t want[ST_MAX_DIMS];
+  va_list ap;
+  va_start(ap, ndim);
+  for (int i = 0; i < ndim; i++) want[i] = va_arg(ap, int64_t);
+  va_end(ap);
+  const st_tensor *t = lookup(b, name, ndim, want);
+  if (!t || b->shared) return;
+  int64_t N = want[0], K = 1;
+  for (int i = 1; i < ndim; i++) K *= want[i];
+  if (transposed) N = want[1], K = want[0];
+  float *tmp, *tr = NULL;
+  const float *W = f32_view(b, t, &tmp);
+  if (!W) return;
+  if (transposed) {
+    tr = malloc((size_t)(N * K) * sizeof(float));
+    if (!tr) {
+      free(tmp);
+      set_err(b->err, b->errlen, "%s: out of memory transposing '%s'", b->file, name);
+      b->failed = 1;
+      return;
+    }
+    for (int64_t k = 0; k < K; k++)
+      for (int64_t n = 0; n < N; n++) tr[n * K + k] = W[k * N + n];
+    W = tr;
+  }
+  *dst = pack(b, name, W, (int)N, (int)K);
+  free(tr);
+  free(tmp);
+  drop_pages(b->m, t->data, t->nbytes);
+}
+
+/* BF16 mode: BERT's query, key and value weights [D, D] stacked into one
+ * packed [3D, D], and their biases into one owned [3D]. */
+static void bind_qkv(binder *b, const char *prefix, int64_t D, bert_layer_bf16 *out) {
+  static const char *const parts[3] = {"query", "key", "value"};
+  char name[256];
+  float *W = NULL, *bias = NULL;
+  if (b->failed) return;
+  if (b->shared) {
+    for (int p = 0; p < 3; p++) {
+      const int64_t shape[2] = {D, D};
+      snprintf(name, sizeof name, "%sattention.self.%s.weight", prefix, parts[p]);
+      lookup(b, name, 2, shape);
+      snprintf(name, sizeof name, "%sattention.self.%s.bias", prefix, parts[p]);
+      bind(b, name, 1, D);
+    }
+    return;
+  }
+  W = malloc((size_t)(3 * D * D) * sizeof(float));
+  bias = malloc((size_t)(3 * D) * sizeof(float));
+  if (!W || !bias) {
+    set_err(b->err, b->errlen, "%s: out of memory", b->file);
+    b->failed = 1;
+    goto done;
+  }
+  for (int p = 0; p < 3 && !b->failed; p++) {
+    const int64_t shape[2] = {D, D};
+    snprintf(name, sizeof name, "%sattention.self.%s.weight", prefix, parts[p]);
+    const st_tensor *t = lookup(b, name, 2, shape);
+    float *tmp;
+    const float *v = t ? f32_view(b, t, &tmp) : NULL;
+    if (!v) break;
+    memcpy(W + (size_t)(p * D * D), v, (size_t)(D * D) * sizeof(float));
+    free(tmp);
+    drop_pages(b->m, t->data, t->nbytes);
+    snprintf(name, sizeof name, "%sattention.self.%s.bias", prefix, parts[p]);
+    const float *bv = bind(b, name, 1, D);
+    if (bv) memcpy(bias + p * D, bv, (size_t)D * sizeof(float));
+  }
+  if (b->failed) goto done;
+  snprintf(name, sizeof name, "%sattention.self.query|key|value.weight", prefix);
+  out->qkv = pack(b, name, W, (int)(3 * D), (int)D);
+  if (b->failed) goto done;
+  out->qkv_b = bias;
+  b->m->w16->bytes += (size_t)(3 * D) * sizeof(float);
+  bias = NULL;
+done:
+  free(W);
+  free(bias);
 }
 
 #define I64(x) ((int64_t)(x))
@@ -89,16 +239,28 @@ static void bind_vision(binder *b) {
   const int64_t D = c->vision.width, P = c->vision.patch_size;
   const int64_t G = c->vision.image_size / P, F = (int64_t)(c->vision.mlp_ratio * D + 0.5f);
   vit_weights *w = &m->vit;
-  w->conv1_w = bind(b, "visual.conv1.weight", 4, D, I64(3), P, P);
+  vit_weights_bf16 *w16 = m->bf16 ? &m->w16->vit : NULL;
+  if (m->bf16)
+    bind_packed(b, &w16->conv1, "visual.conv1.weight", 0, 4, D, I64(3), P, P);
+  else
+    w->conv1_w = bind(b, "visual.conv1.weight", 4, D, I64(3), P, P);
   w->class_emb = bind(b, "visual.class_embedding", 1, D);
   w->pos_emb = bind(b, "visual.positional_embedding", 2, G * G + 1, D);
   w->ln_pre_w = bind(b, "visual.ln_pre.weight", 1, D);
   w->ln_pre_b = bind(b, "visual.ln_pre.bias", 1, D);
   w->ln_post_w = bind(b, "visual.ln_post.weight", 1, D);
   w->ln_post_b = bind(b, "visual.ln_post.bias", 1, D);
-  w->proj = bind(b, "visual.proj", 2, D, I64(c->embed_dim));
+  if (m->bf16)
+    bind_packed(b, &w16->proj, "visual.proj", 1, 2, D, I64(c->embed_dim));
+  else
+    w->proj = bind(b, "visual.proj", 2, D, I64(c->embed_dim));
   w->blocks = calloc((size_t)c->vision.layers, sizeof *w->blocks);
-  if (!w->blocks) {
+  if (m->bf16 && !b->shared && w->blocks) {
+    w16->blocks = calloc((size_t)c->vision.layers ? (size_t)c->vision.layers : 1,
+                         sizeof *w16->blocks);
+    m->w16->vit_layers = c->vision.layers;
+  }
+  if (!w->blocks || (m->bf16 && !w16->blocks)) {
     set_err(b->err, b->errlen, "out of memory");
     b->failed = 1;
     return;
@@ -107,21 +269,27 @@ static void bind_vision(binder *b) {
 #define VB(field, suffix, ...)                                                   \
   (snprintf(n, sizeof n, "visual.transformer.resblocks.%d.%s", l, suffix),        \
    bw->field = bind(b, n, __VA_ARGS__))
+  /* a linear weight: FP32 pointer, or packed in BF16 mode */
+#define VW(field, field16, suffix, ...)                                          \
+  (snprintf(n, sizeof n, "visual.transformer.resblocks.%d.%s", l, suffix),        \
+   m->bf16 ? bind_packed(b, &w16->blocks[l].field16, n, 0, __VA_ARGS__)           \
+           : (void)(bw->field = bind(b, n, __VA_ARGS__)))
   for (int l = 0; l < c->vision.layers && !b->failed; l++) {
     vit_block_weights *bw = &w->blocks[l];
     VB(ln_1_w, "ln_1.weight", 1, D);
     VB(ln_1_b, "ln_1.bias", 1, D);
-    VB(in_proj_w, "attn.in_proj_weight", 2, 3 * D, D);
+    VW(in_proj_w, in_proj, "attn.in_proj_weight", 2, 3 * D, D);
     VB(in_proj_b, "attn.in_proj_bias", 1, 3 * D);
-    VB(out_proj_w, "attn.out_proj.weight", 2, D, D);
+    VW(out_proj_w, out_proj, "attn.out_proj.weight", 2, D, D);
     VB(out_proj_b, "attn.out_proj.bias", 1, D);
     VB(ln_2_w, "ln_2.weight", 1, D);
     VB(ln_2_b, "ln_2.bias", 1, D);
-    VB(fc_w, "mlp.c_fc.weight", 2, F, D);
+    VW(fc_w, fc, "mlp.c_fc.weight", 2, F, D);
     VB(fc_b, "mlp.c_fc.bias", 1, F);
-    VB(cproj_w, "mlp.c_proj.weight", 2, D, F);
+    VW(cproj_w, cproj, "mlp.c_proj.weight", 2, D, F);
     VB(cproj_b, "mlp.c_proj.bias", 1, D);
   }
+#undef VW
 #undef VB
   /* A checkpoint with more blocks than the config is a config mismatch. */
   snprintf(n, sizeof n, "visual.transformer.resblocks.%d.ln_1.weight", c->vision.layers);
@@ -141,7 +309,16 @@ static void bind_text(binder *b) {
   char n[200];
 #define TB(dst, suffix, ...) \
   (snprintf(n, sizeof n, "%s%s", pre, suffix), dst = bind(b, n, __VA_ARGS__))
-  TB(w->word_emb, "embeddings.word_embeddings.weight", 2, I64(c->text.vocab_size), D);
+  bert_weights_bf16 *w16 = m->bf16 ? &m->w16->bert : NULL;
+  snprintf(n, sizeof n, "%sembeddings.word_embeddings.weight", pre);
+  const st_tensor *we = m->bf16 ? st_find(&m->st, n) : NULL;
+  if (we && we->dtype == ST_BF16 && ((uintptr_t)we->data & 1) == 0) {
+    /* BF16 file, BF16 mode: rows are widened as they are looked up */
+    const int64_t shape[2] = {I64(c->text.vocab_size), D};
+    if (lookup(b, n, 2, shape)) m->word_emb16 = we->data;
+  } else {
+    TB(w->word_emb, "embeddings.word_embeddings.weight", 2, I64(c->text.vocab_size), D);
+  }
   TB(w->pos_emb, "embeddings.position_embeddings.weight", 2,
      I64(c->text.max_position_embeddings), D);
   TB(w->type_emb, "embeddings.token_type_embeddings.weight", 2, I64(c->text.type_vocab_size), D);
@@ -149,7 +326,12 @@ static void bind_text(binder *b) {
   TB(w->emb_ln_b, "embeddings.LayerNorm.bias", 1, D);
 #undef TB
   w->layers = calloc((size_t)c->text.layers, sizeof *w->layers);
-  if (!w->layers) {
+  if (m->bf16 && !b->shared && w->layers) {
+    w16->layers = calloc((size_t)c->text.layers ? (size_t)c->text.layers : 1,
+                         sizeof *w16->layers);
+    m->w16->text_layers = c->text.layers;
+  }
+  if (!w->layers || (m->bf16 && !w16->layers)) {
     set_err(b->err, b->errlen, "out of memory");
     b->failed = 1;
     return;
@@ -157,25 +339,36 @@ static void bind_text(binder *b) {
 #define LB(dst, suffix, ...)                                                        \
   (snprintf(n, sizeof n, "%sencoder.layer.%d.%s", pre, l, suffix),                  \
    lw->dst = bind(b, n, __VA_ARGS__))
+#define LW(dst, dst16, suffix, ...)                                                 \
+  (snprintf(n, sizeof n, "%sencoder.layer.%d.%s", pre, l, suffix),                  \
+   m->bf16 ? bind_packed(b, &w16->layers[l].dst16, n, 0, __VA_ARGS__)               \
+           : (void)(lw->dst = bind(b, n, __VA_ARGS__)))
   for (int l = 0; l < c->text.layers && !b->failed; l++) {
     bert_layer_weights *lw = &w->layers[l];
-    LB(q_w, "attention.self.query.weight", 2, D, D);
-    LB(q_b, "attention.self.query.bias", 1, D);
-    LB(k_w, "attention.self.key.weight", 2, D, D);
-    LB(k_b, "attention.self.key.bias", 1, D);
-    LB(v_w, "attention.self.value.weight", 2, D, D);
-    LB(v_b, "attention.self.value.bias", 1, D);
-    LB(attn_out_w, "attention.output.dense.weight", 2, D, D);
+    if (m->bf16) {
+      char prefix[160];
+      snprintf(prefix, sizeof prefix, "%sencoder.layer.%d.", pre, l);
+      bind_qkv(b, prefix, D, &w16->layers[l]);
+    } else {
+      LB(q_w, "attention.self.query.weight", 2, D, D);
+      LB(q_b, "attention.self.query.bias", 1, D);
+      LB(k_w, "attention.self.key.weight", 2, D, D);
+      LB(k_b, "attention.self.key.bias", 1, D);
+      LB(v_w, "attention.self.value.weight", 2, D, D);
+      LB(v_b, "attention.self.value.bias", 1, D);
+    }
+    LW(attn_out_w, attn_out, "attention.output.dense.weight", 2, D, D);
     LB(attn_out_b, "attention.output.dense.bias", 1, D);
     LB(attn_ln_w, "attention.output.LayerNorm.weight", 1, D);
     LB(attn_ln_b, "attention.output.LayerNorm.bias", 1, D);
-    LB(inter_w, "intermediate.dense.weight", 2, FF, D);
+    LW(inter_w, inter, "intermediate.dense.weight", 2, FF, D);
     LB(inter_b, "intermediate.dense.bias", 1, FF);
-    LB(out_w, "output.dense.weight", 2, D, FF);
+    LW(out_w, out, "output.dense.weight", 2, D, FF);
     LB(out_b, "output.dense.bias", 1, D);
     LB(out_ln_w, "output.LayerNorm.weight", 1, D);
     LB(out_ln_b, "output.LayerNorm.bias", 1, D);
   }
+#undef LW
 #undef LB
   snprintf(n, sizeof n, "%sencoder.layer.%d.output.dense.weight", pre, c->text.layers);
   if (!b->failed && st_find(&m->st, n)) {
@@ -185,15 +378,68 @@ static void bind_text(binder *b) {
   }
   switch (c->text.projection) {
   case UNIMED_PROJ_MLP:
-    w->proj0 = bind(b, "text_encoder.proj.0.weight", 2, (D + E) / 2, D);
-    w->proj2 = bind(b, "text_encoder.proj.2.weight", 2, E, (D + E) / 2);
+    if (m->bf16) {
+      bind_packed(b, &w16->proj0, "text_encoder.proj.0.weight", 0, 2, (D + E) / 2, D);
+      bind_packed(b, &w16->proj2, "text_encoder.proj.2.weight", 0, 2, E, (D + E) / 2);
+    } else {
+      w->proj0 = bind(b, "text_encoder.proj.0.weight", 2, (D + E) / 2, D);
+      w->proj2 = bind(b, "text_encoder.proj.2.weight", 2, E, (D + E) / 2);
+    }
     break;
   case UNIMED_PROJ_LINEAR:
-    w->proj = bind(b, "text_encoder.proj.weight", 2, E, D);
+    if (m->bf16)
+      bind_packed(b, &w16->proj, "text_encoder.proj.weight", 0, 2, E, D);
+    else
+      w->proj = bind(b, "text_encoder.proj.weight", 2, E, D);
     break;
   case UNIMED_PROJ_NONE:
     break;
   }
+}
+
+/* ---- BF16 weight sets shared between model objects ---- */
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static um_bf16_set *registry;
+
+static void free_set(um_bf16_set *s) {
+  if (s->vit.blocks)
+    for (int l = 0; l < s->vit_layers; l++) {
+      vit_block_bf16 *b = &s->vit.blocks[l];
+      um_bf16_free(b->in_proj);
+      um_bf16_free(b->out_proj);
+      um_bf16_free(b->fc);
+      um_bf16_free(b->cproj);
+    }
+  free(s->vit.blocks);
+  um_bf16_free(s->vit.conv1);
+  um_bf16_free(s->vit.proj);
+  if (s->bert.layers)
+    for (int l = 0; l < s->text_layers; l++) {
+      bert_layer_bf16 *b = &s->bert.layers[l];
+      um_bf16_free(b->qkv);
+      free(b->qkv_b);
+      um_bf16_free(b->attn_out);
+      um_bf16_free(b->inter);
+      um_bf16_free(b->out);
+    }
+  free(s->bert.layers);
+  um_bf16_free(s->bert.proj0);
+  um_bf16_free(s->bert.proj2);
+  um_bf16_free(s->bert.proj);
+  free(s);
+}
+
+/* Drops one reference (registry_mu held). */
+static void release_set(um_bf16_set *s) {
+  if (!s || --s->refs > 0) return;
+  if (s->registered)
+    for (um_bf16_set **p = &registry; *p; p = &(*p)->next)
+      if (*p == s) {
+        *p = s->next;
+        break;
+      }
+  free_set(s);
 }
 
 /* FNV-1a over the config text, the safetensors header and a sample of every
@@ -226,11 +472,26 @@ static void compute_hash(unimed_model *m, const char *config_path) {
 }
 
 unimed_model *unimed_model_load(const char *dir, char *err, size_t errlen) {
+  return unimed_model_load_opts(dir, NULL, err, errlen);
+}
+
+unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options *opts,
+                                     char *err, size_t errlen) {
+  const unimed_load_options defaults = {.precision = UNIMED_PRECISION_FP32};
+  if (!opts) opts = &defaults;
+  if (opts->precision != UNIMED_PRECISION_FP32 && opts->precision != UNIMED_PRECISION_BF16) {
+    set_err(err, errlen, "%s: unknown precision %d", dir, (int)opts->precision);
+    return NULL;
+  }
   unimed_model *m = calloc(1, sizeof *m);
   if (!m) {
     set_err(err, errlen, "%s: out of memory", dir);
     return NULL;
   }
+  m->requested = opts->precision;
+  /* BF16 without the instructions would be slower than FP32: run FP32. */
+  m->bf16 = opts->precision == UNIMED_PRECISION_BF16 && um_bf16_available();
+  m->precision = m->bf16 ? UNIMED_PRECISION_BF16 : UNIMED_PRECISION_FP32;
   snprintf(m->dir, sizeof m->dir, "%s", dir);
   char path[1200];
   snprintf(path, sizeof path, "%s/config.json", dir);
@@ -249,13 +510,69 @@ unimed_model *unimed_model_load(const char *dir, char *err, size_t errlen) {
 
   snprintf(path, sizeof path, "%s/model.safetensors", dir);
   if (st_open(&m->st, path, err, errlen) != 0) goto fail;
-  binder b = {m, path, err, errlen, 0};
-  bind_vision(&b);
-  bind_text(&b);
+  binder b = {m, path, err, errlen, 0, 0};
+  struct stat fst;
+  if (m->bf16) {
+    /* The packed weights of a file another model object has loaded are
+     * shared (the plugin has one model per worker). The registry lock is
+     * held while packing, so a file is packed once. */
+    const int known = stat(path, &fst) == 0;
+    pthread_mutex_lock(&registry_mu);
+    for (um_bf16_set *s = registry; known && s; s = s->next)
+      if (s->dev == (unsigned long long)fst.st_dev && s->ino == (unsigned long long)fst.st_ino &&
+          s->size == (unsigned long long)fst.st_size &&
+          s->mtime_s == (long long)fst.st_mtim.tv_sec &&
+          s->mtime_ns == (long long)fst.st_mtim.tv_nsec) {
+        m->w16 = s;
+        s->refs++;
+        b.shared = 1;
+        break;
+      }
+    if (!m->w16 && (m->w16 = calloc(1, sizeof *m->w16)) != NULL) {
+      m->w16->refs = 1;
+      if (known) {
+        m->w16->dev = (unsigned long long)fst.st_dev;
+        m->w16->ino = (unsigned long long)fst.st_ino;
+        m->w16->size = (unsigned long long)fst.st_size;
+        m->w16->mtime_s = (long long)fst.st_mtim.tv_sec;
+        m->w16->mtime_ns = (long long)fst.st_mtim.tv_nsec;
+      }
+    }
+    if (!m->w16) {
+      pthread_mutex_unlock(&registry_mu);
+      set_err(err, errlen, "%s: out of memory", path);
+      goto fail;
+    }
+    bind_vision(&b);
+    bind_text(&b);
+    if (!b.failed && !b.shared && known) {
+      m->w16->next = registry;
+      registry = m->w16;
+      m->w16->registered = 1;
+    }
+    pthread_mutex_unlock(&registry_mu);
+  } else {
+    bind_vision(&b);
+    bind_text(&b);
+  }
   const float *ls = bind(&b, "logit_scale", 0);
   if (b.failed) goto fail;
   m->logit_scale = ls[0];
   compute_hash(m, cfg_path);
+  if (m->bf16) {
+    /* Cached label-set embeddings depend on the precision too. */
+    uint64_t h = 1469598103934665603ULL;
+    const char *key = m->hash, *suffix = "/bf16";
+    for (const char *p = key; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (const char *p = suffix; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    snprintf(m->cache_key, sizeof m->cache_key, "%016llx", (unsigned long long)h);
+    /* Every file page read so far (packing, hashing) may go: what is still
+     * used from the mapping (LayerNorms, biases, embeddings) comes back on
+     * first use, a small fraction of the file. */
+    drop_pages(m, m->st.map, m->st.map_size);
+  } else {
+    memcpy(m->cache_key, m->hash, sizeof m->cache_key);
+  }
   return m;
 fail:
   unimed_model_free(m);
@@ -266,6 +583,11 @@ void unimed_model_free(unimed_model *m) {
   if (!m) return;
   for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
   free(m->owned);
+  if (m->w16) {
+    pthread_mutex_lock(&registry_mu);
+    release_set(m->w16);
+    pthread_mutex_unlock(&registry_mu);
+  }
   free(m->vit.blocks);
   free(m->bert.layers);
   st_close(&m->st);
@@ -275,6 +597,30 @@ void unimed_model_free(unimed_model *m) {
 }
 
 const unimed_config *unimed_model_config(const unimed_model *m) { return &m->cfg; }
+unimed_precision unimed_model_precision(const unimed_model *m) { return m->precision; }
+unimed_precision unimed_model_precision_requested(const unimed_model *m) { return m->requested; }
+size_t unimed_model_owned_bytes(const unimed_model *m) {
+  return m->owned_bytes + (m->w16 ? m->w16->bytes : 0);
+}
+const char *um_model_cache_key(const unimed_model *m) { return m->cache_key; }
+int unimed_bf16_supported(void) { return um_bf16_available(); }
+
+const char *unimed_precision_name(unimed_precision p) {
+  return p == UNIMED_PRECISION_BF16 ? "bf16" : "fp32";
+}
+
+int unimed_precision_parse(const char *s, unimed_precision *out) {
+  if (!s) return -1;
+  if (!strcasecmp(s, "fp32") || !strcasecmp(s, "float32") || !strcasecmp(s, "f32")) {
+    *out = UNIMED_PRECISION_FP32;
+    return 0;
+  }
+  if (!strcasecmp(s, "bf16") || !strcasecmp(s, "bfloat16")) {
+    *out = UNIMED_PRECISION_BF16;
+    return 0;
+  }
+  return -1;
+}
 const char *unimed_model_hash(const unimed_model *m) { return m->hash; }
 float unimed_model_logit_scale(const unimed_model *m) { return m->logit_scale; }
 
@@ -338,7 +684,8 @@ int unimed_encode_token_ids(unimed_model *m, const int *const *ids, const int *l
     total += lens[s];
     maxlen = lens[s] > maxlen ? lens[s] : maxlen;
   }
-  if (um_workspace(m, um_bert_workspace_floats(&m->cfg, n, total, maxlen), err, errlen) != 0)
+  if (um_workspace(m, um_bert_workspace_floats(&m->cfg, n, total, maxlen, m->bf16), err,
+                   errlen) != 0)
     return -1;
   um_bert_forward(m, ids, lens, n, out);
   for (int i = 0; i < n; i++) unimed_l2_normalize(out + (size_t)i * m->cfg.embed_dim, m->cfg.embed_dim);

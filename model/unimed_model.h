@@ -7,7 +7,8 @@
  * Errors: functions that can fail return 0 on success and -1 on failure,
  * writing one line into `err` (errlen bytes) that names the file, tensor or
  * field at fault. A model object is not thread-safe (it owns a workspace);
- * use one per thread — the weights are memory-mapped and shared. */
+ * use one per thread — the weights are memory-mapped and shared (in BF16,
+ * the packed weights of one file are shared by its model objects). */
 #ifndef UNIMED_MODEL_H
 #define UNIMED_MODEL_H
 
@@ -46,12 +47,50 @@ typedef struct {
 
 typedef struct unimed_model unimed_model;
 
-/* Loads a model directory: config.json, model.safetensors, vocab.txt. */
+/* Loads a model directory: config.json, model.safetensors, vocab.txt, for
+ * FP32 inference (unimed_model_load_opts with the default options). */
 unimed_model *unimed_model_load(const char *dir, char *err, size_t errlen);
 void unimed_model_free(unimed_model *m);
 
+/* Arithmetic of the linear layers.
+ *  FP32: weights used as stored (mapped in place when the file is F32).
+ *  BF16: every linear weight of both towers is rounded to BF16 and packed
+ *        once at load (AVX512-BF16 vdpbf16ps, FP32 accumulation; image
+ *        activations rounded to BF16 on the way into each GEMM, text ones
+ *        split into two BF16 parts). LayerNorm, softmax,
+ *        attention, biases and embeddings stay FP32. The FP32 weights are not
+ *        kept: about half the memory, and faster where the CPU has
+ *        avx512_bf16. On other CPUs a BF16 request loads the model as FP32
+ *        (same API and results as FP32); unimed_model_precision tells which
+ *        one runs. */
+typedef enum { UNIMED_PRECISION_FP32 = 0, UNIMED_PRECISION_BF16 = 1 } unimed_precision;
+
+typedef struct {
+  unimed_precision precision; /* requested; default (zeroed struct) FP32 */
+} unimed_load_options;
+
+/* opts NULL = defaults (FP32). */
+unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options *opts,
+                                     char *err, size_t errlen);
+/* The precision that actually runs, and the one that was asked for. */
+unimed_precision unimed_model_precision(const unimed_model *m);
+unimed_precision unimed_model_precision_requested(const unimed_model *m);
+/* Bytes of weights held in memory besides the mapped file: converted
+ * copies, and the packed BF16 weights (shared with other model objects of
+ * the same file, counted in each). */
+size_t unimed_model_owned_bytes(const unimed_model *m);
+/* "fp32" / "bf16". */
+const char *unimed_precision_name(unimed_precision p);
+/* Parses "fp32" / "bf16" (any case); 0, or -1 for anything else. */
+int unimed_precision_parse(const char *s, unimed_precision *out);
+/* 1 when BF16 runs natively on this CPU (avx512_bf16, and UNIMED_SIMD is not
+ * 0 in the environment). */
+int unimed_bf16_supported(void);
+
 const unimed_config *unimed_model_config(const unimed_model *m);
-/* 16 hex digits identifying the weights and config (for caches, reports). */
+/* 16 hex digits identifying the weights and config (for caches, reports).
+ * The same in both precisions; the label-set embedding cache adds the
+ * precision to its key. */
 const char *unimed_model_hash(const unimed_model *m);
 /* The learned temperature as stored (log scale); scores use exp() of it. */
 float unimed_model_logit_scale(const unimed_model *m);

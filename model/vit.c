@@ -6,6 +6,11 @@
  *   -> ln_pre
  *   -> layers × { x += out_proj(attn(ln_1(x))); x += c_proj(act(c_fc(ln_2(x)))) }
  *   -> ln_post(x[:, 0]) · proj                    [B, E]
+ *
+ * FP32: OpenBLAS and our kernels (ops.c). BF16 (m->bf16): the same steps
+ * with every linear layer a um_linear_bf16 call on packed weights, its bias,
+ * residual add or activation fused into the GEMM; LayerNorm and attention
+ * stay FP32.
  */
 #include <string.h>
 
@@ -79,10 +84,15 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
   vit_layout(c, B, slots, &b, m->ws);
 
   um_blas_begin();
+  const vit_weights_bf16 *w16 = m->bf16 ? &m->w16->vit : NULL;
+  if (w16) um_bf16_set_threads(um_threads());
   /* Patch embedding: one GEMM over all patches of all images. */
   for (int i = 0; i < B; i++)
     im2col(pixels + (size_t)i * 3 * S * S, S, P, b.patches + (size_t)i * (T - 1) * P3);
-  um_linear(b.patches, B * (T - 1), P3, w->conv1_w, NULL, D, b.hidden);
+  if (w16)
+    um_linear_bf16(b.patches, B * (T - 1), P3, w16->conv1, NULL, D, b.hidden);
+  else
+    um_linear(b.patches, B * (T - 1), P3, w->conv1_w, NULL, D, b.hidden);
   for (int i = 0; i < B; i++) {
     float *xi = b.x + (size_t)i * T * D;
     for (int d = 0; d < D; d++) xi[d] = w->class_emb[d] + w->pos_emb[d];
@@ -96,8 +106,8 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
 
   /* The residual stream x gets each block's output added by the GEMM itself
    * (accumulating into x); that GEMM's bias is added by the next LayerNorm
-   * pass ("pending"). In the last block only the class tokens matter after
-   * attention: they continue as xc [B, D]. */
+   * pass ("pending"; the BF16 GEMMs add it themselves). In the last block
+   * only the class tokens matter after attention: they continue as xc [B, D]. */
   const float *pending = NULL;
   const int L = c->vision.layers;
   for (int l = 0; l < L; l++) {
@@ -105,7 +115,11 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
     const int last = l == L - 1;
     /* Attention: x += out_proj(MHA(ln_1(x))) */
     um_layernorm_bias(b.x, pending, b.ln, BT, D, bw->ln_1_w, bw->ln_1_b, eps);
-    um_linear(b.ln, BT, D, bw->in_proj_w, bw->in_proj_b, 3 * D, b.qkv);
+    const vit_block_bf16 *b16 = w16 ? &w16->blocks[l] : NULL;
+    if (b16)
+      um_linear_bf16(b.ln, BT, D, b16->in_proj, bw->in_proj_b, 3 * D, b.qkv);
+    else
+      um_linear(b.ln, BT, D, bw->in_proj_w, bw->in_proj_b, 3 * D, b.qkv);
     for (int i = 0; i < B; i++) {
       const float *qkv = b.qkv + (size_t)i * T * 3 * D;
       b.seqs[i] = (um_attn_seq){qkv, qkv + D, qkv + 2 * D,
@@ -120,6 +134,17 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
       x = b.xc;
       rows = B;
     }
+    if (b16) {
+      um_linear_bf16_acc(b.attn, rows, D, b16->out_proj, bw->out_proj_b, D, x);
+      /* MLP: x += c_proj(act(c_fc(ln_2(x)))) */
+      um_layernorm_bias(x, NULL, b.ln, rows, D, bw->ln_2_w, bw->ln_2_b, eps);
+      if (c->vision.activation == UNIMED_ACT_QUICK_GELU)
+        um_linear_bf16_quick_gelu(b.ln, rows, D, b16->fc, bw->fc_b, F, b.hidden);
+      else
+        um_linear_bf16_gelu(b.ln, rows, D, b16->fc, bw->fc_b, F, b.hidden);
+      um_linear_bf16_acc(b.hidden, rows, F, b16->cproj, bw->cproj_b, D, x);
+      continue;
+    }
     um_linear_acc(b.attn, rows, D, bw->out_proj_w, D, x);
     /* MLP: x += c_proj(act(c_fc(ln_2(x)))) */
     um_layernorm_bias(x, bw->out_proj_b, b.ln, rows, D, bw->ln_2_w, bw->ln_2_b, eps);
@@ -133,6 +158,9 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
 
   /* ln_post on the class tokens, then the projection [D, E]. */
   um_layernorm_bias(b.xc, pending, b.pooled, B, D, w->ln_post_w, w->ln_post_b, eps);
-  um_matmul(b.pooled, B, D, w->proj, c->embed_dim, out);
+  if (w16)
+    um_linear_bf16(b.pooled, B, D, w16->proj, NULL, c->embed_dim, out);
+  else
+    um_matmul(b.pooled, B, D, w->proj, c->embed_dim, out);
   um_blas_end();
 }

@@ -80,7 +80,8 @@ unimed_engine *unimed_engine_create(const unimed_engine_options *o, char *err, s
   snprintf(e->software_version, sizeof e->software_version, "%s",
            o->software_version ? o->software_version : "0");
   if (o->threads > 0) unimed_set_threads(o->threads);
-  e->model = unimed_model_load(o->model_dir, err, errlen);
+  const unimed_load_options lo = {.precision = o->precision};
+  e->model = unimed_model_load_opts(o->model_dir, &lo, err, errlen);
   if (!e->model) goto fail;
 
   char **owned = NULL;
@@ -156,6 +157,7 @@ static cJSON *model_json(const unimed_model *m) {
   cJSON_AddStringToObject(j, "version", c->version);
   cJSON_AddStringToObject(j, "hash", unimed_model_hash(m));
   cJSON_AddNumberToObject(j, "embed_dim", c->embed_dim);
+  cJSON_AddStringToObject(j, "precision", unimed_precision_name(unimed_model_precision(m)));
   return j;
 }
 

@@ -31,6 +31,8 @@ typedef struct {
   int aggregate_max;             /* 0: mean of slice embeddings (default);
                                     1: per-label maximum over slices */
   int threads;                   /* BLAS threads (0 = leave as is) */
+  unimed_precision precision;    /* linear layers: FP32 (default) or BF16 (runs as
+                                    FP32 on CPUs without avx512_bf16) */
   const char *manufacturer;      /* for the SR's equipment (default "UniMed for Orthanc") */
   const char *software_version;
 } unimed_engine_options;
@@ -40,7 +42,7 @@ typedef struct {
 unimed_engine *unimed_engine_create(const unimed_engine_options *opts, char *err, size_t errlen);
 void unimed_engine_free(unimed_engine *e);
 
-/* {"model": {"name","version","hash","embed_dim"}, "label_sets": [{"name","version",
+/* {"model": {"name","version","hash","embed_dim","precision"}, "label_sets": [{"name","version",
  *  "hash","scoring","modalities","labels":[...]}]} — for status routes. */
 cJSON *unimed_engine_describe(const unimed_engine *e);
 int unimed_engine_embed_dim(const unimed_engine *e);

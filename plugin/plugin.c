@@ -219,6 +219,18 @@ static int config_load(unimed_config_t *c, char *err, size_t n) {
   c->workers = (int)v;
   if (get_int(sec, "Threads", 1, 1, 256, &v, err, n)) goto done;
   c->threads = (int)v;
+  {
+    char *prec = NULL;
+    if (get_str(sec, "Precision", "fp32", &prec, err, n)) goto done;
+    unimed_precision pv;
+    int bad = unimed_precision_parse(prec, &pv) != 0;
+    free(prec);
+    if (bad) {
+      cfg_err(err, n, "%s", "\"UniMed\".\"Precision\" must be \"fp32\" or \"bf16\"");
+      goto done;
+    }
+    c->precision = (int)pv;
+  }
   if (get_bool(sec, "WriteReports", 1, &c->write_reports, err, n)) goto done;
   if (get_str(sec, "Root", "/unimed/", &c->root, err, n)) goto done;
   {
@@ -1083,6 +1095,7 @@ static int create_engines(char *err, size_t errlen) {
   o.cache_dir = g.cfg.cache_dir;
   o.max_slices = g.cfg.max_slices;
   o.threads = g.cfg.threads;
+  o.precision = (unimed_precision)g.cfg.precision;
   o.manufacturer = "UniMed for Orthanc";
   o.software_version = UNIMED_PLUGIN_VERSION;
   if (o.cache_dir && mkdir_p(o.cache_dir) != 0) {
@@ -1144,8 +1157,12 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
     log_warning("UniMed: disabled by the configuration (\"UniMed\".\"Enable\": false)");
     disable("disabled by the configuration (\"UniMed\".\"Enable\": false)");
   } else {
-    log_warning("UniMed: loading the model from %s (%d worker(s), %d BLAS thread(s) each)",
-                g.cfg.model_dir, g.cfg.workers, g.cfg.threads);
+    log_warning("UniMed: loading the model from %s (%d worker(s), %d thread(s) each, %s)",
+                g.cfg.model_dir, g.cfg.workers, g.cfg.threads,
+                unimed_precision_name((unimed_precision)g.cfg.precision));
+    if (g.cfg.precision == UNIMED_PRECISION_BF16 && !unimed_bf16_supported())
+      log_warning("UniMed: \"Precision\": \"bf16\" but this CPU has no avx512_bf16: "
+                  "running FP32");
     if (create_engines(err, sizeof err) != 0) {
       char why[1200];
       snprintf(why, sizeof why, "cannot load the model or the label sets: %s", err);

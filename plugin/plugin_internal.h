@@ -42,6 +42,7 @@ typedef struct {
   int max_slices;
   int workers;
   int threads;
+  int precision;         /* unimed_precision: "Precision" "fp32" (default) / "bf16" */
   int write_reports;
   char *root;            /* "/unimed/" */
   long long max_classify_bytes;

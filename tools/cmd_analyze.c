@@ -19,7 +19,8 @@ static void help_analyze(FILE *out) {
           "usage: unimed analyze --model DIR [--label-set FILE... | --label-set-dir DIR]\n"
           "                      [--sr OUT.dcm] [--xml OUT.xml]\n"
           "                      [--out-dir DIR] [--max-slices K] [--aggregate mean|max]\n"
-          "                      [--cache DIR | --no-cache] [--threads N] PATH...\n\n"
+          "                      [--cache DIR | --no-cache] [--threads N]\n"
+          "                      [--precision fp32|bf16] PATH...\n\n"
           "PATH: DICOM files or folders of one study. Every image series is analysed:\n"
           "K frames (default 8) along the slice normal, encoded, and scored against each\n"
           "label set that applies to it (modality, body part, SOP class). Without\n"
@@ -31,6 +32,8 @@ static void help_analyze(FILE *out) {
           "report as DCMTK SR XML. Several studies need --out-dir DIR: one SR per study,\n"
           "DIR/<StudyInstanceUID>.dcm. Label-set text embeddings are cached in\n"
           "$XDG_CACHE_HOME/unimed (or ~/.cache/unimed) unless --cache or --no-cache.\n"
+          "--precision bf16 packs the model's linear weights as BF16 (half the memory,\n"
+          "faster on CPUs with avx512_bf16; elsewhere it runs fp32, the default).\n"
           "Prints the findings JSON of each study on one line.\n",
           UNIMED_DEFAULT_LABELSET_DIR);
 }
@@ -87,6 +90,7 @@ int cmd_analyze(int argc, char **argv) {
   const char **paths = calloc((size_t)argc, sizeof(char *));
   int n_sets = 0, n_paths = 0, max_slices = 8, threads = 0, aggregate_max = 0, no_cache = 0;
   int rc = 0;
+  unimed_precision precision = UNIMED_PRECISION_FP32;
   for (int i = 1; i < argc && rc == 0; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (cli_is_help(a)) {
@@ -108,6 +112,12 @@ int cmd_analyze(int argc, char **argv) {
       i++;
     } else if (strcmp(a, "--threads") == 0 && v) {
       if ((threads = cli_parse_positive(a, v)) < 0) rc = 2;
+      i++;
+    } else if (strcmp(a, "--precision") == 0 && v) {
+      if (unimed_precision_parse(v, &precision) != 0) {
+        fprintf(stderr, "unimed: --precision takes fp32 or bf16, got '%s'\n", v);
+        rc = 2;
+      }
       i++;
     } else if (strcmp(a, "--aggregate") == 0 && v) {
       if (strcmp(v, "mean") == 0) aggregate_max = 0;
@@ -147,6 +157,7 @@ int cmd_analyze(int argc, char **argv) {
     o.max_slices = max_slices;
     o.aggregate_max = aggregate_max;
     o.threads = threads;
+    o.precision = precision;
     char err[512];
     e = unimed_engine_create(&o, err, sizeof err);
     if (!e) {

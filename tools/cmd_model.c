@@ -23,10 +23,12 @@ typedef struct {
   const char **args; /* positional */
   int n_args;
   int runs, threads, max_slices;
+  unimed_precision precision;
 } options;
 
 /* Options a command accepts: a string of letters, m=--model t=--tensor
- * p=--prompt c=--class r=--runs j=--threads s=--max-slices a=positional. */
+ * p=--prompt c=--class r=--runs j=--threads s=--max-slices a=positional.
+ * --precision fp32|bf16 goes with --model. */
 static int parse(int argc, char **argv, const char *accepts, options *o,
                  void (*help)(FILE *)) {
   memset(o, 0, sizeof *o);
@@ -55,6 +57,12 @@ static int parse(int argc, char **argv, const char *accepts, options *o,
       i++;
     } else if (TAKES('s', "--max-slices") && v) {
       if ((o->max_slices = cli_parse_positive(a, v)) < 0) return 2;
+      i++;
+    } else if (TAKES('m', "--precision") && v) {
+      if (unimed_precision_parse(v, &o->precision) != 0) {
+        fprintf(stderr, "unimed: --precision takes fp32 or bf16, got '%s'\n", v);
+        return 2;
+      }
       i++;
     } else if (TAKES('j', "--threads") && v) {
       if ((o->threads = cli_parse_positive(a, v)) < 0) return 2;
@@ -86,7 +94,8 @@ static void free_options(options *o) {
 static unimed_model *load(const options *o) {
   char err[512];
   if (o->threads) unimed_set_threads(o->threads);
-  unimed_model *m = unimed_model_load(o->model, err, sizeof err);
+  const unimed_load_options lo = {.precision = o->precision};
+  unimed_model *m = unimed_model_load_opts(o->model, &lo, err, sizeof err);
   if (!m) fprintf(stderr, "unimed: %s\n", err);
   return m;
 }
@@ -113,11 +122,23 @@ static float *read_tensor(const char *path, int S) {
   return t;
 }
 
+/* "precision": what runs; "precision_requested", "bf16_cpu",
+ * "weights_held_mb" (packed or converted weights besides the mapped file). */
+static void add_precision(cJSON *j, const unimed_model *m) {
+  cJSON_AddStringToObject(j, "precision", unimed_precision_name(unimed_model_precision(m)));
+  cJSON_AddStringToObject(j, "precision_requested",
+                          unimed_precision_name(unimed_model_precision_requested(m)));
+  cJSON_AddBoolToObject(j, "bf16_cpu", unimed_bf16_supported());
+  cJSON_AddNumberToObject(j, "weights_held_mb",
+                          round(unimed_model_owned_bytes(m) / 1e5) / 10);
+}
+
 /* ---- info ---- */
 
 static void help_info(FILE *out) {
-  fprintf(out, "usage: unimed info --model DIR\n\n"
-               "Prints the model's identity, architecture and preprocessing as JSON.\n");
+  fprintf(out, "usage: unimed info --model DIR [--precision fp32|bf16]\n\n"
+               "Prints the model's identity, architecture and preprocessing as JSON, and\n"
+               "the precision that runs (\"bf16\" needs avx512_bf16; else it runs fp32).\n");
 }
 
 int cmd_info(int argc, char **argv) {
@@ -160,6 +181,7 @@ int cmd_info(int argc, char **argv) {
   cJSON_AddItemToObject(p, "std", cli_float_array(c->std, 3));
   cJSON_AddNumberToObject(p, "size", c->image_size);
   cJSON_AddStringToObject(j, "blas_core", unimed_blas_corename());
+  add_precision(j, m);
   cli_print_json(j);
   unimed_model_free(m);
   return 0;
@@ -214,7 +236,7 @@ int cmd_tokenize(int argc, char **argv) {
 /* ---- embed-text ---- */
 
 static void help_embed_text(FILE *out) {
-  fprintf(out, "usage: unimed embed-text --model DIR [--threads N] TEXT...\n\n"
+  fprintf(out, "usage: unimed embed-text --model DIR [--precision fp32|bf16] [--threads N] TEXT...\n\n"
                "Prints {\"text\": ..., \"embedding\": [...]} per text (L2-normalised).\n");
 }
 
@@ -258,8 +280,10 @@ int cmd_embed_text(int argc, char **argv) {
 
 static void help_embed_image(FILE *out) {
   fprintf(out,
-          "usage: unimed embed-image --model DIR [--threads N] [--max-slices K] PATH...\n"
-          "       unimed embed-image --model DIR [--threads N] --tensor FILE [--tensor FILE]...\n\n"
+          "usage: unimed embed-image --model DIR [--precision fp32|bf16] [--threads N]\n"
+          "                          [--max-slices K] PATH...\n"
+          "       unimed embed-image --model DIR [--precision fp32|bf16] [--threads N]\n"
+          "                          --tensor FILE [--tensor FILE]...\n\n"
           "PATH: DICOM files or folders (a folder = the studies and series under it).\n"
           "Each image series gets one line: its frames ordered along the slice normal,\n"
           "K of them (default 8) picked evenly, preprocessed, encoded as one batch, and\n"
@@ -355,7 +379,7 @@ int cmd_embed_image(int argc, char **argv) {
 
 static void help_zero_shot(FILE *out) {
   fprintf(out,
-          "usage: unimed zero-shot --model DIR --tensor FILE [--tensor FILE]...\n"
+          "usage: unimed zero-shot --model DIR [--precision fp32|bf16] --tensor FILE [--tensor FILE]...\n"
           "                        (--prompt TEXT | --class 'NAME=PROMPT|PROMPT...')...\n\n"
           "Scores each image against the classes: a --prompt is a class of one prompt;\n"
           "a --class averages its prompts' normalised embeddings (prompt ensemble).\n"
@@ -488,10 +512,10 @@ int cmd_zero_shot(int argc, char **argv) {
 
 static void help_bench(FILE *out) {
   fprintf(out,
-          "usage: unimed bench --model DIR [--runs N] [--threads N]\n\n"
+          "usage: unimed bench --model DIR [--precision fp32|bf16] [--runs N] [--threads N]\n\n"
           "Times the image tower at batch 1 and 8 and the text tower on a 16-token\n"
           "prompt, after one warm-up run each. Prints min/median/max milliseconds\n"
-          "per image and per prompt, and the OpenBLAS kernel in use.\n");
+          "per image and per prompt, the precision that ran and the OpenBLAS kernel.\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -535,6 +559,7 @@ int cmd_bench(int argc, char **argv) {
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "model", c->name);
   cJSON_AddStringToObject(j, "blas_core", unimed_blas_corename());
+  add_precision(j, m);
   cJSON_AddNumberToObject(j, "runs", runs);
   static const int batches[2] = {1, 8};
   for (int bi = 0; bi < 2 && rc == 0; bi++) {
