@@ -8,31 +8,37 @@
 
 #include "plugin_internal.h"
 
-void log_error(const char *fmt, ...) {
+/* Formats a message and hands it to Orthanc's log at the given level. */
+typedef enum { LOG_ERROR, LOG_WARNING, LOG_INFO } log_level;
+
+static void log_at(log_level level, const char *fmt, va_list ap) {
   char msg[2048];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  if (!g.ctx) return;
+  if (level == LOG_ERROR) OrthancPluginLogError(g.ctx, msg);
+  else if (level == LOG_WARNING) OrthancPluginLogWarning(g.ctx, msg);
+  else OrthancPluginLogInfo(g.ctx, msg);
+}
+
+void log_error(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  log_at(LOG_ERROR, fmt, ap);
   va_end(ap);
-  if (g.ctx) OrthancPluginLogError(g.ctx, msg);
 }
 
 void log_warning(const char *fmt, ...) {
-  char msg[2048];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  log_at(LOG_WARNING, fmt, ap);
   va_end(ap);
-  if (g.ctx) OrthancPluginLogWarning(g.ctx, msg);
 }
 
 void log_info(const char *fmt, ...) {
-  char msg[2048];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  log_at(LOG_INFO, fmt, ap);
   va_end(ap);
-  if (g.ctx) OrthancPluginLogInfo(g.ctx, msg);
 }
 
 char *xstrdup(const char *s) {
