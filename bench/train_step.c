@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
       ids[b] = caps[k];
       lens[b] = cap_len[k];
     }
-    if (umt_trainer_accumulate(&T, pixels, ids, lens, B, &losses[s], err, sizeof err) != 0) {
+    if (umt_trainer_accumulate(&T, pixels, ids, lens, NULL, B, &losses[s], err, sizeof err) != 0) {
       fprintf(stderr, "train_step: %s\n", err);
       return 1;
     }

@@ -183,12 +183,18 @@ void umt_bert_backward(umt_params *P, umt_workspace *w, const float *dout);
 /* Symmetric CLIP loss over a batch of B pairs (row i of img with row i of
  * txt), img/txt [B, E] un-normalised:
  *   logits = exp(logit_scale) · norm(img) · norm(txt)^T
- *   loss = (CE(logits, arange) + CE(logits^T, arange)) / 2
+ *   loss = (CE(logits, T) + CE(logits^T, T)) / 2
+ * with T the identity (groups NULL), or soft targets when captions repeat a
+ * class (UniCL's label-aware targets): pairs i and j with
+ * groups[i] == groups[j] != 0 are both positives, row i's target spread
+ * evenly over its group; a group of 0 is a pair of its own. groups is used
+ * only for B <= UMT_MAX_LOSS_BATCH.
  * Writes d_img, d_txt [B, E] (overwritten) and adds d(loss)/d(logit_scale)
  * to *d_logit_scale. Scratch: img_n, txt_n [B, E], logits [B, B]. */
-double umt_clip_loss(const float *img, const float *txt, int B, int E, float logit_scale,
-                     float *d_img, float *d_txt, float *d_logit_scale, float *img_n,
-                     float *txt_n, float *logits);
+#define UMT_MAX_LOSS_BATCH 4096
+double umt_clip_loss(const float *img, const float *txt, int B, int E, const uint64_t *groups,
+                     float logit_scale, float *d_img, float *d_txt, float *d_logit_scale,
+                     float *img_n, float *txt_n, float *logits);
 
 /* ---- optimiser and trainer (train_adamw.c) ---- */
 
@@ -225,10 +231,12 @@ int umt_trainer_init(umt_trainer *T, const char *model_dir, const umt_opt_config
                      enum umt_decay_rule rule, char *err, size_t errlen);
 void umt_trainer_free(umt_trainer *T);
 /* Forward + backward of one batch of B (image, text) pairs; gradients are
- * added to P.grads. pixels [B, 3, S, S]; ids[i] has lens[i] ids. Returns
- * 0 and the loss in *loss, or -1 with err. */
+ * added to P.grads. pixels [B, 3, S, S]; ids[i] has lens[i] ids; groups
+ * (may be NULL) as for umt_clip_loss. Returns 0 and the loss in *loss, or
+ * -1 with err. */
 int umt_trainer_accumulate(umt_trainer *T, const float *pixels, const int *const *ids,
-                           const int *lens, int B, double *loss, char *err, size_t errlen);
+                           const int *lens, const uint64_t *groups, int B, double *loss,
+                           char *err, size_t errlen);
 /* Averages the accumulated gradients over the micro-batches, clips, applies
  * AdamW at the scheduled lr, clamps logit_scale, zeroes the gradients.
  * Returns the gradient norm before clipping; *lr_used (may be NULL). */

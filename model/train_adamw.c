@@ -97,10 +97,16 @@ void umt_trainer_free(umt_trainer *T) {
 }
 
 int umt_trainer_accumulate(umt_trainer *T, const float *pixels, const int *const *ids,
-                           const int *lens, int B, double *loss, char *err, size_t errlen) {
+                           const int *lens, const uint64_t *groups, int B, double *loss,
+                           char *err, size_t errlen) {
   const unimed_config *c = &T->P.cfg;
   if (B < 1) {
     snprintf(err, errlen, "empty batch");
+    return -1;
+  }
+  if (groups && B > UMT_MAX_LOSS_BATCH) {
+    snprintf(err, errlen, "batch of %d: label-aware targets take at most %d pairs", B,
+             UMT_MAX_LOSS_BATCH);
     return -1;
   }
   int N = 0, L = 0;
@@ -124,8 +130,8 @@ int umt_trainer_accumulate(umt_trainer *T, const float *pixels, const int *const
   umt_workspace *w = &T->w;
   umt_vit_forward(&T->P, w, pixels, B);
   umt_bert_forward(&T->P, w, ids, lens, B);
-  *loss = umt_clip_loss(w->v_out, w->t_out, B, c->embed_dim, *T->P.p.logit_scale, w->d_img,
-                        w->d_txt, T->P.g.logit_scale, w->img_n, w->txt_n, w->logits);
+  *loss = umt_clip_loss(w->v_out, w->t_out, B, c->embed_dim, groups, *T->P.p.logit_scale,
+                        w->d_img, w->d_txt, T->P.g.logit_scale, w->img_n, w->txt_n, w->logits);
   umt_vit_backward(&T->P, w, w->d_img);
   umt_bert_backward(&T->P, w, w->d_txt);
   T->micro++;

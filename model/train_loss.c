@@ -35,14 +35,30 @@ static void normalize_backward(const float *x, const float *y, float *d, int B, 
   }
 }
 
+/* Target weight of pair (i, j): δij, or with groups, 1/n_i when i and j
+ * share a non-zero group (n_i pairs of the batch have i's group). */
+static double target(const uint64_t *groups, const int *group_size, int i, int j) {
+  if (!groups || groups[i] == 0) return i == j ? 1.0 : 0.0;
+  return groups[i] == groups[j] ? 1.0 / group_size[i] : 0.0;
+}
+
 /* img, txt [B, E] → loss; logits [B, B] = s · In · Tn^T, s = exp(logit_scale).
- *   dlogits[i][j] = (softmax_row_i(logits)[j] − δij + softmax_col_j(logits)[i] − δij) / (2B)
+ *   dlogits[i][j] = (softmax_row_i(logits)[j] − t_ij + softmax_col_j(logits)[i] − t_ij) / (2B)
+ *   (t_ij = δij, or soft targets over a group)
  *   dIn [B, E] = s · dlogits · Tn;   dTn [B, E] = s · dlogits^T · In
  *   d logit_scale += Σ dlogits ⊙ logits
  * then through the normalisations to d_img, d_txt. */
-double umt_clip_loss(const float *img, const float *txt, int B, int E, float logit_scale,
-                     float *d_img, float *d_txt, float *d_logit_scale, float *img_n,
-                     float *txt_n, float *logits) {
+double umt_clip_loss(const float *img, const float *txt, int B, int E, const uint64_t *groups,
+                     float logit_scale, float *d_img, float *d_txt, float *d_logit_scale,
+                     float *img_n, float *txt_n, float *logits) {
+  int group_size[UMT_MAX_LOSS_BATCH];
+  if (groups) {
+    if (B > UMT_MAX_LOSS_BATCH) groups = NULL; /* documented limit; callers check */
+    for (int i = 0; groups && i < B; i++) {
+      group_size[i] = 0;
+      for (int j = 0; j < B; j++) group_size[i] += groups[i] != 0 && groups[j] == groups[i];
+    }
+  }
   normalize_rows(img, img_n, B, E);
   normalize_rows(txt, txt_n, B, E);
   const double s = exp((double)logit_scale);
@@ -70,12 +86,16 @@ double umt_clip_loss(const float *img, const float *txt, int B, int E, float log
         double v = pass ? logits[(size_t)j * B + i] : logits[(size_t)i * B + j];
         sum += exp(v - mx);
       }
-      double diag = logits[(size_t)i * B + i];
-      loss += (mx + log(sum) - diag) / (2.0 * B);
+      double expected = 0; /* Σ_j t_ij · logit */
+      for (int j = 0; j < B; j++) {
+        double t = target(groups, group_size, i, j);
+        if (t != 0) expected += t * (pass ? logits[(size_t)j * B + i] : logits[(size_t)i * B + j]);
+      }
+      loss += (mx + log(sum) - expected) / (2.0 * B);
       for (int j = 0; j < B; j++) {
         size_t ij = pass ? (size_t)j * B + i : (size_t)i * B + j; /* element of logits */
         double v = logits[ij];
-        double dl = (exp(v - mx) / sum - (i == j ? 1.0 : 0.0)) / (2.0 * B);
+        double dl = (exp(v - mx) / sum - target(groups, group_size, i, j)) / (2.0 * B);
         dls += dl * v;
         /* logits[a][b] = s · In[a] · Tn[b] */
         const int a = pass ? j : i, bb = pass ? i : j;

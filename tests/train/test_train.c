@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "safetensors.h"
+#include "test_util.h"
 #include "train.h"
 #include "unimed_model.h"
 
@@ -32,20 +33,6 @@ static void check(const char *what, double v, double tol) {
   int ok = v <= tol;
   printf("%-56s %.3g  %s\n", what, v, ok ? "ok" : "FAIL");
   if (!ok) failures++;
-}
-
-static char *read_all(const char *path, size_t *len) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return NULL;
-  fseek(fp, 0, SEEK_END);
-  long n = ftell(fp);
-  rewind(fp);
-  char *buf = malloc((size_t)n + 1);
-  if (fread(buf, 1, (size_t)n, fp) != (size_t)n) n = 0;
-  fclose(fp);
-  buf[n] = 0;
-  if (len) *len = (size_t)n;
-  return buf;
 }
 
 /* ids of a JSON array of arrays → rows (malloc'd) */
@@ -124,7 +111,7 @@ int main(int argc, char **argv) {
   char err[512], path[2048];
 
   snprintf(path, sizeof path, "%s/train.json", ref_dir);
-  char *text = read_all(path, NULL);
+  char *text = tu_read_file(path, NULL);
   cJSON *J = text ? cJSON_Parse(text) : NULL;
   free(text);
   if (!J) {
@@ -163,7 +150,7 @@ int main(int argc, char **argv) {
   for (const cJSON *f = files->child; f; f = f->next, i++) {
     snprintf(path, sizeof path, "%s/%s", golden, f->valuestring);
     size_t len = 0;
-    char *raw = read_all(path, &len);
+    char *raw = tu_read_file(path, &len);
     if (!raw || len != per * sizeof(float)) {
       fprintf(stderr, "%s: missing or wrong size\n", path);
       return 1;
@@ -180,7 +167,7 @@ int main(int argc, char **argv) {
 
   /* 1. loss and gradients of micro-batch A */
   double loss = 0;
-  if (umt_trainer_accumulate(&T, pix_a, (const int *const *)ids_a, lens_a, B, &loss, err,
+  if (umt_trainer_accumulate(&T, pix_a, (const int *const *)ids_a, lens_a, NULL, B, &loss, err,
                              sizeof err) != 0) {
     fprintf(stderr, "accumulate: %s\n", err);
     return 1;
@@ -251,7 +238,7 @@ int main(int argc, char **argv) {
   memcpy(g1, T.P.grads, T.P.total * sizeof(float));
   umt_zero_grad(&T.P);
   double loss2 = 0;
-  if (umt_trainer_accumulate(&T, pix_a, (const int *const *)ids_a, lens_a, B, &loss2, err,
+  if (umt_trainer_accumulate(&T, pix_a, (const int *const *)ids_a, lens_a, NULL, B, &loss2, err,
                              sizeof err) != 0) {
     fprintf(stderr, "accumulate: %s\n", err);
     return 1;
@@ -285,9 +272,9 @@ int main(int argc, char **argv) {
   printf("step  lr          loss C      loss torch  |d|        |g| C     |g| torch\n");
   for (const cJSON *st = steps->child; st; st = st->next, s++) {
     double la, lb;
-    if (umt_trainer_accumulate(&T, pix_a, (const int *const *)ids_a, lens_a, B, &la, err,
+    if (umt_trainer_accumulate(&T, pix_a, (const int *const *)ids_a, lens_a, NULL, B, &la, err,
                                sizeof err) != 0 ||
-        umt_trainer_accumulate(&T, pix_b, (const int *const *)ids_b, lens_b, B, &lb, err,
+        umt_trainer_accumulate(&T, pix_b, (const int *const *)ids_b, lens_b, NULL, B, &lb, err,
                                sizeof err) != 0) {
       fprintf(stderr, "accumulate: %s\n", err);
       return 1;

@@ -100,7 +100,8 @@ def case_e2e():
 
 
 COMMON = ["--epochs", "3", "--batch", "8", "--accumulate", "2", "--lr", "2e-3", "--warmup", "3",
-          "--augment", "--balance", "--seed", "7"]
+          "--augment", "--balance", "--flip", "--jitter", "0.1", "--crop-area", "0.7",
+          "--seed", "7"]
 
 
 def same_model(a, b):
@@ -126,6 +127,9 @@ def case_resume():
     # a different option is refused
     p = train(part, *COMMON[:-1], "8", src=("--resume", part), expect=1)
     need(p.stderr, "differs from the run being resumed")
+    no_flip = [a for a in COMMON if a != "--flip"]
+    p = train(part, *no_flip, src=("--resume", part), expect=1)
+    need(p.stderr, "option flip differs")
     print("resume: bit-identical weights and losses after --max-steps 5 + --resume")
 
 

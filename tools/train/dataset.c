@@ -905,11 +905,34 @@ static char *label_caption(const ut_dataset *d, const ut_row *r, uint64_t h) {
   return apply(ls->templates[ut_hash3(h, 4, 0) % (uint64_t)ls->n_templates], names);
 }
 
-char *ut_caption(const ut_dataset *d, const ut_row *r, uint64_t h) {
+/* Whether draw h of row r's caption is its report text (else its labels). */
+static int caption_is_report(const ut_row *r, uint64_t h) {
   int has_label = r->n_labels > 0 || (r->set < 0 && r->label_text);
   int has_report = r->report || r->sr_text;
-  int use_report = has_report && (!has_label || (h & 1));
-  if (use_report) {
+  return has_report && (!has_label || (h & 1));
+}
+
+uint64_t ut_caption_group(const ut_row *r, uint64_t h) {
+  if (caption_is_report(r, h)) return 0;
+  /* labels are stored in CSV order: sort a copy so that "a|b" and "b|a" agree */
+  int l[UT_MAX_LABELS], n = r->n_labels;
+  memcpy(l, r->labels, (size_t)n * sizeof(int));
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && l[j - 1] > l[j]; j--) {
+      int t = l[j];
+      l[j] = l[j - 1];
+      l[j - 1] = t;
+    }
+  uint64_t g = ut_hash3(0x9a0u, (uint64_t)(r->set + 1), (uint64_t)n);
+  for (int i = 0; i < n; i++) g = ut_hash3(g, (uint64_t)l[i], (uint64_t)i);
+  if (n == 0 && r->label_text) /* free-text labels without a label set */
+    for (const unsigned char *c = (const unsigned char *)r->label_text; *c; c++)
+      g = ut_hash3(g, *c, 1);
+  return g ? g : 1;
+}
+
+char *ut_caption(const ut_dataset *d, const ut_row *r, uint64_t h) {
+  if (caption_is_report(r, h)) {
     const char *t = r->report && r->sr_text ? ((h >> 1) & 1 ? r->sr_text : r->report)
                                             : r->report ? r->report : r->sr_text;
     return strdup(t);

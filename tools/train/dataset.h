@@ -98,6 +98,10 @@ static inline double ut_unit(uint64_t h) { return (double)(h >> 11) * (1.0 / 900
  * i.e. a template applied to its name or a synonym; several labels are
  * joined into one template). Returns a malloc'd string. */
 char *ut_caption(const ut_dataset *d, const ut_row *r, uint64_t h);
+/* The class of that caption for label-aware targets (umt_clip_loss groups):
+ * the same non-zero value for every caption drawn from the same labels of
+ * the same label set, 0 when draw h is the row's report text. */
+uint64_t ut_caption_group(const ut_row *r, uint64_t h);
 /* Every text a caption can be built from (for the vocabulary builder):
  * calls fn once per text. */
 void ut_caption_corpus(const ut_dataset *d, void (*fn)(void *ctx, const char *text), void *ctx);

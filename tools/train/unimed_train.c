@@ -36,8 +36,12 @@ static const char *const mode_names[] = {"full", "lock-image", "projections"};
 typedef struct {
   int32_t epochs, batch, accumulate, warmup, world;
   int32_t mode, augment, balance, frames_per_series;
+  int32_t flip;            /* mirror left-right with probability 1/2 */
+  int32_t label_aware;     /* captions of the same labels are positives of each other */
   uint64_t seed;
   float lr, wd, grad_clip, beta1, beta2, eps;
+  float crop_area;         /* smallest area kept by the random resized crop */
+  float jitter;            /* brightness and contrast change up to +-jitter */
   int32_t n_samples, steps_per_epoch, total_steps;
 } hparams;
 
@@ -170,6 +174,11 @@ static void usage(FILE *out) {
           "  --frames-per-series K frames taken from each image series (default 1)\n"
           "  --eval-frames K       frames per series for validation (default 8)\n"
           "  --augment             random resized crop (area 0.8-1, aspect 3/4-4/3)\n"
+          "  --crop-area A         smallest area the crop keeps (default 0.8; implies --augment)\n"
+          "  --flip                mirror images left-right at random (not for lateralised views)\n"
+          "  --jitter F            random brightness and contrast change up to +-F (e.g. 0.1)\n"
+          "  --label-aware         captions of the same labels in a batch count as matches of\n"
+          "                        each other's images (UniCL targets) instead of negatives\n"
           "  --balance             sample the labels of each label set equally often\n"
           "model:\n"
           "  --init DIR            start from a model directory (e.g. converted UniMed-CLIP)\n"
@@ -232,6 +241,7 @@ static int parse_args(int argc, char **argv, options *o) {
   h->beta2 = 0.98f;
   h->eps = 1e-6f;
   h->frames_per_series = 1;
+  h->crop_area = 0.8f;
   o->vocab_size = 4000;
   o->eval_frames = 8;
   for (int i = 1; i < argc; i++) {
@@ -256,6 +266,11 @@ static int parse_args(int argc, char **argv, options *o) {
     if ((rc = parse_int(flag, v, lo, &iv)) != 0) return -1;    \
     field = iv, i++;                                           \
     continue;                                                  \
+  }
+#define FLAG(flag, field) \
+  if (!strcmp(a, flag)) {  \
+    field = 1;             \
+    continue;              \
   }
 #define FLT(flag, field)                                       \
   if (!strcmp(a, flag) && v) {                                 \
@@ -292,6 +307,26 @@ static int parse_args(int argc, char **argv, options *o) {
     FLT("--lr", h->lr)
     FLT("--wd", h->wd)
     FLT("--grad-clip", h->grad_clip)
+    if (!strcmp(a, "--jitter") && v) {
+      if (parse_float(a, v, &h->jitter) != 0) return -1;
+      if (h->jitter >= 1.0f) {
+        fprintf(stderr, "unimed-train: --jitter takes a fraction below 1, got '%s'\n", v);
+        return -1;
+      }
+      i++;
+      continue;
+    }
+    if (!strcmp(a, "--crop-area") && v) {
+      if (parse_float(a, v, &h->crop_area) != 0) return -1;
+      if (!(h->crop_area > 0.05f && h->crop_area <= 1.0f)) {
+        fprintf(stderr, "unimed-train: --crop-area takes a fraction in (0.05, 1], got '%s'\n", v);
+        return -1;
+      }
+      h->augment = 1, i++;
+      continue;
+    }
+    FLAG("--flip", h->flip)
+    FLAG("--label-aware", h->label_aware)
     if (!strcmp(a, "--seed") && v) {
       char *end;
       h->seed = strtoull(v, &end, 10);
@@ -312,22 +347,10 @@ static int parse_args(int argc, char **argv, options *o) {
       h->mode = k, i++;
       continue;
     }
-    if (!strcmp(a, "--augment")) {
-      h->augment = 1;
-      continue;
-    }
-    if (!strcmp(a, "--balance")) {
-      h->balance = 1;
-      continue;
-    }
-    if (!strcmp(a, "--keep-best")) {
-      o->keep_best = 1;
-      continue;
-    }
-    if (!strcmp(a, "--quiet")) {
-      o->quiet = 1;
-      continue;
-    }
+    FLAG("--augment", h->augment)
+    FLAG("--balance", h->balance)
+    FLAG("--keep-best", o->keep_best)
+    FLAG("--quiet", o->quiet)
     fprintf(stderr, "unimed-train: unknown option or missing value: '%s'\n\n", a);
     usage(stderr);
     return -1;
@@ -335,6 +358,7 @@ static int parse_args(int argc, char **argv, options *o) {
 #undef STR
 #undef INT
 #undef FLT
+#undef FLAG
   }
   if (!o->n_archives || !o->labels || !o->out) {
     fprintf(stderr, "unimed-train: needs --archive, --labels and --out\n\n");
@@ -437,7 +461,7 @@ static uint64_t fnv(const void *p, size_t n) {
 }
 
 /* OUT/trainer_state.bin: magic, hparams, step, parameter checksum, AdamW m, v. */
-#define STATE_MAGIC "UMTRAIN1"
+#define STATE_MAGIC "UMTRAIN2"
 
 static int save_state(const char *dir, const umt_trainer *T, const hparams *h, double best) {
   char path[2048], tmp[4200];
@@ -501,6 +525,7 @@ static int check_resume(const hparams *a, const hparams *b, char *err, size_t er
   }
   SAME(epochs, "%d") SAME(batch, "%d") SAME(accumulate, "%d") SAME(warmup, "%d")
   SAME(world, "%d") SAME(mode, "%d") SAME(augment, "%d") SAME(balance, "%d")
+  SAME(flip, "%d") SAME(crop_area, "%g") SAME(jitter, "%g") SAME(label_aware, "%d")
   SAME(frames_per_series, "%d") SAME(lr, "%g") SAME(wd, "%g")
   SAME(grad_clip, "%g") SAME(n_samples, "%d")
 #undef SAME
@@ -522,7 +547,9 @@ typedef struct {
   float *pixels;   /* batch x 3 x S x S */
   int **ids;
   int *lens;
+  uint64_t *groups; /* class of each caption (--label-aware) */
   int ctx;         /* token budget per caption */
+  float mean[3], std[3]; /* the model's normalisation, for intensity jitter */
 } batcher;
 
 /* Sample order of an epoch: a permutation, or (--balance) draws with
@@ -581,9 +608,12 @@ static int epoch_order(batcher *b, int epoch) {
   return 0;
 }
 
-/* Random resized crop of a 3 x S x S tensor (bilinear), area 0.8..1. */
-static void augment(const float *src, float *dst, int S, uint64_t h) {
-  double area = 0.8 + 0.2 * ut_unit(ut_hash3(h, 1, 0));
+/* Random resized crop of a 3 x S x S tensor (bilinear) keeping an area in
+ * [min_area, 1] and an aspect ratio in [3/4, 4/3]; mirrored left-right when
+ * `flip`. min_area 1 with flip set is a plain mirror. */
+static void crop_and_flip(const float *src, float *dst, int S, double min_area, int flip,
+                          uint64_t h) {
+  double area = min_area + (1 - min_area) * ut_unit(ut_hash3(h, 1, 0));
   double logr = log(3.0 / 4.0) + (log(4.0 / 3.0) - log(3.0 / 4.0)) * ut_unit(ut_hash3(h, 2, 0));
   double r = exp(logr);
   double cw = S * sqrt(area * r), ch = S * sqrt(area / r);
@@ -609,9 +639,25 @@ static void augment(const float *src, float *dst, int S, uint64_t h) {
         double fx = sx - ix;
         double v = (1 - fy) * ((1 - fx) * s[iy * S + ix] + fx * s[iy * S + ix1]) +
                    fy * ((1 - fx) * s[iy1 * S + ix] + fx * s[iy1 * S + ix1]);
-        o[y * S + x] = (float)v;
+        o[y * S + (flip ? S - 1 - x : x)] = (float)v;
       }
     }
+  }
+}
+
+/* Brightness and contrast jitter applied in pixel space (0..1) to a
+ * normalised 3 x S x S tensor: p' = c (p - 1/2) + 1/2 + b with
+ * c in [1 - amount, 1 + amount] and b in [-amount, amount], the same for all
+ * channels so that grey stays grey. */
+static void jitter_intensity(float *img, int S, const float mean[3], const float stdv[3],
+                             double amount, uint64_t h) {
+  double c = 1 + amount * (2 * ut_unit(ut_hash3(h, 5, 0)) - 1);
+  double b = amount * (2 * ut_unit(ut_hash3(h, 6, 0)) - 1);
+  for (int ch = 0; ch < 3; ch++) {
+    /* in normalised units: n' = c n + (c (m - 1/2) + 1/2 + b - m) / s */
+    float scale = (float)c, shift = (float)((c * (mean[ch] - 0.5) + 0.5 + b - mean[ch]) / stdv[ch]);
+    float *p = img + (size_t)ch * S * S;
+    for (int i = 0; i < S * S; i++) p[i] = scale * p[i] + shift;
   }
 }
 
@@ -625,8 +671,13 @@ static int make_batch(batcher *b, const um_vocab *tok, int epoch, int pos, int B
     int p = pos + j, img = b->order[p];
     uint64_t h = ut_hash3(b->h->seed ^ 0xca97105ull, (uint64_t)epoch, (uint64_t)p);
     const float *src = d->pixels + (size_t)img * per;
-    if (b->h->augment) augment(src, b->pixels + (size_t)j * per, S, ut_hash3(h, 9, 9));
-    else memcpy(b->pixels + (size_t)j * per, src, per * sizeof(float));
+    float *dst = b->pixels + (size_t)j * per;
+    const uint64_t ha = ut_hash3(h, 9, 9);
+    const int flip = b->h->flip && (ut_hash3(ha, 7, 0) & 1);
+    if (b->h->augment || flip)
+      crop_and_flip(src, dst, S, b->h->augment ? b->h->crop_area : 1.0, flip, ha);
+    else memcpy(dst, src, per * sizeof(float));
+    if (b->h->jitter > 0) jitter_intensity(dst, S, b->mean, b->std, b->h->jitter, ha);
     char *cap = ut_caption(d, &d->rows[d->image_row[img]], h);
     if (!cap) {
       snprintf(err, errlen, "out of memory");
@@ -636,14 +687,22 @@ static int make_batch(batcher *b, const um_vocab *tok, int epoch, int pos, int B
     free(cap);
     if (n < 0) return -1;
     b->lens[j] = n;
+    b->groups[j] = ut_caption_group(&d->rows[d->image_row[img]], h);
   }
   return 0;
 }
 
 /* umt_trainer_accumulate without the image-tower backward when that tower is frozen. */
 static int accumulate(umt_trainer *T, const float *pixels, const int *const *ids, const int *lens,
-                      int B, int image_backward, double *loss, char *err, size_t errlen) {
-  if (image_backward) return umt_trainer_accumulate(T, pixels, ids, lens, B, loss, err, errlen);
+                      const uint64_t *groups, int B, int image_backward, double *loss, char *err,
+                      size_t errlen) {
+  if (image_backward)
+    return umt_trainer_accumulate(T, pixels, ids, lens, groups, B, loss, err, errlen);
+  if (groups && B > UMT_MAX_LOSS_BATCH) {
+    snprintf(err, errlen, "batch of %d: label-aware targets take at most %d pairs", B,
+             UMT_MAX_LOSS_BATCH);
+    return -1;
+  }
   const unimed_config *c = &T->P.cfg;
   int N = 0, L = 0;
   size_t sumsq = 0;
@@ -656,8 +715,8 @@ static int accumulate(umt_trainer *T, const float *pixels, const int *const *ids
   umt_workspace *w = &T->w;
   umt_vit_forward(&T->P, w, pixels, B);
   umt_bert_forward(&T->P, w, ids, lens, B);
-  *loss = umt_clip_loss(w->v_out, w->t_out, B, c->embed_dim, *T->P.p.logit_scale, w->d_img,
-                        w->d_txt, T->P.g.logit_scale, w->img_n, w->txt_n, w->logits);
+  *loss = umt_clip_loss(w->v_out, w->t_out, B, c->embed_dim, groups, *T->P.p.logit_scale,
+                        w->d_img, w->d_txt, T->P.g.logit_scale, w->img_n, w->txt_n, w->logits);
   umt_bert_backward(&T->P, w, w->d_txt);
   T->micro++;
   return 0;
@@ -1028,15 +1087,18 @@ int main(int argc, char **argv) {
   bt.h = &o.h;
   bt.epoch = -1;
   bt.ctx = c->text.context_length;
+  memcpy(bt.mean, c->mean, sizeof bt.mean);
+  memcpy(bt.std, c->std, sizeof bt.std);
   bt.order = malloc((size_t)data.n_images * sizeof(int));
   bt.pixels = malloc((size_t)B * 3 * image_size * image_size * sizeof(float));
   bt.ids = calloc((size_t)B, sizeof(int *));
   bt.lens = calloc((size_t)B, sizeof(int));
+  bt.groups = calloc((size_t)B, sizeof(uint64_t));
   for (int j = 0; bt.ids && j < B; j++) bt.ids[j] = malloc((size_t)bt.ctx * sizeof(int));
   /* the tokenizer: the vocabulary only (the weights are not mapped twice) */
   snprintf(path, sizeof path, "%s/vocab.txt", o.out);
   um_vocab *tok = um_vocab_load(path, err, sizeof err);
-  if (!bt.order || !bt.pixels || !bt.ids || !bt.lens || !tok) {
+  if (!bt.order || !bt.pixels || !bt.ids || !bt.lens || !bt.groups || !tok) {
     logline("error: %s", tok ? "out of memory" : err);
     finish(1);
   }
@@ -1061,7 +1123,8 @@ int main(int argc, char **argv) {
       int pos = in_epoch * G + m * B;
       double loss = 0;
       if (make_batch(&bt, tok, epoch, pos, B, err, sizeof err) != 0 ||
-          accumulate(&T, bt.pixels, (const int *const *)bt.ids, bt.lens, B, image_backward, &loss,
+          accumulate(&T, bt.pixels, (const int *const *)bt.ids, bt.lens,
+                     o.h.label_aware ? bt.groups : NULL, B, image_backward, &loss,
                      err, sizeof err) != 0) {
         logline("error: step %d: %s", step, err);
         finish(1);
@@ -1138,6 +1201,7 @@ int main(int argc, char **argv) {
   for (int j = 0; bt.ids && j < B; j++) free(bt.ids[j]);
   free(bt.ids);
   free(bt.lens);
+  free(bt.groups);
   free(bt.order);
   free(bt.pixels);
   um_vocab_free(tok);
