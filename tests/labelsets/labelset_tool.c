@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "test_util.h"
 #include "unimed_model.h"
 
 static int failures = 0;
@@ -290,18 +291,6 @@ static uint64_t fnv(const unsigned char *p, size_t n) {
   return h;
 }
 
-static unsigned char *slurp(const char *path, size_t *n) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return NULL;
-  fseek(fp, 0, SEEK_END);
-  long len = ftell(fp);
-  rewind(fp);
-  unsigned char *b = malloc((size_t)len + 1);
-  *n = fread(b, 1, (size_t)len, fp);
-  fclose(fp);
-  return b;
-}
-
 static int spit(const char *path, const unsigned char *b, size_t n) {
   FILE *fp = fopen(path, "wb");
   if (!fp) return -1;
@@ -349,7 +338,7 @@ static int cmd_cache(const char *model_dir, const char *set_file, const char *wo
   /* proof that the cache is read, not recomputed: a valid file holding
    * other (still normalised) embeddings is returned as is */
   size_t n = 0;
-  unsigned char *b = slurp(file, &n);
+  unsigned char *b = (unsigned char *)tu_read_file(file, &n);
   if (!b || n != want) {
     fprintf(stderr, "cannot read %s\n", file);
     return 1;
@@ -422,7 +411,7 @@ static int cmd_cache(const char *model_dir, const char *set_file, const char *wo
       continue;
     }
     size_t rn = 0;
-    unsigned char *r = slurp(file, &rn);
+    unsigned char *r = (unsigned char *)tu_read_file(file, &rn);
     snprintf(what, sizeof what, "corrupt cache rewritten: %s", cases[c].what);
     expect(r && rn == n && memcmp(r, b, n) == 0, what);
     free(r);

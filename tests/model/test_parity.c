@@ -15,23 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test_util.h"
 #include "unimed_model.h"
 
 static int failures = 0;
-
-static char *read_all(const char *path, size_t *len) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return NULL;
-  fseek(fp, 0, SEEK_END);
-  long n = ftell(fp);
-  rewind(fp);
-  char *buf = malloc((size_t)n + 1);
-  if (fread(buf, 1, (size_t)n, fp) != (size_t)n) n = 0;
-  fclose(fp);
-  buf[n] = 0;
-  if (len) *len = (size_t)n;
-  return buf;
-}
 
 static double max_abs_diff(const float *a, const cJSON *ref, int n) {
   if (cJSON_GetArraySize(ref) != n) return INFINITY;
@@ -68,7 +55,7 @@ int main(int argc, char **argv) {
   printf("model %s (%s), blas core %s\n", c->name, unimed_model_hash(m), unimed_blas_corename());
 
   snprintf(path, sizeof path, "%s/golden.json", argv[2]);
-  char *text = read_all(path, NULL);
+  char *text = tu_read_file(path, NULL);
   cJSON *g = text ? cJSON_Parse(text) : NULL;
   free(text);
   if (!g) {
@@ -88,7 +75,7 @@ int main(int argc, char **argv) {
   for (const cJSON *im = images->child; im; im = im->next, i++) {
     snprintf(path, sizeof path, "%s/%s", argv[2], cJSON_GetObjectItem(im, "file")->valuestring);
     size_t len = 0;
-    char *raw = read_all(path, &len);
+    char *raw = tu_read_file(path, &len);
     if (!raw || len != per * sizeof(float)) {
       fprintf(stderr, "%s: missing or wrong size\n", path);
       return 1;
