@@ -1,6 +1,7 @@
 """Shared helpers of the plugin integration tests: sample studies (pydicom,
 random pixels, fresh UIDs), a running Orthanc with the plugin, waiting."""
 
+import contextlib
 import io
 import json
 import os
@@ -172,6 +173,21 @@ class Check:
     def done(self):
         print("%s: %s" % (self.name, "passed" if not self.failures else "%d check(s) failed" % self.failures))
         return 1 if self.failures else 0
+
+
+@contextlib.contextmanager
+def orthanc_session(o, ok, log_lines=30):
+    """Starts Orthanc `o`; on the way out (also after an exception) stops it,
+    prints the end of its log when a check of `ok` failed, and removes its
+    files."""
+    try:
+        o.start()
+        yield o
+    finally:
+        o.stop()
+        if ok.failures:
+            print(o.log_tail(log_lines))
+        o.cleanup()
 
 
 def dump(obj):

@@ -4,15 +4,14 @@ plugin's routes answer 401 without credentials and work with them."""
 
 import sys
 
-from common import Check, Orthanc, env_paths
+from common import Check, Orthanc, env_paths, orthanc_session
 
 
 def main():
     plugin, model = env_paths()
     ok = Check("plugin_auth")
     o = Orthanc(plugin, model, users={"alice": "s3cret"})
-    try:
-        o.start()
+    with orthanc_session(o, ok):
         routes = [("GET", "/unimed/status"), ("GET", "/unimed/label-sets"),
                   ("GET", "/unimed/findings?label=x"), ("GET", "/unimed/search?text=x"),
                   ("GET", "/unimed/studies/00000000-00000000-00000000-00000000-00000000"),
@@ -28,11 +27,6 @@ def main():
         ok(st == 200 and ans["enabled"], "GET /unimed/status as alice: 200")
         st, _ = o.get("/unimed/findings?label=x")
         ok(st == 200, "GET /unimed/findings as alice: 200")
-    finally:
-        o.stop()
-        if ok.failures:
-            print(o.log_tail(30))
-        o.cleanup()
     return ok.done()
 
 

@@ -5,15 +5,14 @@ serving."""
 
 import sys
 
-from common import Check, Orthanc, env_paths, make_study, sr_instances, study_result, upload
+from common import Check, Orthanc, env_paths, make_study, sr_instances, study_result, upload, orthanc_session
 
 
 def main():
     plugin, model = env_paths()
     ok = Check("plugin_bad_image")
     o = Orthanc(plugin, model, declare_names=False)  # metadata by number
-    try:
-        o.start()
+    with orthanc_session(o, ok):
         _, good1 = make_study("CT", 1, 2, seed=11)
         _, bad = make_study("CT", 1, 2, seed=12, broken=True)
         _, good2 = make_study("MR", 1, 2, seed=13)
@@ -35,11 +34,6 @@ def main():
         o.start()
         st, r = o.get("/unimed/studies/" + b)
         ok(st == 200 and r["state"] == "failed" and r.get("error"), "after restart: still failed with the reason")
-    finally:
-        o.stop()
-        if ok.failures:
-            print(o.log_tail(30))
-        o.cleanup()
     return ok.done()
 
 

@@ -10,7 +10,7 @@ import re
 import shutil
 import sys
 
-from common import REPO, Check, Orthanc, env_paths, make_study, sr_instances, study_result, upload
+from common import REPO, Check, Orthanc, env_paths, make_study, sr_instances, study_result, upload, orthanc_session
 
 DEBIAN = "/etc/orthanc"
 
@@ -53,8 +53,7 @@ def main():
                         '"CacheDirectory" : "%s"' % os.path.join(o.workdir, "cache"))
     with open(os.path.join(o.config_dir, "unimed.json"), "w") as f:
         f.write(text)
-    try:
-        o.start()
+    with orthanc_session(o, ok):
         st, s = o.get("/unimed/status")
         ok(st == 200 and s["enabled"], "plugin enabled with Debian's configuration + unimed.json")
         _, files = make_study("CR", 1, 1, seed=31)
@@ -69,11 +68,6 @@ def main():
         o.start()
         st, s = o.get("/unimed/search?text=chest")
         ok(st == 200 and [x for x in s["studies"] if x["study"] == sid], "index rebuilt after a restart")
-    finally:
-        o.stop()
-        if ok.failures:
-            print(o.log_tail(30))
-        o.cleanup()
     return ok.done()
 
 

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 
-from common import HERE, Check, Orthanc, env_paths, make_study, study_result, upload, wait_for
+from common import HERE, Check, Orthanc, env_paths, make_study, study_result, upload, wait_for, orthanc_session
 
 CHROMIUM = os.environ.get("UNIMED_CHROMIUM", "/usr/bin/chromium")
 
@@ -24,8 +24,7 @@ def main():
         return 77
     ok = Check("plugin_explorer")
     o = Orthanc(plugin, model)
-    try:
-        o.start()
+    with orthanc_session(o, ok):
         _, files = make_study("CT", 1, 2, seed=21)
         sid = upload(o, files)
         st, r = study_result(o, sid)
@@ -56,11 +55,6 @@ def main():
             s = o.get("/unimed/status")[1]
         ok(s["analyses"] == analyses + 1, "the study was analysed again (%d -> %d analyses)"
            % (analyses, s["analyses"]))
-    finally:
-        o.stop()
-        if ok.failures:
-            print(o.log_tail(30))
-        o.cleanup()
     return ok.done()
 
 

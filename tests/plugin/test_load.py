@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 
-from common import Check, Orthanc, env_paths, make_study, sr_instances, storescu, upload, wait_for
+from common import Check, Orthanc, env_paths, make_study, sr_instances, storescu, upload, wait_for, orthanc_session
 
 N = int(os.environ.get("UNIMED_LOAD_STUDIES", "200"))
 N_DICOM = N // 10
@@ -21,8 +21,7 @@ def main():
     ok = Check("plugin_load")
     tmp = tempfile.mkdtemp(prefix="unimed-load-")
     o = Orthanc(plugin, model, unimed={"Workers": 2})
-    try:
-        o.start()
+    with orthanc_session(o, ok):
         mods = ["CT", "MR", "CR"]
         studies = [make_study(mods[i % 3], 1, 2 if mods[i % 3] != "CR" else 1, seed=1000 + i,
                               patient_id="L%04d" % i)[1] for i in range(N)]
@@ -92,11 +91,6 @@ def main():
               % (len(lat), p50, p95, lat[-1] * 1000))
         ok(not errors, "GET /system answered 200 throughout (%d errors)" % len(errors))
         ok(lat[-1] < 5.0, "GET /system never took 5 s or more (max %.0f ms)" % (lat[-1] * 1000))
-    finally:
-        o.stop()
-        if ok.failures:
-            print(o.log_tail(30))
-        o.cleanup()
     return ok.done()
 
 

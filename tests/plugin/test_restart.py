@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from common import Check, Orthanc, env_paths, make_study, sr_instances, upload, wait_for
+from common import Check, Orthanc, env_paths, make_study, sr_instances, upload, wait_for, orthanc_session
 
 N_FIRST = 40   # uploaded, then killed while they are queued / running
 N_SECOND = 10  # uploaded just before the kill: still unstable ("new")
@@ -25,8 +25,7 @@ def main():
     # Workers=1 and 8 instances per study so that a queue builds up.
     # CheckRevisions: the metadata writes carry If-Match (the multi-server claim).
     o = Orthanc(plugin, model, unimed={"Workers": 1}, extra={"CheckRevisions": True})
-    try:
-        o.start()
+    with orthanc_session(o, ok, 60):
         studies = [make_study("CT", n_series=2, n_instances=4, seed=100 + i,
                               patient_id="R%03d" % i)[1] for i in range(N_FIRST + N_SECOND)]
         ids = []
@@ -94,11 +93,6 @@ def main():
         ok(st == 200 and r["state"] == "done" and r["scores"], "GET studies/{id} after restart: findings")
         time.sleep(3)
         ok(sum(len(sr_instances(o, sid)) for sid in ids) == len(ids), "no new SR after the restart")
-    finally:
-        o.stop()
-        if ok.failures:
-            print(o.log_tail(60))
-        o.cleanup()
     return ok.done()
 
 

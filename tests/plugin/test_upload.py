@@ -7,7 +7,6 @@ errors, re-analysis without a second SR."""
 import io
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ import time
 import pydicom
 
 from common import (Check, Orthanc, env_paths, make_study, sr_instances, storescu,
-                    study_result, upload, wait_for)
+                    study_result, upload, wait_for, orthanc_session)
 
 
 def code_of(item):
@@ -73,10 +72,8 @@ def dciodvfy(data):
 def main():
     plugin, model = env_paths()
     ok = Check("plugin_upload")
-    tmp = tempfile.mkdtemp(prefix="unimed-upload-")
     o = Orthanc(plugin, model, unimed={"MaxClassifyBytes": 1 << 20})
-    try:
-        o.start()
+    with tempfile.TemporaryDirectory(prefix="unimed-upload-") as tmp, orthanc_session(o, ok, 40):
         st, status = o.get("/unimed/status")
         ok(st == 200 and status["enabled"], "GET /unimed/status: enabled")
 
@@ -203,12 +200,6 @@ def main():
            "status: done=%d failed=%d mean=%.3fs queue=%s" % (status["done"], status["failed"],
                                                            status["mean_analysis_seconds"], status["queue"]))
         ok(o.alive(), "Orthanc is still running")
-    finally:
-        o.stop()
-        if ok.failures:
-            print(o.log_tail(40))
-        o.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
     return ok.done()
 
 
