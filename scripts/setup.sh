@@ -41,11 +41,15 @@ fi
 # npm packages the tests use, pinned by their lock files: HuggingFace's
 # tokenizer (the reference token ids every parity test starts from) and
 # playwright-core (the Orthanc Explorer test). Without them most of the suite
-# cannot run, so a failure stops here with the reason.
+# cannot run, so a failure stops here with the reason. Installed again when the
+# lock file is newer than the install (a pin changed); --engine-strict refuses
+# a pin this machine's Node.js cannot run.
 for dir in tests/tokenizer tests/plugin; do
-  if [ "$with_npm" = 1 ] && [ ! -d "$dir/node_modules" ]; then
-    if ! (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); then
-      echo "setup: 'npm ci' failed in $dir: the npm registry must be reachable for the tests" >&2
+  if [ "$with_npm" = 1 ] && { [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+                              [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; }; then
+    if ! (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --engine-strict --loglevel=error); then
+      echo "setup: 'npm ci' failed in $dir: the npm registry must be reachable for the tests" \
+           "(and Node.js $(node --version 2>/dev/null) new enough for the pinned packages)" >&2
       exit 1
     fi
   fi
