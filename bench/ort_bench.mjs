@@ -4,8 +4,9 @@
 //
 // DIR holds image.onnx, text.onnx and export.json (bench/export_onnx.py).
 // Prints one JSON object like `unimed bench`: min/median/max milliseconds per
-// image at batch 1 and 8 and per prompt of --tokens ids, after one warm-up run
-// each, plus the session settings and this process's peak RSS. cpu_ms_*: the
+// image at batch 1 and 8, per prompt of --tokens ids, and per prompt when 32
+// such prompts run as one [32, tokens] batch (ms_per_prompt_batch32), after
+// one warm-up run each, plus the session settings and this process's peak RSS. cpu_ms_*: the
 // process's CPU time per image / prompt (all its threads, spinning included).
 //
 //   node bench/ort_bench.mjs --onnx DIR --check PIXELS.f32
@@ -112,5 +113,22 @@ for (let r = -1; r < o.runs; r++) {
 result.prompt_tokens = o.tokens;
 result.ms_per_prompt = stats(tms);
 result.cpu_ms_per_prompt = stats(tcpu);
+// 32 prompts of the same length in one run (as a label set's embeddings are
+// built): the inner ids rotated by p for prompt p, so that the rows differ.
+const P = 32, inner = o.tokens - 2;
+const bids = new BigInt64Array(P * o.tokens);
+for (let p = 0; p < P; p++)
+  for (let i = 0; i < o.tokens; i++)
+    bids[p * o.tokens + i] =
+      i === 0 || i === o.tokens - 1 ? ids[i] : ids[1 + ((i - 1 + p) % inner)];
+const bfeed = { ids: new ort.Tensor('int64', bids, [P, o.tokens]) };
+const bms = [];
+for (let r = -1; r < o.runs; r++) {
+  const a = performance.now();
+  await txt.run(bfeed);
+  if (r >= 0) bms.push((performance.now() - a) / P);
+}
+result.batch_prompts = P;
+result.ms_per_prompt_batch32 = stats(bms);
 result.peak_rss_kb = process.resourceUsage().maxRSS;
 console.log(JSON.stringify(result));

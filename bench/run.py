@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""UniMed benchmark harness: the C implementation (`unimed bench`) against
-ONNX Runtime (onnxruntime-node) and PyTorch on the same full-size
-random-weight model, FP32, 2 threads each.
+"""UniMed benchmark harness: the C implementation (`unimed bench`, FP32 and
+`--precision bf16`) against ONNX Runtime (onnxruntime-node) and PyTorch (both
+FP32) on the same full-size random-weight model, 2 threads each.
 
     /usr/bin/python3 bench/run.py [--work DIR] [--runs 5] [--rounds 3]
-                                  [--threads 2] [--no-build] [--write-doc] ...
+                                  [--threads 2] [--no-build] [--write-doc]
+                                  [--doc PATH] ...
 
 Steps (each skipped when its output is already there and up to date):
   1. build `unimed` in build-bench/ (CMake, -DUNIMED_WITH_DICOM=OFF);
@@ -15,7 +16,8 @@ Steps (each skipped when its output is already there and up to date):
 Then, for each environment variant — the environment as it is, and the same
 with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed for the child commands
 (what a user's machine does) — it runs, under /usr/bin/time -v:
-  ONNX Runtime and `unimed bench`: --rounds processes each, interleaved,
+  ONNX Runtime, `unimed bench` and `unimed bench --precision bf16`: --rounds
+  processes each, interleaved (same model, --runs and --threads),
   PyTorch: one process of --torch-runs runs (it is far slower and not the
   comparison target);
   and, in the first variant, ONNX Runtime and bench/cpu_bench.c on 1 thread
@@ -23,12 +25,16 @@ with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed for the child commands
 Before each process it waits up to --quiet-wait s for a second in which
 other processes use < 0.3 CPUs, and it records how busy they kept the
 machine meanwhile.
-Every process times --runs runs after one warm-up run. Across rounds the
-table shows the min of the minima, the median of the medians and the max of
-the maxima. Peak RSS is the largest "Maximum resident set size" seen.
+Every process times --runs runs after one warm-up run: images at batch 1
+and 8, one 16-token prompt, and 32 such prompts in one call (the time per
+prompt amortised over the batch, as when a label set's embeddings are built).
+Across rounds the table shows the min of the minima, the median of the
+medians and the max of the maxima. Peak RSS is the largest "Maximum resident
+set size" seen.
 
 Writes WORK/results.json and WORK/results.md; with --write-doc also replaces
-the block between the bench markers in docs/PERFORMANCE.md.
+the block between the bench markers in docs/PERFORMANCE.md (or in --doc
+PATH; a PATH that does not exist yet starts as a copy of docs/PERFORMANCE.md).
 """
 
 import argparse
@@ -171,20 +177,25 @@ def timed(cmd, env, cwd=None):
     return j, int(m.group(1)) if m else None, wall
 
 
-KEYS = ("ms_per_image_batch1", "ms_per_image_batch8", "ms_per_prompt")
+KEYS = ("ms_per_image_batch1", "ms_per_image_batch8", "ms_per_prompt", "ms_per_prompt_batch32")
+NAN_STATS = {"min": float("nan"), "median": float("nan"), "max": float("nan")}
 
 
 def combine(results):
-    """Per-process stats -> min of minima, median of medians, max of maxima."""
+    """Per-process stats -> min of minima, median of medians, max of maxima
+    (NaN for a key some process did not report)."""
     out = {}
     for k in KEYS:
+        if not all(k in r for r in results):
+            out[k] = dict(NAN_STATS)
+            continue
         out[k] = {"min": min(r[k]["min"] for r in results),
                   "median": statistics.median(r[k]["median"] for r in results),
                   "max": max(r[k]["max"] for r in results),
                   "process_medians": [r[k]["median"] for r in results]}
     out["peak_rss_kb"] = max(r["peak_rss_kb"] for r in results)
     out["others_cores"] = [r["others_cores"] for r in results]
-    for k in ("blas_core", "version", "threads", "prompt_tokens"):
+    for k in ("blas_core", "version", "threads", "prompt_tokens", "precision", "batch_prompts"):
         if k in results[0]:
             out[k] = results[0][k]
     out["processes"] = len(results)
@@ -251,47 +262,54 @@ def markdown(res):
                  bw.get("others_cores", float("nan"))))
     L.append("")
     L.append("Command: `%s`. %d threads; every process times %d runs after a warm-up; "
-             "ONNX Runtime and unimed: %d processes each, interleaved (min of minima / "
-             "median of medians / max of maxima); PyTorch: 1 process of %d runs. Load average "
+             "ONNX Runtime, unimed FP32 and unimed BF16: %d processes each, interleaved (min "
+             "of minima / median of medians / max of maxima); PyTorch: 1 process of %d runs. "
+             "Load average "
              "at the start: %s, at the end: %s; %d s in all." % (
                  res["command"], res["threads"], res["runs"], res["rounds"], res["torch_runs"],
                  res["loadavg"], res["loadavg_end"], res["wall_s"]))
     for v in res["variants"]:
         L.append("")
         setv = ", ".join("%s=%s" % (k, x) for k, x in v["env"].items()) or "none set"
-        L.append("**%s** (%s; OpenBLAS kernel: unimed %s, PyTorch %s)" % (
+        b16 = v["unimed_bf16"]
+        L.append("**%s** (%s; OpenBLAS kernel: unimed %s, PyTorch %s; unimed BF16 ran as %s)" % (
             "Environment as is" if v["name"] == "as-is" else
             "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset", setv,
-            v["unimed"].get("blas_core"), v["torch"].get("blas_core")))
+            v["unimed"].get("blas_core"), v["torch"].get("blas_core"),
+            b16.get("precision", "?")))
         L.append("")
-        L.append("| FP32, 2 threads | ONNX Runtime %s | PyTorch %s | unimed | unimed / ORT "
-                 "(median, min) | PyTorch / ORT (median) |" % (v["ort"].get("version", ""),
-                                                             v["torch"].get("version", "")))
-        L.append("|---|---|---|---|---|---|")
+        L.append("| %d threads | ONNX Runtime %s (FP32) | PyTorch %s (FP32) | unimed FP32 | "
+                 "unimed BF16 | FP32 / ORT (median, min) | BF16 / ORT (median, min) | "
+                 "PyTorch / ORT (median) |" % (res["threads"], v["ort"].get("version", ""),
+                                               v["torch"].get("version", "")))
+        L.append("|---|---|---|---|---|---|---|---|")
         names = {"ms_per_image_batch1": "image, batch 1 (ms/image, min / median / max)",
                  "ms_per_image_batch8": "image, batch 8 (ms/image)",
-                 "ms_per_prompt": "text, one 16-token prompt (ms)"}
+                 "ms_per_prompt": "text, one 16-token prompt (ms)",
+                 "ms_per_prompt_batch32": "text, 32 such prompts in one batch (ms per prompt, "
+                                          "amortised over the batch)"}
         for k in KEYS:
-            o, t, u = v["ort"][k], v["torch"][k], v["unimed"][k]
-            L.append("| %s | %s | %s | %s | %.2f×, %.2f× | %.1f× |" % (
-                names[k], fmt_stats(o), fmt_stats(t), fmt_stats(u), u["median"] / o["median"],
-                u["min"] / o["min"], t["median"] / o["median"]))
-        L.append("| peak RSS (MB) | %.0f | %.0f | %.0f | %.2f× | %.1f× |" % (
-            v["ort"]["peak_rss_kb"] / 1024, v["torch"]["peak_rss_kb"] / 1024,
-            v["unimed"]["peak_rss_kb"] / 1024,
-            v["unimed"]["peak_rss_kb"] / v["ort"]["peak_rss_kb"],
-            v["torch"]["peak_rss_kb"] / v["ort"]["peak_rss_kb"]))
+            o, t, u, b = v["ort"][k], v["torch"][k], v["unimed"][k], b16[k]
+            L.append("| %s | %s | %s | %s | %s | %.2f×, %.2f× | %.2f×, %.2f× | %.1f× |" % (
+                names[k], fmt_stats(o), fmt_stats(t), fmt_stats(u), fmt_stats(b),
+                u["median"] / o["median"], u["min"] / o["min"], b["median"] / o["median"],
+                b["min"] / o["min"], t["median"] / o["median"]))
+        rss = lambda r: r["peak_rss_kb"] / 1024
+        L.append("| peak RSS (MB) | %.0f | %.0f | %.0f | %.0f | %.2f× | %.2f× | %.1f× |" % (
+            rss(v["ort"]), rss(v["torch"]), rss(v["unimed"]), rss(b16),
+            rss(v["unimed"]) / rss(v["ort"]), rss(b16) / rss(v["ort"]),
+            rss(v["torch"]) / rss(v["ort"])))
         oc = lambda r: "%.1f–%.1f" % (min(r["others_cores"]), max(r["others_cores"]))
         L.append("")
         L.append("Other processes kept %s CPUs busy on average during the ONNX Runtime runs, "
-                 "%s during unimed's, %s during PyTorch's." % (
-                     oc(v["ort"]), oc(v["unimed"]),
+                 "%s during unimed FP32's, %s during unimed BF16's, %s during PyTorch's." % (
+                     oc(v["ort"]), oc(v["unimed"]), oc(b16),
                      oc(v["torch"]) if "others_cores" in v["torch"] else "n/a"))
         if "unimed_1t" in v:
             o1, u1 = v["ort_1t"], v["unimed_1t"]
             L.append("")
-            L.append("Single thread, process CPU time (ms, min / median / max of 3; wall time "
-                     "is in the JSON):")
+            L.append("Single thread, process CPU time, FP32 (ms, min / median / max of 3; wall "
+                     "time is in the JSON):")
             L.append("")
             L.append("| 1 thread, CPU time | ONNX Runtime | unimed | unimed / ORT (median) |")
             L.append("|---|---|---|---|")
@@ -303,16 +321,17 @@ def markdown(res):
     return "\n".join(L) + "\n"
 
 
-def write_doc(md):
-    with open(DOC) as f:
+def write_doc(md, path):
+    """Replaces the bench block of path (a copy of DOC if path does not exist yet)."""
+    with open(path if os.path.exists(path) else DOC) as f:
         doc = f.read()
     if BEGIN not in doc or END not in doc:
-        raise SystemExit("bench: %s has no %s ... %s block" % (DOC, BEGIN, END))
+        raise SystemExit("bench: %s has no %s ... %s block" % (path, BEGIN, END))
     head, rest = doc.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    with open(DOC, "w") as f:
+    with open(path, "w") as f:
         f.write(head + BEGIN + "\n" + md + END + tail)
-    log("updated " + DOC)
+    log("updated " + path)
 
 
 def main(argv=None):
@@ -329,6 +348,9 @@ def main(argv=None):
     ap.add_argument("--variants", default="as-is,unset",
                     help="comma list of as-is and/or unset (default both)")
     ap.add_argument("--write-doc", action="store_true")
+    ap.add_argument("--doc", default=DOC,
+                    help="the Markdown file --write-doc updates (default docs/PERFORMANCE.md; "
+                         "a new path starts as a copy of it)")
     ap.add_argument("--no-cpu", action="store_true",
                     help="skip the single-thread CPU-time comparison")
     ap.add_argument("--quiet-wait", type=float, default=10.0,
@@ -360,7 +382,7 @@ def main(argv=None):
     for name in a.variants.split(","):
         env = variant_env(name)
         v = {"name": name, "env": {k: env[k] for k in BLAS_VARS if k in env}}
-        ort_r, uni_r = [], []
+        ort_r, uni_r, b16_r = [], [], []
         for _ in range(a.rounds):
             j, rss, _ = timed(["node", os.path.join(HERE, "ort_bench.mjs"), "--onnx", onnx,
                                "--runs", R, "--threads", T], env, cwd=HERE)
@@ -370,10 +392,13 @@ def main(argv=None):
                               env)
             j["peak_rss_kb"] = rss
             uni_r.append(j)
-        v["ort"], v["unimed"] = combine(ort_r), combine(uni_r)
+            j, rss, _ = timed([unimed, "bench", "--model", model, "--precision", "bf16",
+                               "--runs", R, "--threads", T], env)
+            j["peak_rss_kb"] = rss
+            b16_r.append(j)
+        v["ort"], v["unimed"], v["unimed_bf16"] = combine(ort_r), combine(uni_r), combine(b16_r)
         if a.no_torch:
-            blank = {"min": float("nan"), "median": float("nan"), "max": float("nan")}
-            v["torch"] = {k: blank for k in KEYS}
+            v["torch"] = {k: dict(NAN_STATS) for k in KEYS}
             v["torch"]["peak_rss_kb"] = float("nan")
         else:
             j, rss, _ = timed([PY, os.path.join(HERE, "torch_bench.py"), "--model", model,
@@ -389,12 +414,9 @@ def main(argv=None):
             j, rss, _ = timed([cpu_bench, model, "1", "3"], env)
             v["unimed_1t"] = j
         res["variants"].append(v)
-        log("%s: unimed/ORT median b1 %.2f b8 %.2f prompt %.2f" % (
-            name, v["unimed"]["ms_per_image_batch1"]["median"] /
-            v["ort"]["ms_per_image_batch1"]["median"],
-            v["unimed"]["ms_per_image_batch8"]["median"] /
-            v["ort"]["ms_per_image_batch8"]["median"],
-            v["unimed"]["ms_per_prompt"]["median"] / v["ort"]["ms_per_prompt"]["median"]))
+        for u in ("unimed", "unimed_bf16"):
+            log("%s: %s/ORT median b1 %.2f b8 %.2f prompt %.2f prompt in batch %.2f" % (
+                (name, u) + tuple(v[u][k]["median"] / v["ort"][k]["median"] for k in KEYS)))
     res["loadavg_end"] = " ".join(open("/proc/loadavg").read().split()[:3])
     res["wall_s"] = round(time.time() - t_start)
     with open(os.path.join(a.work, "results.json"), "w") as f:
@@ -404,7 +426,7 @@ def main(argv=None):
         f.write(md)
     print(md)
     if a.write_doc:
-        write_doc(md)
+        write_doc(md, a.doc)
     log("done in %d s" % res["wall_s"])
     return 0
 

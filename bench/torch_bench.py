@@ -4,7 +4,8 @@
     /usr/bin/python3 bench/torch_bench.py --model DIR [--runs N] [--threads N] [--tokens N]
 
 Prints one JSON object like `unimed bench`: min/median/max milliseconds per
-image at batch 1 and 8 and per prompt of --tokens ids (no padding), after one
+image at batch 1 and 8, per prompt of --tokens ids (no padding) and per
+prompt when 32 such prompts run as one batch (ms_per_prompt_batch32), after one
 warm-up run each, under torch.inference_mode() with torch.set_num_threads(N),
 plus this process's peak RSS.
 """
@@ -77,16 +78,29 @@ def main(argv=None):
                 if r >= 0:
                     ms.append((time.perf_counter() - t) * 1000 / B)
             res["ms_per_image_batch%d" % B] = stats(ms)
-        ids = [101] + [2000 + 37 * i for i in range(1, a.tokens - 1)] + [102]
-        ids = torch.tensor([ids], dtype=torch.int64)
+        row = [101] + [2000 + 37 * i for i in range(1, a.tokens - 1)] + [102]
+        ids = torch.tensor([row], dtype=torch.int64)
         ms = []
         for r in range(-1, a.runs):
             t = time.perf_counter()
             model.encode_text(ids)
             if r >= 0:
                 ms.append((time.perf_counter() - t) * 1000)
-    res["prompt_tokens"] = a.tokens
-    res["ms_per_prompt"] = stats(ms)
+        res["prompt_tokens"] = a.tokens
+        res["ms_per_prompt"] = stats(ms)
+        # 32 prompts of the same length as one batch (a label set's cache
+        # build): the inner ids rotated by p for prompt p.
+        inner = row[1:-1]
+        batch = torch.tensor([[row[0]] + inner[p % len(inner):] + inner[:p % len(inner)] +
+                              [row[-1]] for p in range(32)], dtype=torch.int64)
+        ms = []
+        for r in range(-1, a.runs):
+            t = time.perf_counter()
+            model.encode_text(batch)
+            if r >= 0:
+                ms.append((time.perf_counter() - t) * 1000 / 32)
+        res["batch_prompts"] = 32
+        res["ms_per_prompt_batch32"] = stats(ms)
     res["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps(res))
     return 0

@@ -161,7 +161,6 @@ static void bf16_layers(const unimed_model *m, const int *const *ids, const int 
   const int IM = c->text.intermediate_size;
   const float eps = c->text.layer_norm_eps;
   const bert_buffers b = *bp;
-  um_bf16_set_threads(um_threads());
   float *qkv = b.q;
   const int layers = c->text.layers;
   for (int l = 0; l < layers; l++) {

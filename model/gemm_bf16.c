@@ -21,23 +21,26 @@
  * it) the kernel runs over the block's tiles.
  *
  * Threads. The work is cut into chunks: row blocks (the A block above) ×
- * groups of W panels, some 8 per thread, handed out in order from an atomic
- * counter, so a thread slowed by other load on the machine just takes fewer.
- * A is packed once per call into the caller's scratch, each row block by
- * the first thread that needs it. Each C element is summed by the same code
- * in the same order wherever it falls, so results do not depend on the
- * threads. */
+ * groups of W panels, some 8 per thread, run as the tasks of one
+ * um_parallel_for region (the pool of threads.c, shared with every other
+ * parallel loop of model/), which hands them out in order, so a thread
+ * slowed by other load on the machine just takes fewer. A is packed once
+ * per call into the caller's scratch, each row block by the first thread
+ * that needs it. Each C element is summed by the same code in the same
+ * order wherever it falls, so results do not depend on the threads. */
 #include "gemm_bf16.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "internal.h"
 
 /* UM_BF16_PORTABLE_ONLY: build as for other CPUs (to check that build) */
 #if defined(__x86_64__) && !defined(UM_BF16_PORTABLE_ONLY)
@@ -54,7 +57,6 @@
 #define MR 14            /* rows per tile */
 #define KBLK 32          /* K padding: 16 pairs per A block */
 #define A_BLOCK_BYTES (320 * 1024)
-#define MAX_THREADS 64
 #define FLOPS_PER_THREAD 8e6 /* below this much work per thread, use fewer */
 
 enum { EPI_BIAS, EPI_ACC, EPI_QUICK_GELU, EPI_GELU };
@@ -128,7 +130,7 @@ size_t um_bf16_bytes(const um_bf16_weight *w) {
 int um_bf16_rows(const um_bf16_weight *w) { return w ? w->N : 0; }
 int um_bf16_cols(const um_bf16_weight *w) { return w ? w->K : 0; }
 
-/* ---- CPU features, thread count ---- */
+/* ---- CPU features ---- */
 
 static atomic_int avail_cache = -1;
 
@@ -146,19 +148,6 @@ int um_bf16_available(void) {
 #endif
   atomic_store_explicit(&avail_cache, v, memory_order_relaxed);
   return v;
-}
-
-static atomic_int thread_setting = 0;
-
-void um_bf16_set_threads(int n) {
-  atomic_store(&thread_setting, n < 0 ? 0 : n > MAX_THREADS ? MAX_THREADS : n);
-}
-
-int um_bf16_threads(void) {
-  int n = atomic_load(&thread_setting);
-  if (n > 0) return n;
-  long c = sysconf(_SC_NPROCESSORS_ONLN);
-  return c < 1 ? 1 : c > MAX_THREADS ? MAX_THREADS : (int)c;
 }
 
 /* ---- per-thread scratch (the packed A block), kept between calls ---- */
@@ -214,13 +203,11 @@ typedef struct {
   const float *bias;
   float *C;
   int epi;
-  int nt;         /* threads taking part */
   int tiles;      /* ceil(M / MR) row tiles of MR rows */
   int panels;     /* ceil(N / NR) W panels */
   int nrb, npg;   /* row blocks × panel groups = chunks */
   uint32_t *pa;   /* all of A packed: tile t at pa + t*MR*Kp/2 */
   atomic_int *rb_state; /* per row block: RB_TODO / RB_PACKING / RB_READY */
-  atomic_int next;      /* next chunk to hand out */
 } job;
 
 #if BF_X86
@@ -411,11 +398,22 @@ static void need_block(job *j, int rb) {
                                                 memory_order_acq_rel, memory_order_acquire))
       pack_block(j, o);
   }
-  while (atomic_load_explicit(&j->rb_state[rb], memory_order_acquire) != RB_READY) _mm_pause();
+  /* Packing a block takes tens of µs: spin that long, then yield, as the
+   * packer has probably lost its core to other load on the machine. */
+  for (int spins = 0; atomic_load_explicit(&j->rb_state[rb], memory_order_acquire) != RB_READY;
+       spins++) {
+    if (spins < 4096)
+      _mm_pause();
+    else
+      sched_yield();
+  }
 }
 
-/* Chunk c: row block c / npg (packed on first use) × panel group c % npg. */
-static void run_chunk(job *j, int c) {
+/* Task c of the region: row block c / npg (packed on first use) × panel
+ * group c % npg. */
+static void run_chunk(void *ctx, int c, int thread) {
+  (void)thread;
+  job *j = ctx;
   const int rb = c / j->npg, pg = c % j->npg;
   need_block(j, rb);
   const um_bf16_weight *W = j->W;
@@ -436,79 +434,6 @@ static void run_chunk(job *j, int c) {
       kernels[mr](&ka);
     }
   }
-}
-
-/* One thread's share: chunks until none are left. */
-static void run_part(job *j) {
-  const int n = j->nrb * j->npg;
-  for (;;) {
-    const int c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-    if (c >= n) break;
-    run_chunk(j, c);
-  }
-}
-
-/* ---- thread pool ---- */
-
-static struct {
-  pthread_mutex_t mu;
-  pthread_cond_t wake, done;
-  int started;  /* workers 1..started exist */
-  unsigned gen; /* bumped per job */
-  job *job;     /* the open job, NULL once its caller has run out of chunks */
-  int active;   /* workers inside the job */
-  unsigned start_gen[MAX_THREADS];
-} pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
-          .wake = PTHREAD_COND_INITIALIZER,
-          .done = PTHREAD_COND_INITIALIZER};
-
-/* One job at a time in the pool; a concurrent caller runs alone. */
-static pthread_mutex_t region = PTHREAD_MUTEX_INITIALIZER;
-
-static void *worker_main(void *arg) {
-  const int id = (int)(intptr_t)arg;
-  pthread_mutex_lock(&pool.mu);
-  unsigned seen = pool.start_gen[id];
-  for (;;) {
-    while (pool.gen == seen) pthread_cond_wait(&pool.wake, &pool.mu);
-    seen = pool.gen;
-    job *j = pool.job;
-    if (!j || id >= j->nt) continue; /* closed already (woken late), or not needed */
-    pool.active++;
-    pthread_mutex_unlock(&pool.mu);
-    run_part(j);
-    pthread_mutex_lock(&pool.mu);
-    if (--pool.active == 0) pthread_cond_signal(&pool.done);
-  }
-  return NULL;
-}
-
-/* Runs j on up to j->nt threads: the caller and pool workers. The caller
- * waits only for workers that joined before it ran out of chunks, not for
- * workers the OS has not scheduled yet. */
-static void run_job(job *j) {
-  if (j->nt <= 1) {
-    run_part(j);
-    return;
-  }
-  pthread_mutex_lock(&pool.mu);
-  while (pool.started < j->nt - 1) {
-    const int id = pool.started + 1;
-    pool.start_gen[id] = pool.gen;
-    pthread_t th;
-    if (pthread_create(&th, NULL, worker_main, (void *)(intptr_t)id) != 0) break;
-    pthread_detach(th);
-    pool.started = id;
-  }
-  pool.job = j;
-  pool.gen++;
-  pthread_cond_broadcast(&pool.wake);
-  pthread_mutex_unlock(&pool.mu);
-  run_part(j);
-  pthread_mutex_lock(&pool.mu);
-  pool.job = NULL;
-  while (pool.active > 0) pthread_cond_wait(&pool.done, &pool.mu);
-  pthread_mutex_unlock(&pool.mu);
 }
 
 #endif /* BF_X86 */
@@ -566,9 +491,7 @@ static void linear(const float *A, int M, int K, const um_bf16_weight *W, const 
   job j = {.A = A, .M = M, .K = K, .N = N, .W = W, .bias = bias, .C = C, .epi = epi};
   j.tiles = (M + MR - 1) / MR;
   j.panels = (N + NR - 1) / NR;
-  /* the pool, unless another call has it: then this thread alone */
-  const int pooled = pthread_mutex_trylock(&region) == 0;
-  int nt = pooled ? um_bf16_threads() : 1;
+  int nt = um_threads();
   const double flops = 2.0 * M * N * (double)W->Kp;
   if (flops < nt * FLOPS_PER_THREAD) nt = (int)(flops / FLOPS_PER_THREAD) + 1;
   /* row blocks of about A_BLOCK_BYTES packed (in L2 while a chunk runs),
@@ -578,17 +501,13 @@ static void linear(const float *A, int M, int K, const um_bf16_weight *W, const 
   j.nrb = (j.tiles + tpb - 1) / tpb;
   j.npg = (8 * nt + j.nrb - 1) / j.nrb;
   if (j.npg > j.panels) j.npg = j.panels;
-  if (nt > j.nrb * j.npg) nt = j.nrb * j.npg;
-  j.nt = nt < 1 ? 1 : nt;
   /* the caller's scratch: block states, then the packed A */
   const size_t head = ((size_t)j.nrb * sizeof(atomic_int) + 63) & ~(size_t)63;
   char *buf = scratch_get(head + (size_t)j.tiles * MR * W->Kp * 2);
   j.rb_state = (atomic_int *)(void *)buf;
   for (int rb = 0; rb < j.nrb; rb++) atomic_init(&j.rb_state[rb], RB_TODO);
   j.pa = (uint32_t *)(void *)(buf + head);
-  atomic_init(&j.next, 0);
-  run_job(&j);
-  if (pooled) pthread_mutex_unlock(&region);
+  um_parallel_for(j.nrb * j.npg, nt, run_chunk, &j);
 #endif
 }
 

@@ -12,12 +12,14 @@
  * environment) the same calls work: the BF16 weights are widened back to
  * FP32 panel by panel and multiplied by the unrounded A with cblas_sgemm
  * (slower than keeping FP32 weights; callers should pack only when
- * um_bf16_available()).
+ * um_bf16_available()); its sums are OpenBLAS's, thread-independent inside
+ * a forward pass (OpenBLAS on one thread, um_blas_begin).
  *
- * Threads: a pool of its own, created on first use, idle (blocked) between
- * calls; um_bf16_set_threads sets how many threads a call uses. One call
- * at a time uses the pool; a concurrent call from another thread runs on its
- * calling thread alone (same results).
+ * Threads: a call runs on the pool of model/threads.c (um_parallel_for),
+ * with um_threads() threads: the count OpenBLAS had when the forward pass
+ * began (unimed_set_threads), else OpenBLAS's current count. While another
+ * parallel region holds the pool, a call runs on its calling thread alone
+ * (same results).
  *
  * Memory: besides the packed weights, each calling thread keeps a scratch
  * buffer holding its largest A so far as BF16 (M × K × 2 bytes, K rounded up
@@ -41,10 +43,6 @@ void um_bf16_free(um_bf16_weight *w);
 size_t um_bf16_bytes(const um_bf16_weight *w);
 int um_bf16_rows(const um_bf16_weight *w); /* N */
 int um_bf16_cols(const um_bf16_weight *w); /* K */
-
-/* Threads per call: n >= 1, or 0 for the default (online CPUs, at most 64). */
-void um_bf16_set_threads(int n);
-int um_bf16_threads(void);
 
 /* C = A W^T + bias          (bias [N] or NULL) */
 void um_linear_bf16(const float *A, int M, int K, const um_bf16_weight *W, const float *bias,

@@ -144,6 +144,9 @@ void um_softmax_rows(float *x, int rows, int cols);
 void um_attention(const float *q, const float *k, const float *v, int ld, int L, int H,
                   int hd, float *out, int ldo, float *scores);
 
+/* ---- threads (threads.c): the one pool of model/ ---- */
+
+#define UM_MAX_THREADS 64
 /* Threads for our parallel loops: OpenBLAS's thread count (1..64). */
 int um_threads(void);
 /* Bracket a forward pass: OpenBLAS is set to one thread meanwhile and large
@@ -151,11 +154,18 @@ int um_threads(void);
  * by the last um_blas_end; concurrent forwards share the bracket). */
 void um_blas_begin(void);
 void um_blas_end(void);
+/* 1 between um_blas_begin and um_blas_end (of any thread). */
+int um_blas_in_forward(void);
 /* Runs fn(ctx, task, thread) for task in [0, n_tasks) on at most max_threads
- * threads (thread in [0, max_threads)); returns when all are done. Never
- * call OpenBLAS from fn. Concurrent callers run their tasks inline. */
+ * threads (thread in [0, max_threads); tasks are handed out in order);
+ * returns when all are done. Never call OpenBLAS from fn. While one caller
+ * runs a region on the pool, a concurrent caller runs its tasks inline
+ * (thread 0). */
 typedef void (*um_task_fn)(void *ctx, int task, int thread);
 void um_parallel_for(int n_tasks, int max_threads, um_task_fn fn, void *ctx);
+
+/* ---- kernels (ops.c), continued ---- */
+
 /* C[M,N] = act(A[M,K] · W[N,K]^T + bias[N]) */
 void um_linear_act(const float *A, int M, int K, const float *W, const float *bias, int N,
                    float *C, enum unimed_activation act);

@@ -3,8 +3,8 @@
  * callers pass workspace slices.
  *
  * Threads. Inside a forward pass (um_blas_begin .. um_blas_end) OpenBLAS
- * runs single-threaded and all parallel work runs on a small pool of our own
- * threads, as many as OpenBLAS was set to (unimed_set_threads /
+ * runs single-threaded and all parallel work runs on the pool of threads.c,
+ * as many threads as OpenBLAS was set to (unimed_set_threads /
  * OPENBLAS_NUM_THREADS): large GEMMs split into one single-threaded OpenBLAS
  * call per thread, plus LayerNorm, activations, attention and GEMMs with few
  * rows. So only one set of threads is ever busy. Outside a forward pass the
@@ -17,7 +17,6 @@
  * included); results differ only by float rounding. */
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -68,109 +67,7 @@ static int use_avx2(void) {
   return v;
 }
 
-/* ---- thread pool ---- */
-
-#define UM_MAX_THREADS 64
-
-/* While a forward pass runs (um_blas_begin .. um_blas_end) OpenBLAS is set
- * to one thread and our pool runs with the thread count it had: large GEMMs
- * are split over the pool, each part a single-threaded OpenBLAS call. */
-static pthread_mutex_t blas_mu = PTHREAD_MUTEX_INITIALIZER;
-static atomic_int blas_users;   /* forwards in flight */
-static atomic_int blas_saved;   /* OpenBLAS threads before the first of them */
-
-void um_blas_begin(void) {
-  pthread_mutex_lock(&blas_mu);
-  if (atomic_load(&blas_users) == 0) {
-    int n = openblas_get_num_threads();
-    atomic_store(&blas_saved, n < 1 ? 1 : n);
-    if (n > 1) openblas_set_num_threads(1);
-  }
-  atomic_fetch_add(&blas_users, 1);
-  pthread_mutex_unlock(&blas_mu);
-}
-
-void um_blas_end(void) {
-  pthread_mutex_lock(&blas_mu);
-  if (atomic_fetch_sub(&blas_users, 1) == 1 && atomic_load(&blas_saved) > 1)
-    openblas_set_num_threads(atomic_load(&blas_saved));
-  pthread_mutex_unlock(&blas_mu);
-}
-
-int um_threads(void) {
-  int n = atomic_load(&blas_users) > 0 ? atomic_load(&blas_saved) : openblas_get_num_threads();
-  return n < 1 ? 1 : n > UM_MAX_THREADS ? UM_MAX_THREADS : n;
-}
-
-static struct {
-  pthread_mutex_t mu;
-  pthread_cond_t wake, done;
-  int started;     /* worker threads created (ids 1..started) */
-  unsigned gen;    /* bumped for every parallel region */
-  um_task_fn fn;
-  void *ctx;
-  int n_tasks, active, pending;
-  atomic_int next; /* next task to hand out */
-  unsigned start_gen[UM_MAX_THREADS];
-} pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
-          .wake = PTHREAD_COND_INITIALIZER,
-          .done = PTHREAD_COND_INITIALIZER};
-
-/* One parallel region at a time; a second caller runs its tasks inline. */
-static pthread_mutex_t region = PTHREAD_MUTEX_INITIALIZER;
-
-static void *worker_main(void *arg) {
-  const int id = (int)(intptr_t)arg;
-  pthread_mutex_lock(&pool.mu);
-  unsigned seen = pool.start_gen[id];
-  for (;;) {
-    while (pool.gen == seen) pthread_cond_wait(&pool.wake, &pool.mu);
-    seen = pool.gen;
-    if (id > pool.active) continue;
-    um_task_fn fn = pool.fn;
-    void *ctx = pool.ctx;
-    const int n = pool.n_tasks;
-    pthread_mutex_unlock(&pool.mu);
-    for (int t; (t = atomic_fetch_add(&pool.next, 1)) < n;) fn(ctx, t, id);
-    pthread_mutex_lock(&pool.mu);
-    if (--pool.pending == 0) pthread_cond_signal(&pool.done);
-  }
-  return NULL;
-}
-
-void um_parallel_for(int n_tasks, int max_threads, um_task_fn fn, void *ctx) {
-  int nt = um_threads();
-  if (nt > max_threads) nt = max_threads;
-  if (nt > n_tasks) nt = n_tasks;
-  if (nt <= 1 || pthread_mutex_trylock(&region) != 0) {
-    for (int t = 0; t < n_tasks; t++) fn(ctx, t, 0);
-    return;
-  }
-  pthread_mutex_lock(&pool.mu);
-  while (pool.started < nt - 1) {
-    pthread_t th;
-    const int id = pool.started + 1;
-    pool.start_gen[id] = pool.gen;
-    if (pthread_create(&th, NULL, worker_main, (void *)(intptr_t)id) != 0) break;
-    pthread_detach(th);
-    pool.started = id;
-  }
-  if (nt - 1 > pool.started) nt = pool.started + 1;
-  pool.fn = fn;
-  pool.ctx = ctx;
-  pool.n_tasks = n_tasks;
-  pool.active = nt - 1;
-  pool.pending = nt - 1;
-  atomic_store(&pool.next, 0);
-  pool.gen++;
-  pthread_cond_broadcast(&pool.wake);
-  pthread_mutex_unlock(&pool.mu);
-  for (int t; (t = atomic_fetch_add(&pool.next, 1)) < n_tasks;) fn(ctx, t, 0);
-  pthread_mutex_lock(&pool.mu);
-  while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.mu);
-  pthread_mutex_unlock(&pool.mu);
-  pthread_mutex_unlock(&region);
-}
+/* ---- parallel loops (on the pool of threads.c) ---- */
 
 /* Splits [0, n) into tasks of about `grain` items for um_parallel_for. */
 typedef struct {
@@ -525,7 +422,7 @@ static void gemm_task(void *c, int t, int thread) {
 static int gemm_split(const float *A, int M, int K, const float *W, const float *bias, int N,
                       float *C, float beta, int act) {
   const int nt = um_threads();
-  if (atomic_load(&blas_users) == 0 || nt <= 1 || (double)M * N * K < 4e6) return 0;
+  if (!um_blas_in_forward() || nt <= 1 || (double)M * N * K < 4e6) return 0;
   gemm_ctx g = {A, W, bias, C, M, K, N, nt, M > N, act, beta};
   um_parallel_for(nt, nt, gemm_task, &g);
   return 1;

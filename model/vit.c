@@ -85,7 +85,6 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
 
   um_blas_begin();
   const vit_weights_bf16 *w16 = m->bf16 ? &m->w16->vit : NULL;
-  if (w16) um_bf16_set_threads(um_threads());
   /* Patch embedding: one GEMM over all patches of all images. */
   for (int i = 0; i < B; i++)
     im2col(pixels + (size_t)i * 3 * S * S, S, P, b.patches + (size_t)i * (T - 1) * P3);

@@ -8,15 +8,21 @@
  *     (2^-7 + 2^-16) * sum_k |a_k w_k| (each factor off by at most 2^-8
  *     relative) plus the same summation slack;
  *  3. bitwise the same results with 1, 2 and 3 threads, and row by row
- *     (M = 1 calls) as in one call;
+ *     (M = 1 calls) as in one call (AVX512-BF16 path);
  *  4. the fused epilogues (residual add, QuickGELU, GELU) against the
  *     plain call followed by the scalar operation;
- *  5. calls from two application threads at once (one gets the pool, the
- *     other runs alone) give the same bits.
+ *  5. calls from two application threads at once, while a third runs
+ *     other parallel regions on the same pool (model/threads.c: one caller
+ *     gets the pool, the others run alone), give the same bits, and every
+ *     task of those regions runs exactly once.
  *
  * Usage: test_gemm_bf16 [--fallback]. Without AVX512-BF16 it exits 77
  * (skipped); --fallback sets UNIMED_SIMD=0 and checks the portable path
- * (BF16 weights widened to FP32, A unrounded) the same way. */
+ * (BF16 weights widened to FP32, A unrounded) the same way.
+ *
+ * Threads: the BF16 GEMM runs on um_threads() threads, OpenBLAS's count
+ * outside a forward pass; the references set OpenBLAS to one thread while
+ * they run (one fixed summation order). */
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -26,6 +32,7 @@
 #include <string.h>
 
 #include "gemm_bf16.h"
+#include "internal.h"
 
 static int failures;
 static int fallback_mode;
@@ -65,6 +72,8 @@ static float *alloc_f(size_t n) {
 /* ref = A W^T + bias, mag = |A| |W|^T + |bias| (for the error scale). */
 static void reference(const float *A, const float *W, const float *bias, int M, int N, int K,
                       float *ref, float *mag) {
+  const int threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
   float *absA = alloc_f((size_t)M * K), *absW = alloc_f((size_t)N * K);
   for (size_t i = 0; i < (size_t)M * K; i++) absA[i] = fabsf(A[i]);
   for (size_t i = 0; i < (size_t)N * K; i++) absW[i] = fabsf(W[i]);
@@ -78,6 +87,7 @@ static void reference(const float *A, const float *W, const float *bias, int M, 
               N);
   free(absA);
   free(absW);
+  openblas_set_num_threads(threads);
 }
 
 /* max over elements of |c - ref| / (mag + tiny); fails above tol. */
@@ -128,7 +138,7 @@ static void run_shape(int M, int N, int K, int with_bias, int epi) {
     failures++;
   }
 
-  um_bf16_set_threads(2);
+  openblas_set_num_threads(2);
   for (size_t i = 0; i < (size_t)M * N; i++) C[i] = NAN; /* every element must be written */
   um_linear_bf16(A, M, K, pw, b, N, C);
 
@@ -149,16 +159,18 @@ static void run_shape(int M, int N, int K, int with_bias, int epi) {
   }
   if (K >= 768 && den > 0 && sqrt(num / den) > frob_unrounded) frob_unrounded = sqrt(num / den);
 
-  /* 3. thread counts and row-by-row calls give the same bits */
-  for (int nt = 1; nt <= 3; nt += 2) {
-    um_bf16_set_threads(nt);
+  /* 3. thread counts and row-by-row calls give the same bits (not the
+   *    fallback: it sums as multi-threaded OpenBLAS does outside a forward
+   *    pass, which depends on OpenBLAS's thread count) */
+  for (int nt = 1; nt <= 3 && !fallback_mode; nt += 2) {
+    openblas_set_num_threads(nt);
     um_linear_bf16(A, M, K, pw, b, N, C2);
     if (memcmp(C, C2, (size_t)M * N * sizeof(float)) != 0) {
       fprintf(stderr, "FAIL M=%d N=%d K=%d: %d threads differ from 2\n", M, N, K, nt);
       failures++;
     }
   }
-  um_bf16_set_threads(2);
+  openblas_set_num_threads(2);
   if (!fallback_mode && M > 1 && (size_t)M * N * K < 50000000) {
     for (int r = 0; r < M; r++)
       um_linear_bf16(A + (size_t)r * K, 1, K, pw, b, N, C2 + (size_t)r * N);
@@ -229,6 +241,31 @@ static void *call_many(void *p) {
   return NULL;
 }
 
+/* Counts each task of a region: any task run twice or not at all shows. */
+typedef struct {
+  int n;
+  int *runs;
+} count_ctx;
+
+static void count_task(void *ctx, int task, int thread) {
+  (void)thread;
+  const count_ctx *c = ctx;
+  __atomic_fetch_add(&c->runs[task], 1, __ATOMIC_RELAXED);
+}
+
+static void *regions_many(void *p) {
+  int *bad = p;
+  int runs[257];
+  for (int i = 0; i < 2000; i++) {
+    count_ctx c = {1 + i % 257, runs};
+    memset(runs, 0, sizeof runs);
+    um_parallel_for(c.n, UM_MAX_THREADS, count_task, &c);
+    for (int t = 0; t < c.n; t++)
+      if (runs[t] != 1) *bad = 1;
+  }
+  return NULL;
+}
+
 /* 5. concurrent callers */
 static void check_concurrent(void) {
   const int M = 197, N = 768, K = 768;
@@ -238,16 +275,23 @@ static void check_concurrent(void) {
   fill(W, (size_t)N * K, 0.05f);
   fill(bias, (size_t)N, 0.5f);
   um_bf16_weight *pw = um_bf16_pack(W, N, K);
-  um_bf16_set_threads(2);
+  openblas_set_num_threads(2);
   um_linear_bf16(A, M, K, pw, bias, N, C0);
   call_args a1 = {A, pw, bias, M, N, K, C1}, a2 = {A, pw, bias, M, N, K, C2};
-  pthread_t t1, t2;
-  if (pthread_create(&t1, NULL, call_many, &a1) || pthread_create(&t2, NULL, call_many, &a2)) {
+  pthread_t t1, t2, t3;
+  int regions_bad = 0;
+  if (pthread_create(&t1, NULL, call_many, &a1) || pthread_create(&t2, NULL, call_many, &a2) ||
+      pthread_create(&t3, NULL, regions_many, &regions_bad)) {
     fprintf(stderr, "FAIL pthread_create\n");
     failures++;
   } else {
     pthread_join(t1, NULL);
     pthread_join(t2, NULL);
+    pthread_join(t3, NULL);
+    if (regions_bad) {
+      fprintf(stderr, "FAIL a concurrent parallel region ran a task twice or not at all\n");
+      failures++;
+    }
     if (memcmp(C0, C1, (size_t)M * N * sizeof(float)) ||
         memcmp(C0, C2, (size_t)M * N * sizeof(float))) {
       fprintf(stderr, "FAIL concurrent calls differ\n");
@@ -300,7 +344,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "FAIL: UNIMED_SIMD=0 did not disable the BF16 kernels\n");
     return 1;
   }
-  openblas_set_num_threads(1); /* references: one fixed summation order */
 
   /* rounding */
   const struct { float in, out; } r[] = {
