@@ -116,6 +116,11 @@ struct unimed_model {
  * precision when that is not FP32. */
 const char *um_model_cache_key(const unimed_model *m);
 
+/* printf-style message into (err, errlen); nothing when err is NULL or
+ * errlen 0 (errors.c). */
+void um_set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Ensures the workspace holds n floats (64-byte aligned). */
 int um_workspace(unimed_model *m, size_t n, char *err, size_t errlen);
 

@@ -23,14 +23,6 @@
 #define LS_MAX_FILE (4u << 20)   /* a label set is a small text file */
 #define LS_BATCH 64              /* prompts per unimed_encode_texts call */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
   const unsigned char *p = data;
   for (size_t i = 0; i < n; i++) {
@@ -90,9 +82,9 @@ static void fail(ctx *c, const char *field, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (field && *field)
-    set_err(c->err, c->errlen, "%s: %s: %s", c->path, field, msg);
+    um_set_err(c->err, c->errlen, "%s: %s: %s", c->path, field, msg);
   else
-    set_err(c->err, c->errlen, "%s: %s", c->path, msg);
+    um_set_err(c->err, c->errlen, "%s: %s", c->path, msg);
 }
 
 static void oom(ctx *c) { fail(c, NULL, "out of memory"); }
@@ -872,12 +864,12 @@ void unimed_label_embeddings_free(unimed_label_embeddings *e) {
 int unimed_label_set_embed(unimed_model *m, const unimed_label_set *ls, const char *cache_dir,
                            unimed_label_embeddings *out, char *err, size_t errlen) {
   if (!out) {
-    set_err(err, errlen, "label-set embeddings: no output given");
+    um_set_err(err, errlen, "label-set embeddings: no output given");
     return -1;
   }
   memset(out, 0, sizeof *out);
   if (!m || !ls || ls->n_labels <= 0) {
-    set_err(err, errlen, "label-set embeddings: no model or no label set");
+    um_set_err(err, errlen, "label-set embeddings: no model or no label set");
     return -1;
   }
   const int dim = unimed_model_config(m)->embed_dim;
@@ -889,7 +881,7 @@ int unimed_label_set_embed(unimed_model *m, const unimed_label_set *ls, const ch
   if (cache_dir && *cache_dir) {
     int n = snprintf(file, sizeof file, "%s/%s-%s.emb", cache_dir, mhash, ls->hash);
     if (n < 0 || (size_t)n >= sizeof file) {
-      set_err(err, errlen, "%s: cache directory path too long", cache_dir);
+      um_set_err(err, errlen, "%s: cache directory path too long", cache_dir);
       return -1;
     }
     if (read_cache(file, mhash, ls->hash, L, dim, binary, out) == 0) return 0;
@@ -906,7 +898,7 @@ int unimed_label_set_embed(unimed_model *m, const unimed_label_set *ls, const ch
   out->n_labels = L;
   out->dim = dim;
   if (!texts || !emb || !out->positive || (binary && !out->negative)) {
-    set_err(err, errlen, "%s: out of memory for %d prompt embeddings", ls->path, total);
+    um_set_err(err, errlen, "%s: out of memory for %d prompt embeddings", ls->path, total);
     goto fail;
   }
   int k = 0;
@@ -919,7 +911,7 @@ int unimed_label_set_embed(unimed_model *m, const unimed_label_set *ls, const ch
     int n = total - b < LS_BATCH ? total - b : LS_BATCH;
     char e2[512];
     if (unimed_encode_texts(m, texts + b, n, emb + (size_t)b * dim, e2, sizeof e2) != 0) {
-      set_err(err, errlen, "%s: encoding prompts %d..%d: %s", ls->path, b, b + n - 1, e2);
+      um_set_err(err, errlen, "%s: encoding prompts %d..%d: %s", ls->path, b, b + n - 1, e2);
       goto fail;
     }
   }

@@ -16,13 +16,6 @@
 
 #include "internal.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* ---- binding tensors ---- */
 
 typedef struct {
@@ -40,7 +33,7 @@ static const st_tensor *lookup(binder *b, const char *name, int ndim, const int6
   if (b->failed) return NULL;
   const st_tensor *t = st_find(&b->m->st, name);
   if (!t) {
-    set_err(b->err, b->errlen, "%s: missing tensor '%s'", b->file, name);
+    um_set_err(b->err, b->errlen, "%s: missing tensor '%s'", b->file, name);
     b->failed = 1;
     return NULL;
   }
@@ -54,14 +47,14 @@ static const st_tensor *lookup(binder *b, const char *name, int ndim, const int6
     for (int i = 0; i < ndim; i++)
       snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", i ? "," : "",
                (long long)want[i]);
-    set_err(b->err, b->errlen,
+    um_set_err(b->err, b->errlen,
             "%s: tensor '%s' has shape [%s] but config.json implies [%s]", b->file, name,
             got, exp);
     b->failed = 1;
     return NULL;
   }
   if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64) {
-    set_err(b->err, b->errlen, "%s: tensor '%s' has dtype %s; a float type is needed", b->file,
+    um_set_err(b->err, b->errlen, "%s: tensor '%s' has dtype %s; a float type is needed", b->file,
             name, st_dtype_name(t->dtype));
     b->failed = 1;
     return NULL;
@@ -94,7 +87,7 @@ static const float *f32_view(binder *b, const st_tensor *t, float **tmp) {
   if (in_place(t)) return t->data;
   *tmp = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
   if (!*tmp) {
-    set_err(b->err, b->errlen, "%s: out of memory converting '%s'", b->file, t->name);
+    um_set_err(b->err, b->errlen, "%s: out of memory converting '%s'", b->file, t->name);
     b->failed = 1;
     return NULL;
   }
@@ -117,7 +110,7 @@ static const float *bind(binder *b, const char *name, int ndim, ...) {
   const float *v = f32_view(b, t, &copy);
   if (copy && own(b->m, copy, (size_t)t->numel * sizeof(float)) != 0) {
     free(copy);
-    set_err(b->err, b->errlen, "%s: out of memory converting '%s'", b->file, name);
+    um_set_err(b->err, b->errlen, "%s: out of memory converting '%s'", b->file, name);
     b->failed = 1;
     return NULL;
   }
@@ -137,7 +130,7 @@ static void drop_pages(const unimed_model *m, const void *p, size_t n) {
 static um_bf16_weight *pack(binder *b, const char *name, const float *W, int N, int K) {
   um_bf16_weight *w = um_bf16_pack(W, N, K);
   if (!w) {
-    set_err(b->err, b->errlen, "%s: out of memory packing '%s' as BF16", b->file, name);
+    um_set_err(b->err, b->errlen, "%s: out of memory packing '%s' as BF16", b->file, name);
     b->failed = 1;
     return NULL;
   }
@@ -167,7 +160,7 @@ static void bind_packed(binder *b, um_bf16_weight **dst, const char *name, int t
     tr = malloc((size_t)(N * K) * sizeof(float));
     if (!tr) {
       free(tmp);
-      set_err(b->err, b->errlen, "%s: out of memory transposing '%s'", b->file, name);
+      um_set_err(b->err, b->errlen, "%s: out of memory transposing '%s'", b->file, name);
       b->failed = 1;
       return;
     }
@@ -201,7 +194,7 @@ static void bind_qkv(binder *b, const char *prefix, int64_t D, bert_layer_bf16 *
   W = malloc((size_t)(3 * D * D) * sizeof(float));
   bias = malloc((size_t)(3 * D) * sizeof(float));
   if (!W || !bias) {
-    set_err(b->err, b->errlen, "%s: out of memory", b->file);
+    um_set_err(b->err, b->errlen, "%s: out of memory", b->file);
     b->failed = 1;
     goto done;
   }
@@ -261,7 +254,7 @@ static void bind_vision(binder *b) {
     m->w16->vit_layers = c->vision.layers;
   }
   if (!w->blocks || (m->bf16 && !w16->blocks)) {
-    set_err(b->err, b->errlen, "out of memory");
+    um_set_err(b->err, b->errlen, "out of memory");
     b->failed = 1;
     return;
   }
@@ -294,7 +287,7 @@ static void bind_vision(binder *b) {
   /* A checkpoint with more blocks than the config is a config mismatch. */
   snprintf(n, sizeof n, "visual.transformer.resblocks.%d.ln_1.weight", c->vision.layers);
   if (!b->failed && st_find(&m->st, n)) {
-    set_err(b->err, b->errlen, "%s: tensor '%s' exists but config.json says vision.layers = %d",
+    um_set_err(b->err, b->errlen, "%s: tensor '%s' exists but config.json says vision.layers = %d",
             b->file, n, c->vision.layers);
     b->failed = 1;
   }
@@ -332,7 +325,7 @@ static void bind_text(binder *b) {
     m->w16->text_layers = c->text.layers;
   }
   if (!w->layers || (m->bf16 && !w16->layers)) {
-    set_err(b->err, b->errlen, "out of memory");
+    um_set_err(b->err, b->errlen, "out of memory");
     b->failed = 1;
     return;
   }
@@ -372,7 +365,7 @@ static void bind_text(binder *b) {
 #undef LB
   snprintf(n, sizeof n, "%sencoder.layer.%d.output.dense.weight", pre, c->text.layers);
   if (!b->failed && st_find(&m->st, n)) {
-    set_err(b->err, b->errlen, "%s: tensor '%s' exists but config.json says text.layers = %d",
+    um_set_err(b->err, b->errlen, "%s: tensor '%s' exists but config.json says text.layers = %d",
             b->file, n, c->text.layers);
     b->failed = 1;
   }
@@ -480,12 +473,12 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
   const unimed_load_options defaults = {.precision = UNIMED_PRECISION_FP32};
   if (!opts) opts = &defaults;
   if (opts->precision != UNIMED_PRECISION_FP32 && opts->precision != UNIMED_PRECISION_BF16) {
-    set_err(err, errlen, "%s: unknown precision %d", dir, (int)opts->precision);
+    um_set_err(err, errlen, "%s: unknown precision %d", dir, (int)opts->precision);
     return NULL;
   }
   unimed_model *m = calloc(1, sizeof *m);
   if (!m) {
-    set_err(err, errlen, "%s: out of memory", dir);
+    um_set_err(err, errlen, "%s: out of memory", dir);
     return NULL;
   }
   m->requested = opts->precision;
@@ -503,7 +496,7 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
   m->vocab = um_vocab_load(path, err, errlen);
   if (!m->vocab) goto fail;
   if (um_vocab_size(m->vocab) > m->cfg.text.vocab_size) {
-    set_err(err, errlen, "%s: %d tokens but config.json says text.vocab_size = %d", path,
+    um_set_err(err, errlen, "%s: %d tokens but config.json says text.vocab_size = %d", path,
             um_vocab_size(m->vocab), m->cfg.text.vocab_size);
     goto fail;
   }
@@ -540,7 +533,7 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
     }
     if (!m->w16) {
       pthread_mutex_unlock(&registry_mu);
-      set_err(err, errlen, "%s: out of memory", path);
+      um_set_err(err, errlen, "%s: out of memory", path);
       goto fail;
     }
     bind_vision(&b);
@@ -630,7 +623,7 @@ int um_workspace(unimed_model *m, size_t n, char *err, size_t errlen) {
   m->ws = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
   if (!m->ws) {
     m->ws_floats = 0;
-    set_err(err, errlen, "out of memory for a %zu MiB workspace", n * sizeof(float) >> 20);
+    um_set_err(err, errlen, "out of memory for a %zu MiB workspace", n * sizeof(float) >> 20);
     return -1;
   }
   m->ws_floats = n;
@@ -653,7 +646,7 @@ void unimed_l2_normalize(float *v, int dim) {
 int unimed_encode_images(unimed_model *m, const float *pixels, int n, float *out, char *err,
                          size_t errlen) {
   if (n <= 0) {
-    set_err(err, errlen, "no images to encode");
+    um_set_err(err, errlen, "no images to encode");
     return -1;
   }
   if (um_workspace(m, um_vit_workspace_floats(&m->cfg, n), err, errlen) != 0) return -1;
@@ -665,19 +658,19 @@ int unimed_encode_images(unimed_model *m, const float *pixels, int n, float *out
 int unimed_encode_token_ids(unimed_model *m, const int *const *ids, const int *lens, int n,
                             float *out, char *err, size_t errlen) {
   if (n <= 0) {
-    set_err(err, errlen, "no texts to encode");
+    um_set_err(err, errlen, "no texts to encode");
     return -1;
   }
   int total = 0, maxlen = 0;
   for (int s = 0; s < n; s++) {
     if (lens[s] < 1 || lens[s] > m->cfg.text.max_position_embeddings) {
-      set_err(err, errlen, "text %d: %d tokens (must be 1..%d)", s, lens[s],
+      um_set_err(err, errlen, "text %d: %d tokens (must be 1..%d)", s, lens[s],
               m->cfg.text.max_position_embeddings);
       return -1;
     }
     for (int p = 0; p < lens[s]; p++)
       if (ids[s][p] < 0 || ids[s][p] >= m->cfg.text.vocab_size) {
-        set_err(err, errlen, "text %d: token id %d outside the vocabulary (0..%d)", s,
+        um_set_err(err, errlen, "text %d: token id %d outside the vocabulary (0..%d)", s,
                 ids[s][p], m->cfg.text.vocab_size - 1);
         return -1;
       }
@@ -695,7 +688,7 @@ int unimed_encode_token_ids(unimed_model *m, const int *const *ids, const int *l
 int unimed_encode_texts(unimed_model *m, const char *const *texts, int n, float *out, char *err,
                         size_t errlen) {
   if (n <= 0) {
-    set_err(err, errlen, "no texts to encode");
+    um_set_err(err, errlen, "no texts to encode");
     return -1;
   }
   const int ctx = m->cfg.text.context_length;
@@ -704,7 +697,7 @@ int unimed_encode_texts(unimed_model *m, const char *const *texts, int n, float 
   const int **rows = malloc((size_t)n * sizeof(int *));
   int rc = -1;
   if (!buf || !lens || !rows) {
-    set_err(err, errlen, "out of memory");
+    um_set_err(err, errlen, "out of memory");
     goto done;
   }
   for (int i = 0; i < n; i++) {
@@ -712,7 +705,7 @@ int unimed_encode_texts(unimed_model *m, const char *const *texts, int n, float 
     lens[i] = um_tokenize(m->vocab, texts[i], ctx, buf + (size_t)i * ctx, err, errlen);
     if (lens[i] < 0) goto done;
     if (lens[i] <= 2) {
-      set_err(err, errlen, "text %d is empty after cleaning; give words to embed", i);
+      um_set_err(err, errlen, "text %d is empty after cleaning; give words to embed", i);
       goto done;
     }
   }

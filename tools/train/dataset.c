@@ -1,6 +1,7 @@
 /* Study archives + labels CSV + label sets -> rows of (labels, report, images),
  * every image decoded once through udcm_frame_tensor. See dataset.h. */
 #include "dataset.h"
+#include "internal.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -14,13 +15,6 @@
 #include <zip.h>
 
 #include "unimed_dicom.h"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static void logf_(const ut_load_opts *o, const char *fmt, ...) {
   if (!o->log) return;
@@ -110,7 +104,7 @@ static char *trim(char *s) {
 static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
   FILE *fp = fopen(path, "rb");
   if (!fp) {
-    set_err(err, errlen, "%s: %s", path, strerror(errno));
+    um_set_err(err, errlen, "%s: %s", path, strerror(errno));
     return NULL;
   }
   size_t cap = 1 << 16, n = 0;
@@ -133,7 +127,7 @@ static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
   fclose(fp);
   if (!buf || bad) {
     free(buf);
-    set_err(err, errlen, "%s: read failed", path);
+    um_set_err(err, errlen, "%s: read failed", path);
     return NULL;
   }
   buf[n] = 0;
@@ -199,12 +193,12 @@ static int load_csv(loader *L, char *err, size_t errlen) {
   char *f[256];
   int rc = -1;
   if (!buf) {
-    set_err(err, errlen, "out of memory");
+    um_set_err(err, errlen, "out of memory");
     goto done;
   }
   int nf = ut_csv_record(&p, end, buf, cap, f, 256);
   if (nf <= 0) {
-    set_err(err, errlen, "%s: empty or unreadable header line", o->labels_csv);
+    um_set_err(err, errlen, "%s: empty or unreadable header line", o->labels_csv);
     goto done;
   }
   int kcol = -1, lcol = -1, rcol = -1;
@@ -221,17 +215,17 @@ static int load_csv(loader *L, char *err, size_t errlen) {
   }
   if (kcol < 0) {
     if (o->key_column)
-      set_err(err, errlen, "%s: key column '%s' is not in the header, or is not one of "
+      um_set_err(err, errlen, "%s: key column '%s' is not in the header, or is not one of "
                            "StudyInstanceUID, AccessionNumber, SeriesInstanceUID, SOPInstanceUID",
               o->labels_csv, o->key_column);
     else
-      set_err(err, errlen, "%s: no key column (StudyInstanceUID, AccessionNumber, "
+      um_set_err(err, errlen, "%s: no key column (StudyInstanceUID, AccessionNumber, "
                            "SeriesInstanceUID or SOPInstanceUID) in the header",
               o->labels_csv);
     goto done;
   }
   if (lcol < 0 && rcol < 0) {
-    set_err(err, errlen, "%s: neither a 'label' nor a 'report' column", o->labels_csv);
+    um_set_err(err, errlen, "%s: neither a 'label' nor a 'report' column", o->labels_csv);
     goto done;
   }
   int cap_rows = 0, line = 1;
@@ -256,7 +250,7 @@ static int load_csv(loader *L, char *err, size_t errlen) {
       cap_rows = cap_rows ? cap_rows * 2 : 256;
       ut_row *nr = realloc(d->rows, (size_t)cap_rows * sizeof *nr);
       if (!nr) {
-        set_err(err, errlen, "out of memory");
+        um_set_err(err, errlen, "out of memory");
         goto done;
       }
       d->rows = nr;
@@ -270,7 +264,7 @@ static int load_csv(loader *L, char *err, size_t errlen) {
   }
   L->order = malloc((size_t)(d->n_rows ? d->n_rows : 1) * sizeof(int));
   if (!L->order) {
-    set_err(err, errlen, "out of memory");
+    um_set_err(err, errlen, "out of memory");
     goto done;
   }
   for (int i = 0; i < d->n_rows; i++) L->order[i] = i;
@@ -313,7 +307,7 @@ static int push_image(loader *L, int row, float **slot, char *err, size_t errlen
   *slot = L->pix + (size_t)L->n_img * L->per;
   return 0;
 oom:
-  set_err(err, errlen, "out of memory for the image cache");
+  um_set_err(err, errlen, "out of memory for the image cache");
   return -1;
 }
 
@@ -424,7 +418,7 @@ static int add_sr(loader *L, const udcm_series *s, char *err, size_t errlen) {
       if (nt) L->sr_text = nt;
       if (!ns || !nt) {
         free(t);
-        set_err(err, errlen, "out of memory");
+        um_set_err(err, errlen, "out of memory");
         return -1;
       }
       L->cap_sr = nc;
@@ -451,7 +445,7 @@ static int add_collection(loader *L, const udcm_collection *c, char *err, size_t
   const int K = o->frames_per_series > 0 ? o->frames_per_series : 1;
   udcm_frame_ref *refs = malloc((size_t)K * sizeof *refs);
   if (!refs) {
-    set_err(err, errlen, "out of memory");
+    um_set_err(err, errlen, "out of memory");
     return -1;
   }
   int rc = 0;
@@ -491,7 +485,7 @@ static int add_collection(loader *L, const udcm_collection *c, char *err, size_t
     }
     int k = udcm_series_pick_frames(s, K, refs);
     if (k < 0) {
-      set_err(err, errlen, "out of memory");
+      um_set_err(err, errlen, "out of memory");
       rc = -1;
     }
     for (int j = 0; j < k && rc == 0; j++)
@@ -524,7 +518,7 @@ static int add_zip(loader *L, const char *path, char *err, size_t errlen) {
   char **names = calloc((size_t)(n > 0 ? n : 1), sizeof *names);
   int nf = 0, rc = 0;
   if (!files || !names) {
-    set_err(err, errlen, "out of memory");
+    um_set_err(err, errlen, "out of memory");
     rc = -1;
     goto done;
   }
@@ -568,7 +562,7 @@ static int add_zip(loader *L, const char *path, char *err, size_t errlen) {
   udcm_collection c;
   char e2[512];
   if (udcm_collect_memory(files, nf, NULL, warn_cb, L, &c, e2, sizeof e2) != 0) {
-    set_err(err, errlen, "%s: %s", path, e2);
+    um_set_err(err, errlen, "%s: %s", path, e2);
     rc = -1;
     goto done;
   }
@@ -592,7 +586,7 @@ static int add_folder(loader *L, const char *path, char *err, size_t errlen) {
   char e2[512];
   const char *paths[1] = {path};
   if (udcm_collect(paths, 1, NULL, warn_cb, L, &c, e2, sizeof e2) != 0) {
-    set_err(err, errlen, "%s: %s", path, e2);
+    um_set_err(err, errlen, "%s: %s", path, e2);
     return -1;
   }
   int before = L->n_img;
@@ -685,7 +679,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
   int rc = -1;
   if (load_csv(&L, err, errlen) != 0) goto done;
   if (d->n_rows == 0) {
-    set_err(err, errlen, "%s: no data rows", o->labels_csv);
+    um_set_err(err, errlen, "%s: no data rows", o->labels_csv);
     goto done;
   }
   for (int a = 0; a < o->n_archives; a++) {
@@ -713,7 +707,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
   /* which rows are kept */
   int *count = calloc((size_t)d->n_rows, sizeof(int));
   if (!count) {
-    set_err(err, errlen, "out of memory");
+    um_set_err(err, errlen, "out of memory");
     goto done;
   }
   for (int i = 0; i < L.n_img; i++) count[L.img_row[i]]++;
@@ -747,7 +741,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
     free(count);
     free(newidx);
     free(first);
-    set_err(err, errlen, "out of memory");
+    um_set_err(err, errlen, "out of memory");
     goto done;
   }
   int nr = 0, ni = 0;
@@ -774,7 +768,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
     free(count);
     free(newidx);
     free(first);
-    set_err(err, errlen, "out of memory for the image cache");
+    um_set_err(err, errlen, "out of memory for the image cache");
     goto done;
   }
   for (int i = 0; i < L.n_img; i++) {
@@ -789,7 +783,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
   free(newidx);
   free(first);
   if (d->n_rows == 0) {
-    set_err(err, errlen,
+    um_set_err(err, errlen,
             "nothing to train on: no CSV row matched an image with a usable label or report "
             "(see the skipped counts above)");
     ut_skips_report(&d->skips, o->log, o->log_ctx);

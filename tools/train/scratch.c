@@ -14,13 +14,6 @@
 #include "internal.h"
 #include "safetensors.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* ---- vocabulary ---- */
 
 typedef struct {
@@ -143,7 +136,7 @@ int ut_vocab_builder_write(ut_vocab_builder *b, const char *path, int max_size, 
                            size_t errlen) {
   FILE *fp = fopen(path, "w");
   if (!fp) {
-    set_err(err, errlen, "%s: %s", path, strerror(errno));
+    um_set_err(err, errlen, "%s: %s", path, strerror(errno));
     return -1;
   }
   int lines = 0;
@@ -166,7 +159,7 @@ int ut_vocab_builder_write(ut_vocab_builder *b, const char *path, int max_size, 
     lines++;
   }
   if (fclose(fp) != 0) {
-    set_err(err, errlen, "%s: write failed", path);
+    um_set_err(err, errlen, "%s: write failed", path);
     return -1;
   }
   return lines;
@@ -232,7 +225,7 @@ int ut_write_config(const char *dir, const char *src, int vocab_size, int pad_id
   if (!root) {
     FILE *fp = fopen(src, "rb");
     if (!fp) {
-      set_err(err, errlen, "--config %s: not a preset (small, tiny) nor a readable file: %s", src,
+      um_set_err(err, errlen, "--config %s: not a preset (small, tiny) nor a readable file: %s", src,
               strerror(errno));
       return -1;
     }
@@ -243,7 +236,7 @@ int ut_write_config(const char *dir, const char *src, int vocab_size, int pad_id
     root = cJSON_Parse(buf);
     if (!cJSON_IsObject(root)) {
       cJSON_Delete(root);
-      set_err(err, errlen, "%s: not a JSON object", src);
+      um_set_err(err, errlen, "%s: not a JSON object", src);
       return -1;
     }
   }
@@ -283,7 +276,7 @@ int ut_write_config(const char *dir, const char *src, int vocab_size, int pad_id
   cJSON_Delete(root);
   FILE *fp = fopen(path, "w");
   if (!fp || !text) {
-    set_err(err, errlen, "%s: %s", path, strerror(errno));
+    um_set_err(err, errlen, "%s: %s", path, strerror(errno));
     free(text);
     if (fp) fclose(fp);
     return -1;
@@ -292,7 +285,7 @@ int ut_write_config(const char *dir, const char *src, int vocab_size, int pad_id
   fputc('\n', fp);
   free(text);
   if (fclose(fp) != 0) {
-    set_err(err, errlen, "%s: write failed", path);
+    um_set_err(err, errlen, "%s: write failed", path);
     return -1;
   }
   unimed_config c;
@@ -450,7 +443,7 @@ int ut_write_random_weights(const char *dir, uint64_t seed, char *err, size_t er
   T(&w, I_CONST, log(1 / 0.07), 0, 0, 0, 0, 0, "logit_scale");
   int rc = -1;
   if (w.failed) {
-    set_err(err, errlen, "out of memory for the initial weights");
+    um_set_err(err, errlen, "out of memory for the initial weights");
   } else {
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     rc = st_write(path, w.t, w.n, ST_F32, "{\"format\":\"pt\",\"producer\":\"unimed-train init\"}",
