@@ -106,6 +106,9 @@ void umt_params_free(umt_params *P);
  * copies config.json and vocab.txt from the source directory. DIR is created
  * if needed; it may be the source directory itself. */
 int umt_params_save(const umt_params *P, const char *dir, char *err, size_t errlen);
+/* Copies file `from` to `to` (nothing to do when both are the same file).
+ * Returns 0, or -1 with the file and the reason in err. */
+int umt_copy_file(const char *from, const char *to, char *err, size_t errlen);
 const umt_tensor *umt_params_find(const umt_params *P, const char *name);
 void umt_zero_grad(umt_params *P);
 
@@ -232,8 +235,9 @@ int umt_trainer_init(umt_trainer *T, const char *model_dir, const umt_opt_config
 void umt_trainer_free(umt_trainer *T);
 /* Forward + backward of one batch of B (image, text) pairs; gradients are
  * added to P.grads. pixels [B, 3, S, S]; ids[i] has lens[i] ids; groups
- * (may be NULL) as for umt_clip_loss. Returns 0 and the loss in *loss, or
- * -1 with err. */
+ * (may be NULL) as for umt_clip_loss. The image tower's backward pass is
+ * skipped when none of its tensors has UMT_TRAIN. Returns 0 and the loss
+ * in *loss, or -1 with err. */
 int umt_trainer_accumulate(umt_trainer *T, const float *pixels, const int *const *ids,
                            const int *lens, const uint64_t *groups, int B, double *loss,
                            char *err, size_t errlen);

@@ -96,6 +96,14 @@ void umt_trainer_free(umt_trainer *T) {
   memset(T, 0, sizeof *T);
 }
 
+/* Whether any image-tower tensor is trained: when none is (a locked image
+ * tower), its backward pass would only make gradients nobody reads. */
+static int image_tower_trained(const umt_params *P) {
+  for (int i = 0; i < P->n; i++)
+    if ((P->t[i].flags & UMT_TRAIN) && strncmp(P->t[i].name, "visual.", 7) == 0) return 1;
+  return 0;
+}
+
 int umt_trainer_accumulate(umt_trainer *T, const float *pixels, const int *const *ids,
                            const int *lens, const uint64_t *groups, int B, double *loss,
                            char *err, size_t errlen) {
@@ -132,7 +140,7 @@ int umt_trainer_accumulate(umt_trainer *T, const float *pixels, const int *const
   umt_bert_forward(&T->P, w, ids, lens, B);
   *loss = umt_clip_loss(w->v_out, w->t_out, B, c->embed_dim, groups, *T->P.p.logit_scale,
                         w->d_img, w->d_txt, T->P.g.logit_scale, w->img_n, w->txt_n, w->logits);
-  umt_vit_backward(&T->P, w, w->d_img);
+  if (image_tower_trained(&T->P)) umt_vit_backward(&T->P, w, w->d_img);
   umt_bert_backward(&T->P, w, w->d_txt);
   T->micro++;
   return 0;

@@ -395,24 +395,6 @@ static int mkdir_p(const char *dir) {
   return mkdir(tmp, 0777) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-static int copy_file(const char *from, const char *to) {
-  FILE *in = fopen(from, "rb");
-  if (!in) return -1;
-  FILE *out = fopen(to, "wb");
-  if (!out) {
-    fclose(in);
-    return -1;
-  }
-  char buf[65536];
-  size_t r;
-  int ok = 1;
-  while ((r = fread(buf, 1, sizeof buf, in)) > 0)
-    if (fwrite(buf, 1, r, out) != r) ok = 0;
-  fclose(in);
-  if (fclose(out) != 0) ok = 0;
-  return ok ? 0 : -1;
-}
-
 static int same_dir(const char *a, const char *b) {
   char ra[4096], rb[4096];
   return realpath(a, ra) && realpath(b, rb) && !strcmp(ra, rb);
@@ -692,36 +674,6 @@ static int make_batch(batcher *b, const um_vocab *tok, int epoch, int pos, int B
   return 0;
 }
 
-/* umt_trainer_accumulate without the image-tower backward when that tower is frozen. */
-static int accumulate(umt_trainer *T, const float *pixels, const int *const *ids, const int *lens,
-                      const uint64_t *groups, int B, int image_backward, double *loss, char *err,
-                      size_t errlen) {
-  if (image_backward)
-    return umt_trainer_accumulate(T, pixels, ids, lens, groups, B, loss, err, errlen);
-  if (groups && B > UMT_MAX_LOSS_BATCH) {
-    snprintf(err, errlen, "batch of %d: label-aware targets take at most %d pairs", B,
-             UMT_MAX_LOSS_BATCH);
-    return -1;
-  }
-  const unimed_config *c = &T->P.cfg;
-  int N = 0, L = 0;
-  size_t sumsq = 0;
-  for (int s = 0; s < B; s++) {
-    N += lens[s];
-    L = lens[s] > L ? lens[s] : L;
-    sumsq += (size_t)lens[s] * lens[s];
-  }
-  if (umt_workspace_reserve(&T->w, c, B, B, N, L, sumsq, err, errlen) != 0) return -1;
-  umt_workspace *w = &T->w;
-  umt_vit_forward(&T->P, w, pixels, B);
-  umt_bert_forward(&T->P, w, ids, lens, B);
-  *loss = umt_clip_loss(w->v_out, w->t_out, B, c->embed_dim, groups, *T->P.p.logit_scale,
-                        w->d_img, w->d_txt, T->P.g.logit_scale, w->img_n, w->txt_n, w->logits);
-  umt_bert_backward(&T->P, w, w->d_txt);
-  T->micro++;
-  return 0;
-}
-
 static void set_mode(umt_params *P, int mode) {
   for (int i = 0; i < P->n; i++) {
     umt_tensor *t = &P->t[i];
@@ -955,8 +907,8 @@ int main(int argc, char **argv) {
     snprintf(vpath, sizeof vpath, "%s/vocab.txt", o.out);
     int vsize;
     if (o.vocab) {
-      if (copy_file(o.vocab, vpath) != 0) {
-        logline("error: %s: cannot copy to %s", o.vocab, vpath);
+      if (umt_copy_file(o.vocab, vpath, err, sizeof err) != 0) {
+        logline("error: cannot copy the vocabulary: %s", err);
         finish(1);
       }
       vsize = 0;
@@ -1008,8 +960,8 @@ int main(int argc, char **argv) {
       const char *f = k ? "vocab.txt" : "config.json";
       snprintf(a, sizeof a, "%s/%s", model_src, f);
       snprintf(b, sizeof b, "%s/%s", o.out, f);
-      if (copy_file(a, b) != 0) {
-        logline("error: cannot copy %s to %s", a, b);
+      if (umt_copy_file(a, b, err, sizeof err) != 0) {
+        logline("error: cannot copy %s to %s: %s", a, b, err);
         finish(1);
       }
     }
@@ -1106,7 +1058,6 @@ int main(int argc, char **argv) {
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
   const int tty = isatty(2) && !o.quiet;
-  const int image_backward = o.h.mode != MODE_LOCK_IMAGE;
   double t_start = now_s(), t_last = t_start;
   int steps_run = 0, rc = 0;
   const int start_step = T.step;
@@ -1123,9 +1074,9 @@ int main(int argc, char **argv) {
       int pos = in_epoch * G + m * B;
       double loss = 0;
       if (make_batch(&bt, tok, epoch, pos, B, err, sizeof err) != 0 ||
-          accumulate(&T, bt.pixels, (const int *const *)bt.ids, bt.lens,
-                     o.h.label_aware ? bt.groups : NULL, B, image_backward, &loss,
-                     err, sizeof err) != 0) {
+          umt_trainer_accumulate(&T, bt.pixels, (const int *const *)bt.ids, bt.lens,
+                                 o.h.label_aware ? bt.groups : NULL, B, &loss, err,
+                                 sizeof err) != 0) {
         logline("error: step %d: %s", step, err);
         finish(1);
       }
