@@ -1,43 +1,39 @@
 /* The in-memory index: every study the plugin knows of, its state, and for
  * analysed studies the findings (flattened for /findings) and the per-series
- * image embeddings (for /search). All functions expect g.mu to be held. */
+ * image embeddings (for /search). study_* functions expect g.mu to be held;
+ * index_* functions (the REST side) take it. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "plugin_internal.h"
+#include "index.h"
 
-const char *state_name(int st) {
-  switch (st) {
-    case ST_NEW: return "new";
-    case ST_QUEUED: return "queued";
-    case ST_RUNNING: return "running";
-    case ST_DONE: return "done";
-    case ST_FAILED: return "failed";
-    case ST_SKIPPED: return "skipped";
-    default: return "none";
-  }
-}
+static struct {
+  study_t **table;
+  size_t table_size, n_studies;
+  double total_seconds; /* engine runs, for the mean analysis time */
+  long long n_timed;
+} ix;
 
 static size_t hash_id(const char *id) {
   return (size_t)fnv1a64(FNV64_OFFSET, id, strlen(id));
 }
 
 study_t *study_find(const char *id) {
-  if (!g.table) return NULL;
-  for (study_t *s = g.table[hash_id(id) % g.table_size]; s; s = s->next)
+  if (!ix.table) return NULL;
+  for (study_t *s = ix.table[hash_id(id) % ix.table_size]; s; s = s->next)
     if (strcmp(s->id, id) == 0) return s;
   return NULL;
 }
 
 static void table_grow(void) {
-  size_t nsize = g.table_size ? g.table_size * 2 : 1024;
+  size_t nsize = ix.table_size ? ix.table_size * 2 : 1024;
   study_t **nt = calloc(nsize, sizeof *nt);
   if (!nt) return;
-  for (size_t i = 0; i < g.table_size; i++) {
-    study_t *s = g.table[i];
+  for (size_t i = 0; i < ix.table_size; i++) {
+    study_t *s = ix.table[i];
     while (s) {
       study_t *next = s->next;
       size_t h = hash_id(s->id) % nsize;
@@ -46,25 +42,25 @@ static void table_grow(void) {
       s = next;
     }
   }
-  free(g.table);
-  g.table = nt;
-  g.table_size = nsize;
+  free(ix.table);
+  ix.table = nt;
+  ix.table_size = nsize;
 }
 
 study_t *study_get(const char *id) {
   study_t *s = study_find(id);
   if (s) return s;
   if (strlen(id) >= sizeof s->id) return NULL;
-  if (g.n_studies + 1 > g.table_size) table_grow();
-  if (!g.table) return NULL;
+  if (ix.n_studies + 1 > ix.table_size) table_grow();
+  if (!ix.table) return NULL;
   s = calloc(1, sizeof *s);
   if (!s) return NULL;
   strcpy(s->id, id);
   s->checked_seq = -1;
-  size_t h = hash_id(id) % g.table_size;
-  s->next = g.table[h];
-  g.table[h] = s;
-  g.n_studies++;
+  size_t h = hash_id(id) % ix.table_size;
+  s->next = ix.table[h];
+  ix.table[h] = s;
+  ix.n_studies++;
   return s;
 }
 
@@ -86,8 +82,8 @@ void study_clear_result(study_t *s) {
 }
 
 void study_free_all(void) {
-  for (size_t i = 0; i < g.table_size; i++) {
-    study_t *s = g.table[i];
+  for (size_t i = 0; i < ix.table_size; i++) {
+    study_t *s = ix.table[i];
     while (s) {
       study_t *n = s->next;
       study_clear_result(s);
@@ -96,9 +92,33 @@ void study_free_all(void) {
       s = n;
     }
   }
-  free(g.table);
-  g.table = NULL;
-  g.table_size = g.n_studies = 0;
+  free(ix.table);
+  ix.table = NULL;
+  ix.table_size = ix.n_studies = 0;
+}
+
+void study_set_patient_info(study_t *s, const cJSON *study_json) {
+  const cJSON *pt = cJSON_GetObjectItemCaseSensitive(study_json, "PatientMainDicomTags");
+  const cJSON *mt = cJSON_GetObjectItemCaseSensitive(study_json, "MainDicomTags");
+  free(s->patient_id); free(s->patient_name); free(s->study_date); free(s->study_uid);
+  s->patient_id = xstrdup(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(pt, "PatientID")));
+  s->patient_name = xstrdup(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(pt, "PatientName")));
+  s->study_date = xstrdup(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(mt, "StudyDate")));
+  s->study_uid = xstrdup(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(mt, "StudyInstanceUID")));
+}
+
+
+void study_for_each_locked(void (*fn)(study_t *s, void *arg), void *arg) {
+  for (size_t i = 0; i < ix.table_size; i++)
+    for (study_t *s = ix.table[i], *next; s; s = next) {
+      next = s->next;
+      fn(s, arg);
+    }
+}
+
+void index_note_analysis_locked(double seconds) {
+  ix.total_seconds += seconds;
+  ix.n_timed++;
 }
 
 /* ---- findings extraction ----
@@ -253,5 +273,189 @@ cJSON *embeddings_to_json(const unimed_study_result *r, int dim) {
     }
     cJSON_AddItemToArray(arr, o);
   }
+  return j;
+}
+
+/* ---- queries for REST ---- */
+
+void index_counts(index_counts_t *c) {
+  memset(c, 0, sizeof *c);
+  pthread_mutex_lock(&g.mu);
+  for (size_t i = 0; i < ix.table_size; i++)
+    for (study_t *s = ix.table[i]; s; s = s->next)
+      if (s->state >= 0 && s->state < ST_COUNT) c->n[s->state]++;
+  c->analyses = ix.n_timed;
+  c->mean_seconds = ix.n_timed ? ix.total_seconds / (double)ix.n_timed : 0.0;
+  pthread_mutex_unlock(&g.mu);
+}
+
+static cJSON *study_answer_locked(const study_t *s) {
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "study", s->id);
+  cJSON_AddStringToObject(j, "state", s->state == ST_NEW ? "queued" : study_state_name(s->state));
+  if (s->state == ST_NEW) cJSON_AddStringToObject(j, "detail", "waiting for the study to become stable");
+  if (s->study_uid) cJSON_AddStringToObject(j, "study_uid", s->study_uid);
+  if (s->patient_id) cJSON_AddStringToObject(j, "patient_id", s->patient_id);
+  if (s->patient_name) cJSON_AddStringToObject(j, "patient_name", s->patient_name);
+  if (s->study_date) cJSON_AddStringToObject(j, "study_date", s->study_date);
+  if (s->state == ST_FAILED || s->state == ST_SKIPPED)
+    cJSON_AddStringToObject(j, "error", s->error ? s->error : "");
+  if (s->state == ST_DONE) {
+    if (s->sr_id) cJSON_AddStringToObject(j, "sr", s->sr_id);
+    else cJSON_AddNullToObject(j, "sr");
+    if (s->sr_uid[0]) cJSON_AddStringToObject(j, "sr_sop_instance_uid", s->sr_uid);
+    cJSON_AddStringToObject(j, "model", g.model_hash);
+    cJSON_AddStringToObject(j, "label_sets", g.labelsets_key);
+    if (s->analysed_at[0]) cJSON_AddStringToObject(j, "analysed_at", s->analysed_at);
+    cJSON_AddNumberToObject(j, "seconds", s->seconds);
+    cJSON *flat = cJSON_AddArrayToObject(j, "scores");
+    for (int i = 0; i < s->nf; i++) {
+      cJSON *o = cJSON_CreateObject();
+      cJSON_AddStringToObject(o, "label", s->f[i].label);
+      cJSON_AddNumberToObject(o, "probability", s->f[i].probability);
+      cJSON_AddStringToObject(o, "label_set", s->f[i].label_set);
+      cJSON_AddStringToObject(o, "modality", s->f[i].modality);
+      cJSON_AddStringToObject(o, "series_uid", s->f[i].series_uid);
+      cJSON_AddItemToArray(flat, o);
+    }
+    cJSON_AddItemToObject(j, "findings", s->findings ? cJSON_Duplicate(s->findings, 1) : cJSON_CreateNull());
+  }
+  return j;
+}
+
+cJSON *index_study_json(const char *id, int *pending) {
+  pthread_mutex_lock(&g.mu);
+  study_t *s = study_find(id);
+  cJSON *j = NULL;
+  if (s && s->state != ST_NONE) {
+    j = study_answer_locked(s);
+    *pending = s->state == ST_NEW || s->state == ST_QUEUED || s->state == ST_RUNNING;
+  }
+  pthread_mutex_unlock(&g.mu);
+  return j;
+}
+
+/* ---- GET findings ---- */
+typedef struct {
+  const study_t *s;
+  const finding_t *f;
+} hit_t;
+
+static int cmp_hit(const void *a, const void *b) {
+  double pa = ((const hit_t *)a)->f->probability, pb = ((const hit_t *)b)->f->probability;
+  return pa < pb ? 1 : pa > pb ? -1 : 0;
+}
+
+static void add_study_fields(cJSON *o, const study_t *s) {
+  cJSON_AddStringToObject(o, "study", s->id);
+  cJSON_AddStringToObject(o, "study_uid", s->study_uid ? s->study_uid : "");
+  cJSON_AddStringToObject(o, "patient_id", s->patient_id ? s->patient_id : "");
+  cJSON_AddStringToObject(o, "patient_name", s->patient_name ? s->patient_name : "");
+  cJSON_AddStringToObject(o, "study_date", s->study_date ? s->study_date : "");
+  if (s->sr_id) cJSON_AddStringToObject(o, "sr", s->sr_id);
+}
+
+cJSON *index_findings_json(const char *label, double minp, const char *lset,
+                           const char *mod, int limit) {
+  pthread_mutex_lock(&g.mu);
+  size_t cap = 256, n = 0;
+  hit_t *hits = malloc(cap * sizeof *hits);
+  for (size_t i = 0; i < ix.table_size && hits; i++)
+    for (study_t *s = ix.table[i]; s; s = s->next) {
+      if (s->state != ST_DONE) continue;
+      /* Best matching finding of each study. */
+      const finding_t *best = NULL;
+      for (int k = 0; k < s->nf; k++) {
+        const finding_t *f = &s->f[k];
+        if (strcasecmp(f->label, label) != 0 || f->probability < minp) continue;
+        if (lset && strcasecmp(f->label_set, lset) != 0) continue;
+        if (mod && strcasecmp(f->modality, mod) != 0) continue;
+        if (!best || f->probability > best->probability) best = f;
+      }
+      if (!best) continue;
+      if (n == cap) {
+        hit_t *nh = realloc(hits, 2 * cap * sizeof *nh);
+        if (!nh) break;
+        hits = nh;
+        cap *= 2;
+      }
+      hits[n].s = s;
+      hits[n].f = best;
+      n++;
+    }
+  if (hits) qsort(hits, n, sizeof *hits, cmp_hit);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "label", label);
+  cJSON_AddNumberToObject(j, "min_probability", minp);
+  cJSON_AddNumberToObject(j, "count", (double)(n < (size_t)limit ? n : (size_t)limit));
+  cJSON *arr = cJSON_AddArrayToObject(j, "studies");
+  for (size_t i = 0; i < n && i < (size_t)limit; i++) {
+    cJSON *o = cJSON_CreateObject();
+    add_study_fields(o, hits[i].s);
+    cJSON_AddStringToObject(o, "label", hits[i].f->label);
+    cJSON_AddNumberToObject(o, "probability", hits[i].f->probability);
+    cJSON_AddStringToObject(o, "label_set", hits[i].f->label_set);
+    cJSON_AddStringToObject(o, "modality", hits[i].f->modality);
+    cJSON_AddStringToObject(o, "series_uid", hits[i].f->series_uid);
+    cJSON_AddItemToArray(arr, o);
+  }
+  pthread_mutex_unlock(&g.mu);
+  free(hits);
+  return j;
+}
+
+/* ---- GET search ---- */
+typedef struct {
+  const study_t *s;
+  int series;
+  double score;
+} shit_t;
+
+static int cmp_shit(const void *a, const void *b) {
+  double pa = ((const shit_t *)a)->score, pb = ((const shit_t *)b)->score;
+  return pa < pb ? 1 : pa > pb ? -1 : 0;
+}
+
+cJSON *index_search_json(const char *text, const float *q, const char *mod, int limit) {
+  pthread_mutex_lock(&g.mu);
+  size_t cap = 256, n = 0;
+  shit_t *hits = malloc(cap * sizeof *hits);
+  for (size_t i = 0; i < ix.table_size && hits; i++)
+    for (study_t *s = ix.table[i]; s; s = s->next) {
+      if (s->state != ST_DONE || s->nemb == 0) continue;
+      int best = -1;
+      double bs = -2;
+      for (int k = 0; k < s->nemb; k++) {
+        if (mod && strcasecmp(s->emb[k].modality, mod) != 0) continue;
+        double d = 0;
+        for (int x = 0; x < g.dim; x++) d += (double)q[x] * s->emb[k].v[x];
+        if (d > bs) { bs = d; best = k; }
+      }
+      if (best < 0) continue;
+      if (n == cap) {
+        shit_t *nh = realloc(hits, 2 * cap * sizeof *nh);
+        if (!nh) break;
+        hits = nh;
+        cap *= 2;
+      }
+      hits[n].s = s;
+      hits[n].series = best;
+      hits[n].score = bs;
+      n++;
+    }
+  if (hits) qsort(hits, n, sizeof *hits, cmp_shit);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "text", text);
+  cJSON *arr = cJSON_AddArrayToObject(j, "studies");
+  for (size_t i = 0; i < n && i < (size_t)limit; i++) {
+    cJSON *o = cJSON_CreateObject();
+    add_study_fields(o, hits[i].s);
+    cJSON_AddNumberToObject(o, "similarity", hits[i].score);
+    cJSON_AddStringToObject(o, "series_uid", hits[i].s->emb[hits[i].series].series_uid);
+    cJSON_AddStringToObject(o, "modality", hits[i].s->emb[hits[i].series].modality);
+    cJSON_AddItemToArray(arr, o);
+  }
+  pthread_mutex_unlock(&g.mu);
+  free(hits);
   return j;
 }

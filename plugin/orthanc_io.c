@@ -6,7 +6,12 @@
 #include <strings.h>
 #include <time.h>
 
-#include "plugin_internal.h"
+#include "orthanc_io.h"
+
+static OrthancPluginContext *ctx_;
+
+void orth_set_context(OrthancPluginContext *ctx) { ctx_ = ctx; }
+OrthancPluginContext *orth_context(void) { return ctx_; }
 
 /* Formats a message and hands it to Orthanc's log at the given level. */
 typedef enum { LOG_ERROR, LOG_WARNING, LOG_INFO } log_level;
@@ -14,10 +19,10 @@ typedef enum { LOG_ERROR, LOG_WARNING, LOG_INFO } log_level;
 static void log_at(log_level level, const char *fmt, va_list ap) {
   char msg[2048];
   vsnprintf(msg, sizeof msg, fmt, ap);
-  if (!g.ctx) return;
-  if (level == LOG_ERROR) OrthancPluginLogError(g.ctx, msg);
-  else if (level == LOG_WARNING) OrthancPluginLogWarning(g.ctx, msg);
-  else OrthancPluginLogInfo(g.ctx, msg);
+  if (!ctx_) return;
+  if (level == LOG_ERROR) OrthancPluginLogError(ctx_, msg);
+  else if (level == LOG_WARNING) OrthancPluginLogWarning(ctx_, msg);
+  else OrthancPluginLogInfo(ctx_, msg);
 }
 
 void log_error(const char *fmt, ...) {
@@ -108,7 +113,7 @@ int orth_call(OrthancPluginHttpMethod method, const char *uri, const char *if_ma
   if (etag) etag[0] = 0;
   if (len > UINT32_MAX) return 0;
   OrthancPluginErrorCode rc = OrthancPluginCallRestApi(
-      g.ctx, &ab, etag ? &hb : NULL, &status, method, uri, if_match ? 1 : 0,
+      ctx_, &ab, etag ? &hb : NULL, &status, method, uri, if_match ? 1 : 0,
       if_match ? hk : NULL, if_match ? hv : NULL, body, (uint32_t)len, 0);
   if (rc != OrthancPluginErrorCode_Success && status == 0) {
     /* Map the common error codes when no HTTP status came back. */
@@ -120,7 +125,7 @@ int orth_call(OrthancPluginHttpMethod method, const char *uri, const char *if_ma
       status = 500;
   }
   if (etag && hb.data) extract_etag(&hb, etag);
-  if (hb.data) OrthancPluginFreeMemoryBuffer(g.ctx, &hb);
+  if (hb.data) OrthancPluginFreeMemoryBuffer(ctx_, &hb);
   if (ab.data) {
     if (out && status >= 200 && status < 300) {
       out->data = malloc(ab.size + 1);
@@ -130,7 +135,7 @@ int orth_call(OrthancPluginHttpMethod method, const char *uri, const char *if_ma
         out->len = ab.size;
       }
     }
-    OrthancPluginFreeMemoryBuffer(g.ctx, &ab);
+    OrthancPluginFreeMemoryBuffer(ctx_, &ab);
   }
   return status;
 }

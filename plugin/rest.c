@@ -1,5 +1,5 @@
 /* The REST routes under Root (default /unimed/) and the Orthanc Explorer
- * extension. Every answer is JSON; errors are {"error": "...", "status": N}.
+ * extension (the route table is in plugin.c). Every answer is JSON; errors are {"error": "...", "status": N}.
  * The routes are registered with Orthanc like its own, so they sit behind
  * Orthanc's authentication. */
 #include <ctype.h>
@@ -10,10 +10,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include "plugin_internal.h"
+#include "index.h"
+#include "journal.h"
+#include "rest.h"
 #include "explorer_js.h" /* generated from explorer.js: unimed_explorer_js[] */
 
-static const char *root(void) { return g.cfg.root ? g.cfg.root : "/unimed/"; }
+const char *rest_root(void) { return g.cfg.root ? g.cfg.root : "/unimed/"; }
 
 static void answer(OrthancPluginRestOutput *out, int status, cJSON *j) {
   char *txt = cJSON_PrintUnformatted(j);
@@ -103,14 +105,14 @@ static int valid_id(const char *id) {
 }
 
 /* ---- GET status ---- */
-static OrthancPluginErrorCode r_status(OrthancPluginRestOutput *out, const char *url,
+OrthancPluginErrorCode rest_status(OrthancPluginRestOutput *out, const char *url,
                                        const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
   cJSON *j = cJSON_CreateObject();
   cJSON_AddBoolToObject(j, "enabled", 1);
   cJSON_AddStringToObject(j, "version", UNIMED_PLUGIN_VERSION);
-  cJSON_AddStringToObject(j, "server", g.server_id);
+  cJSON_AddStringToObject(j, "server", g.cfg.server_id);
   const cJSON *model = cJSON_GetObjectItemCaseSensitive(g.describe, "model");
   cJSON_AddItemToObject(j, "model", model ? cJSON_Duplicate(model, 1) : cJSON_CreateNull());
   cJSON *ls = cJSON_AddArrayToObject(j, "label_sets");
@@ -124,25 +126,22 @@ static OrthancPluginErrorCode r_status(OrthancPluginRestOutput *out, const char 
     }
     cJSON_AddItemToArray(ls, o);
   }
-  pthread_mutex_lock(&g.mu);
-  long n[ST_SKIPPED + 1] = {0};
-  for (size_t i = 0; i < g.table_size; i++)
-    for (study_t *s = g.table[i]; s; s = s->next)
-      if (s->state >= 0 && s->state <= ST_SKIPPED) n[s->state]++;
-  long n_new = n[ST_NEW], n_queued = n[ST_QUEUED];
+  index_counts_t c;
+  index_counts(&c);
+  queue_status_t qs;
+  queue_status(&qs);
   cJSON *q = cJSON_AddObjectToObject(j, "queue");
-  cJSON_AddNumberToObject(q, "waiting_stable", (double)n_new);
-  cJSON_AddNumberToObject(q, "queued", (double)n_queued);
-  cJSON_AddNumberToObject(q, "running", g.running);
+  cJSON_AddNumberToObject(q, "waiting_stable", (double)c.n[ST_NEW]);
+  cJSON_AddNumberToObject(q, "queued", (double)c.n[ST_QUEUED]);
+  cJSON_AddNumberToObject(q, "running", (double)qs.running);
   /* Studies in each final state (a study counts once). */
-  cJSON_AddNumberToObject(j, "done", (double)n[ST_DONE]);
-  cJSON_AddNumberToObject(j, "failed", (double)n[ST_FAILED]);
-  cJSON_AddNumberToObject(j, "skipped", (double)n[ST_SKIPPED]);
-  cJSON_AddNumberToObject(j, "analyses", (double)g.n_timed);
-  cJSON_AddNumberToObject(j, "mean_analysis_seconds", g.n_timed ? g.total_seconds / (double)g.n_timed : 0.0);
-  cJSON_AddNumberToObject(j, "last_change", (double)g.last_change);
-  cJSON_AddBoolToObject(j, "catching_up", g.catching_up || !g.threads_started);
-  pthread_mutex_unlock(&g.mu);
+  cJSON_AddNumberToObject(j, "done", (double)c.n[ST_DONE]);
+  cJSON_AddNumberToObject(j, "failed", (double)c.n[ST_FAILED]);
+  cJSON_AddNumberToObject(j, "skipped", (double)c.n[ST_SKIPPED]);
+  cJSON_AddNumberToObject(j, "analyses", (double)c.analyses);
+  cJSON_AddNumberToObject(j, "mean_analysis_seconds", c.mean_seconds);
+  cJSON_AddNumberToObject(j, "last_change", (double)qs.last_change);
+  cJSON_AddBoolToObject(j, "catching_up", qs.catching_up);
   cJSON_AddNumberToObject(j, "workers", g.cfg.workers);
   cJSON_AddNumberToObject(j, "threads", g.cfg.threads);
   cJSON_AddBoolToObject(j, "write_reports", g.cfg.write_reports);
@@ -150,56 +149,16 @@ static OrthancPluginErrorCode r_status(OrthancPluginRestOutput *out, const char 
   return 0;
 }
 
-static cJSON *study_answer_locked(const study_t *s) {
-  cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "study", s->id);
-  cJSON_AddStringToObject(j, "state", s->state == ST_NEW ? "queued" : state_name(s->state));
-  if (s->state == ST_NEW) cJSON_AddStringToObject(j, "detail", "waiting for the study to become stable");
-  if (s->study_uid) cJSON_AddStringToObject(j, "study_uid", s->study_uid);
-  if (s->patient_id) cJSON_AddStringToObject(j, "patient_id", s->patient_id);
-  if (s->patient_name) cJSON_AddStringToObject(j, "patient_name", s->patient_name);
-  if (s->study_date) cJSON_AddStringToObject(j, "study_date", s->study_date);
-  if (s->state == ST_FAILED || s->state == ST_SKIPPED)
-    cJSON_AddStringToObject(j, "error", s->error ? s->error : "");
-  if (s->state == ST_DONE) {
-    if (s->sr_id) cJSON_AddStringToObject(j, "sr", s->sr_id);
-    else cJSON_AddNullToObject(j, "sr");
-    if (s->sr_uid[0]) cJSON_AddStringToObject(j, "sr_sop_instance_uid", s->sr_uid);
-    cJSON_AddStringToObject(j, "model", g.model_hash);
-    cJSON_AddStringToObject(j, "label_sets", g.labelsets_key);
-    if (s->analysed_at[0]) cJSON_AddStringToObject(j, "analysed_at", s->analysed_at);
-    cJSON_AddNumberToObject(j, "seconds", s->seconds);
-    cJSON *flat = cJSON_AddArrayToObject(j, "scores");
-    for (int i = 0; i < s->nf; i++) {
-      cJSON *o = cJSON_CreateObject();
-      cJSON_AddStringToObject(o, "label", s->f[i].label);
-      cJSON_AddNumberToObject(o, "probability", s->f[i].probability);
-      cJSON_AddStringToObject(o, "label_set", s->f[i].label_set);
-      cJSON_AddStringToObject(o, "modality", s->f[i].modality);
-      cJSON_AddStringToObject(o, "series_uid", s->f[i].series_uid);
-      cJSON_AddItemToArray(flat, o);
-    }
-    cJSON_AddItemToObject(j, "findings", s->findings ? cJSON_Duplicate(s->findings, 1) : cJSON_CreateNull());
-  }
-  return j;
-}
-
 /* ---- GET studies/{id} ---- */
-static OrthancPluginErrorCode r_study(OrthancPluginRestOutput *out, const char *url,
+OrthancPluginErrorCode rest_study(OrthancPluginRestOutput *out, const char *url,
                                       const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
   const char *id = req->groups[0];
   if (!valid_id(id)) { answer_error(out, 400, "not an Orthanc study ID: %s", id); return 0; }
-  pthread_mutex_lock(&g.mu);
-  study_t *s = study_find(id);
-  cJSON *j = NULL;
-  int status = 404;
-  if (s && s->state != ST_NONE) {
-    j = study_answer_locked(s);
-    status = (s->state == ST_NEW || s->state == ST_QUEUED || s->state == ST_RUNNING) ? 202 : 200;
-  }
-  pthread_mutex_unlock(&g.mu);
+  int pending = 0;
+  cJSON *j = index_study_json(id, &pending);
+  int status = pending ? 202 : 200;
   if (!j) {
     int st;
     char uri[128];
@@ -208,7 +167,7 @@ static OrthancPluginErrorCode r_study(OrthancPluginRestOutput *out, const char *
     cJSON_Delete(e);
     if (st == 200)
       answer_error(out, 404, "study %s has not been analysed (POST %sstudies/%s/analyze to queue it)",
-                   id, root(), id);
+                   id, rest_root(), id);
     else
       answer_error(out, 404, "unknown study: %s", id);
     return 0;
@@ -218,7 +177,7 @@ static OrthancPluginErrorCode r_study(OrthancPluginRestOutput *out, const char *
 }
 
 /* ---- POST studies/{id}/analyze ---- */
-static OrthancPluginErrorCode r_analyze(OrthancPluginRestOutput *out, const char *url,
+OrthancPluginErrorCode rest_analyze(OrthancPluginRestOutput *out, const char *url,
                                         const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Post) { not_allowed(out, "POST"); return 0; }
@@ -230,7 +189,7 @@ static OrthancPluginErrorCode r_analyze(OrthancPluginRestOutput *out, const char
   cJSON *e = orth_get_json(uri, &st);
   cJSON_Delete(e);
   if (st != 200) { answer_error(out, 404, "unknown study: %s", id); return 0; }
-  plugin_enqueue(id, 1);
+  plugin_event(id, EV_ANALYZE, 1);
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "study", id);
   cJSON_AddStringToObject(j, "state", "queued");
@@ -239,26 +198,7 @@ static OrthancPluginErrorCode r_analyze(OrthancPluginRestOutput *out, const char
 }
 
 /* ---- GET findings ---- */
-typedef struct {
-  const study_t *s;
-  const finding_t *f;
-} hit_t;
-
-static int cmp_hit(const void *a, const void *b) {
-  double pa = ((const hit_t *)a)->f->probability, pb = ((const hit_t *)b)->f->probability;
-  return pa < pb ? 1 : pa > pb ? -1 : 0;
-}
-
-static void add_study_fields(cJSON *o, const study_t *s) {
-  cJSON_AddStringToObject(o, "study", s->id);
-  cJSON_AddStringToObject(o, "study_uid", s->study_uid ? s->study_uid : "");
-  cJSON_AddStringToObject(o, "patient_id", s->patient_id ? s->patient_id : "");
-  cJSON_AddStringToObject(o, "patient_name", s->patient_name ? s->patient_name : "");
-  cJSON_AddStringToObject(o, "study_date", s->study_date ? s->study_date : "");
-  if (s->sr_id) cJSON_AddStringToObject(o, "sr", s->sr_id);
-}
-
-static OrthancPluginErrorCode r_findings(OrthancPluginRestOutput *out, const char *url,
+OrthancPluginErrorCode rest_findings(OrthancPluginRestOutput *out, const char *url,
                                          const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
@@ -278,67 +218,13 @@ static OrthancPluginErrorCode r_findings(OrthancPluginRestOutput *out, const cha
   if (parse_limit(req, 100, &limit)) { answer_error(out, 400, "\"limit\" must be a positive integer"); return 0; }
   const char *lset = get_arg(req, "label-set");
   const char *mod = get_arg(req, "modality");
-  pthread_mutex_lock(&g.mu);
-  size_t cap = 256, n = 0;
-  hit_t *hits = malloc(cap * sizeof *hits);
-  for (size_t i = 0; i < g.table_size && hits; i++)
-    for (study_t *s = g.table[i]; s; s = s->next) {
-      if (s->state != ST_DONE) continue;
-      /* Best matching finding of each study. */
-      const finding_t *best = NULL;
-      for (int k = 0; k < s->nf; k++) {
-        const finding_t *f = &s->f[k];
-        if (strcasecmp(f->label, label) != 0 || f->probability < minp) continue;
-        if (lset && strcasecmp(f->label_set, lset) != 0) continue;
-        if (mod && strcasecmp(f->modality, mod) != 0) continue;
-        if (!best || f->probability > best->probability) best = f;
-      }
-      if (!best) continue;
-      if (n == cap) {
-        hit_t *nh = realloc(hits, 2 * cap * sizeof *nh);
-        if (!nh) break;
-        hits = nh;
-        cap *= 2;
-      }
-      hits[n].s = s;
-      hits[n].f = best;
-      n++;
-    }
-  if (hits) qsort(hits, n, sizeof *hits, cmp_hit);
-  cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "label", label);
-  cJSON_AddNumberToObject(j, "min_probability", minp);
-  cJSON_AddNumberToObject(j, "count", (double)(n < (size_t)limit ? n : (size_t)limit));
-  cJSON *arr = cJSON_AddArrayToObject(j, "studies");
-  for (size_t i = 0; i < n && i < (size_t)limit; i++) {
-    cJSON *o = cJSON_CreateObject();
-    add_study_fields(o, hits[i].s);
-    cJSON_AddStringToObject(o, "label", hits[i].f->label);
-    cJSON_AddNumberToObject(o, "probability", hits[i].f->probability);
-    cJSON_AddStringToObject(o, "label_set", hits[i].f->label_set);
-    cJSON_AddStringToObject(o, "modality", hits[i].f->modality);
-    cJSON_AddStringToObject(o, "series_uid", hits[i].f->series_uid);
-    cJSON_AddItemToArray(arr, o);
-  }
-  pthread_mutex_unlock(&g.mu);
-  free(hits);
+  cJSON *j = index_findings_json(label, minp, lset, mod, limit);
   answer(out, 200, j);
   return 0;
 }
 
 /* ---- GET search ---- */
-typedef struct {
-  const study_t *s;
-  int series;
-  double score;
-} shit_t;
-
-static int cmp_shit(const void *a, const void *b) {
-  double pa = ((const shit_t *)a)->score, pb = ((const shit_t *)b)->score;
-  return pa < pb ? 1 : pa > pb ? -1 : 0;
-}
-
-static OrthancPluginErrorCode r_search(OrthancPluginRestOutput *out, const char *url,
+OrthancPluginErrorCode rest_search(OrthancPluginRestOutput *out, const char *url,
                                        const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
@@ -357,53 +243,14 @@ static OrthancPluginErrorCode r_search(OrthancPluginRestOutput *out, const char 
     answer_error(out, 400, "cannot embed the text: %s", err);
     return 0;
   }
-  pthread_mutex_lock(&g.mu);
-  size_t cap = 256, n = 0;
-  shit_t *hits = malloc(cap * sizeof *hits);
-  for (size_t i = 0; i < g.table_size && hits; i++)
-    for (study_t *s = g.table[i]; s; s = s->next) {
-      if (s->state != ST_DONE || s->nemb == 0) continue;
-      int best = -1;
-      double bs = -2;
-      for (int k = 0; k < s->nemb; k++) {
-        if (mod && strcasecmp(s->emb[k].modality, mod) != 0) continue;
-        double d = 0;
-        for (int x = 0; x < g.dim; x++) d += (double)q[x] * s->emb[k].v[x];
-        if (d > bs) { bs = d; best = k; }
-      }
-      if (best < 0) continue;
-      if (n == cap) {
-        shit_t *nh = realloc(hits, 2 * cap * sizeof *nh);
-        if (!nh) break;
-        hits = nh;
-        cap *= 2;
-      }
-      hits[n].s = s;
-      hits[n].series = best;
-      hits[n].score = bs;
-      n++;
-    }
-  if (hits) qsort(hits, n, sizeof *hits, cmp_shit);
-  cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "text", text);
-  cJSON *arr = cJSON_AddArrayToObject(j, "studies");
-  for (size_t i = 0; i < n && i < (size_t)limit; i++) {
-    cJSON *o = cJSON_CreateObject();
-    add_study_fields(o, hits[i].s);
-    cJSON_AddNumberToObject(o, "similarity", hits[i].score);
-    cJSON_AddStringToObject(o, "series_uid", hits[i].s->emb[hits[i].series].series_uid);
-    cJSON_AddStringToObject(o, "modality", hits[i].s->emb[hits[i].series].modality);
-    cJSON_AddItemToArray(arr, o);
-  }
-  pthread_mutex_unlock(&g.mu);
-  free(hits);
+  cJSON *j = index_search_json(text, q, mod, limit);
   free(q);
   answer(out, 200, j);
   return 0;
 }
 
 /* ---- POST classify ---- */
-static OrthancPluginErrorCode r_classify(OrthancPluginRestOutput *out, const char *url,
+OrthancPluginErrorCode rest_classify(OrthancPluginRestOutput *out, const char *url,
                                          const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Post) { not_allowed(out, "POST"); return 0; }
@@ -434,7 +281,7 @@ static OrthancPluginErrorCode r_classify(OrthancPluginRestOutput *out, const cha
 }
 
 /* ---- GET label-sets ---- */
-static OrthancPluginErrorCode r_label_sets(OrthancPluginRestOutput *out, const char *url,
+OrthancPluginErrorCode rest_label_sets(OrthancPluginRestOutput *out, const char *url,
                                            const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
@@ -446,32 +293,15 @@ static OrthancPluginErrorCode r_label_sets(OrthancPluginRestOutput *out, const c
 }
 
 /* ---- anything else under Root ---- */
-static OrthancPluginErrorCode r_unknown(OrthancPluginRestOutput *out, const char *url,
+OrthancPluginErrorCode rest_unknown(OrthancPluginRestOutput *out, const char *url,
                                         const OrthancPluginHttpRequest *req) {
   (void)req;
   answer_error(out, 404, "no such UniMed route: %s", url);
   return 0;
 }
 
-static void reg(const char *suffix, OrthancPluginRestCallback cb) {
-  char re[512];
-  snprintf(re, sizeof re, "%s%s", root(), suffix);
-  OrthancPluginRegisterRestCallbackNoLock(g.ctx, re, cb);
-}
-
-void rest_register(void) {
-  reg("status", r_status);
-  reg("studies/([^/]+)", r_study);
-  reg("studies/([^/]+)/analyze", r_analyze);
-  reg("findings", r_findings);
-  reg("search", r_search);
-  reg("classify", r_classify);
-  reg("label-sets", r_label_sets);
-  reg(".*", r_unknown);
-}
-
 /* ---- disabled: say why ---- */
-static OrthancPluginErrorCode r_disabled_status(OrthancPluginRestOutput *out, const char *url,
+OrthancPluginErrorCode rest_disabled_status(OrthancPluginRestOutput *out, const char *url,
                                                 const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
@@ -483,7 +313,7 @@ static OrthancPluginErrorCode r_disabled_status(OrthancPluginRestOutput *out, co
   return 0;
 }
 
-static OrthancPluginErrorCode r_disabled(OrthancPluginRestOutput *out, const char *url,
+OrthancPluginErrorCode rest_disabled(OrthancPluginRestOutput *out, const char *url,
                                          const OrthancPluginHttpRequest *req) {
   (void)url;
   (void)req;
@@ -491,19 +321,14 @@ static OrthancPluginErrorCode r_disabled(OrthancPluginRestOutput *out, const cha
   return 0;
 }
 
-void rest_register_disabled(void) {
-  reg("status", r_disabled_status);
-  reg(".*", r_disabled);
-}
-
 /* ---- Orthanc Explorer ---- */
-void explorer_register(void) {
+void rest_register_explorer(void) {
   /* The script reads the REST root from this first line. */
   const char *js = unimed_explorer_js;
-  size_t n = strlen(js) + strlen(root()) + 64;
+  size_t n = strlen(js) + strlen(rest_root()) + 64;
   char *full = malloc(n);
   if (!full) return;
-  snprintf(full, n, "var UNIMED_ROOT = '%s';\n%s", root(), js);
+  snprintf(full, n, "var UNIMED_ROOT = '%s';\n%s", rest_root(), js);
   OrthancPluginExtendOrthancExplorer(g.ctx, full);
   free(full);
 }

@@ -1,0 +1,80 @@
+/* UniMed for Orthanc — the in-memory index: every study the plugin knows of,
+ * its state, and for analysed studies the findings (flattened, for
+ * `findings`) and the per-series image embeddings (for `search`).
+ *
+ * Functions named index_* take g.mu themselves (for REST); study_* and
+ * *_locked expect the caller to hold g.mu. */
+#ifndef UNIMED_PLUGIN_INDEX_H
+#define UNIMED_PLUGIN_INDEX_H
+
+#include <stdint.h>
+
+#include "plugin_internal.h"
+#include "study_state.h"
+
+typedef struct {
+  char *label, *label_set, *modality, *series_uid;
+  double probability;
+} finding_t;
+
+typedef struct {
+  char series_uid[65];
+  char modality[17];
+  float *v; /* dim floats */
+} series_emb_t;
+
+typedef struct study {
+  char id[64];
+  int state;         /* enum study_state: changed only by study_apply_locked() */
+  int rerun;         /* an event arrived while running: check again after */
+  int force;         /* POST analyze: analyse even if up to date */
+  int elsewhere;     /* skipped because another server holds the claim */
+  int64_t checked_seq; /* /changes position read when the last check started */
+  char *error;
+  char *sr_id;
+  char sr_uid[65];
+  char *patient_id, *patient_name, *study_date, *study_uid;
+  char fingerprint[17];
+  cJSON *findings;   /* as stored in UniMedFindings */
+  finding_t *f;
+  int nf;
+  series_emb_t *emb;
+  int nemb;
+  double seconds;
+  char analysed_at[32];
+  struct study *next;
+} study_t;
+
+/* ---- with g.mu held ---- */
+study_t *study_find(const char *id);
+study_t *study_get(const char *id); /* creates it (state none) when unknown */
+void study_clear_result(study_t *s);
+void study_set_patient_info(study_t *s, const cJSON *orthanc_study);
+/* Fills s's findings from a findings JSON (takes ownership). */
+void study_set_findings(study_t *s, cJSON *findings);
+int study_set_embeddings_json(study_t *s, const cJSON *emb);
+/* Calls fn for every study. */
+void study_for_each_locked(void (*fn)(study_t *s, void *arg), void *arg);
+void index_note_analysis_locked(double seconds);
+void study_free_all(void);
+
+cJSON *embeddings_to_json(const unimed_study_result *r, int dim);
+
+/* ---- for REST (take g.mu) ---- */
+typedef struct {
+  long n[ST_COUNT];       /* studies per state */
+  long long analyses;     /* engine runs */
+  double mean_seconds;
+} index_counts_t;
+void index_counts(index_counts_t *c);
+/* A study's answer for GET studies/{id}; NULL when the plugin knows nothing
+ * of it. *pending: 1 while new, queued or running. */
+cJSON *index_study_json(const char *id, int *pending);
+/* The studies whose best finding `label` has at least min_p (optionally of
+ * one label set / modality), best first, at most limit. */
+cJSON *index_findings_json(const char *label, double min_p, const char *label_set,
+                           const char *modality, int limit);
+/* The studies whose image embeddings are nearest to q (g.dim floats). */
+cJSON *index_search_json(const char *text, const float *q, const char *modality, int limit);
+
+#endif

@@ -1,0 +1,406 @@
+/* The work queue, the journal (one global property: the queue and the
+ * position in /changes) and the catch-up at start (rebuild of the index from
+ * Orthanc's metadata, replay of /changes). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "journal.h"
+
+static struct {
+  study_t **ring; /* FIFO */
+  size_t cap, head, len;
+  long running;
+  int stop;
+  int started;
+  int catching_up;
+  int dirty;
+  int64_t last_change;
+  pthread_t journal_thread;
+  pthread_t *workers;
+  int n_workers;
+} q = {.last_change = -1};
+
+/* ======================================================================
+ * the queue and the state machine's actions
+ * ==================================================================== */
+
+static int queue_push_locked(study_t *s) {
+  if (q.len == q.cap) {
+    size_t nc = q.cap ? q.cap * 2 : 256;
+    study_t **nq = malloc(nc * sizeof *nq);
+    if (!nq) return -1;
+    for (size_t i = 0; i < q.len; i++) nq[i] = q.ring[(q.head + i) % q.cap];
+    free(q.ring);
+    q.ring = nq;
+    q.cap = nc;
+    q.head = 0;
+  }
+  q.ring[(q.head + q.len) % q.cap] = s;
+  q.len++;
+  return 0;
+}
+
+const study_transition_t *study_apply_locked(study_t *s, enum study_event ev, int force) {
+  /* A forced request joins a queued or running analysis as forced. */
+  if (force) s->force = 1;
+  const study_transition_t *t = study_transition((enum study_state)s->state, ev);
+  if (!t) return NULL;
+  switch (t->action) {
+    case ACT_ENQUEUE:
+      if (queue_push_locked(s) != 0) return NULL;
+      pthread_cond_broadcast(&g.cv);
+      break;
+    case ACT_RERUN:
+      s->rerun = 1;
+      break;
+    case ACT_FORGET:
+      study_clear_result(s);
+      break;
+    case ACT_RESULT:
+    case ACT_NONE:
+      break;
+  }
+  s->state = t->to;
+  q.dirty = 1;
+  return t;
+}
+
+int plugin_event(const char *id, enum study_event ev, int force) {
+  pthread_mutex_lock(&g.mu);
+  study_t *s = study_get(id);
+  int r = 0;
+  if (s) {
+    r = s->state != ST_QUEUED && s->state != ST_RUNNING;
+    study_apply_locked(s, ev, force);
+  }
+  pthread_mutex_unlock(&g.mu);
+  return r;
+}
+
+study_t *queue_pop_locked(void) {
+  while (q.len) {
+    study_t *s = q.ring[q.head];
+    q.head = (q.head + 1) % q.cap;
+    q.len--;
+    if (s->state == ST_QUEUED) return s; /* else forgotten since */
+  }
+  return NULL;
+}
+
+study_t *queue_wait_locked(void) {
+  for (;;) {
+    while (!q.stop && (q.catching_up || q.len == 0)) pthread_cond_wait(&g.cv, &g.mu);
+    if (q.stop) return NULL;
+    study_t *s = queue_pop_locked();
+    if (s && study_apply_locked(s, EV_DEQUEUE, 0)) return s;
+  }
+}
+
+void queue_note_running_locked(int delta) { q.running += delta; }
+
+void queue_status(queue_status_t *st) {
+  pthread_mutex_lock(&g.mu);
+  st->running = q.running;
+  st->last_change = q.last_change;
+  st->catching_up = q.catching_up || !q.started;
+  pthread_mutex_unlock(&g.mu);
+}
+
+void journal_mark_dirty_locked(void) { q.dirty = 1; }
+
+void queue_free(void) {
+  free(q.ring);
+  q.ring = NULL;
+  q.cap = q.len = q.head = 0;
+}
+
+/* ======================================================================
+ * the journal
+ * ==================================================================== */
+
+static void add_pending(study_t *s, void *arg) {
+  cJSON *p = arg;
+  if (s->state != ST_NEW && s->state != ST_QUEUED && s->state != ST_RUNNING) return;
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "id", s->id);
+  cJSON_AddStringToObject(o, "state", s->state == ST_NEW ? "new" : "queued");
+  if (s->force) cJSON_AddBoolToObject(o, "force", 1);
+  cJSON_AddItemToArray(p, o);
+}
+
+static void persist(void) {
+  pthread_mutex_lock(&g.mu);
+  if (!q.dirty) {
+    pthread_mutex_unlock(&g.mu);
+    return;
+  }
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddNumberToObject(j, "version", 1);
+  cJSON_AddNumberToObject(j, "last_change", (double)q.last_change);
+  cJSON *p = cJSON_AddArrayToObject(j, "pending");
+  study_for_each_locked(add_pending, p);
+  q.dirty = 0;
+  pthread_mutex_unlock(&g.mu);
+  char *txt = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  if (txt) {
+    if (OrthancPluginSetGlobalProperty(g.ctx, g.cfg.journal_property, txt) != OrthancPluginErrorCode_Success) {
+      log_warning("UniMed: cannot store the journal in global property %d", g.cfg.journal_property);
+      pthread_mutex_lock(&g.mu);
+      q.dirty = 1;
+      pthread_mutex_unlock(&g.mu);
+    }
+    free(txt);
+  }
+}
+
+/* Replays /changes from q.last_change. */
+static void replay_changes(void) {
+  for (;;) {
+    char uri[128];
+    pthread_mutex_lock(&g.mu);
+    int64_t since = q.last_change;
+    pthread_mutex_unlock(&g.mu);
+    snprintf(uri, sizeof uri, "/changes?since=%lld&limit=1000", (long long)since);
+    cJSON *j = orth_get_json(uri, NULL);
+    if (!j) return;
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(j, "Changes");
+    const cJSON *c;
+    pthread_mutex_lock(&g.mu);
+    cJSON_ArrayForEach(c, ch) {
+      const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "ChangeType"));
+      const char *rt = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "ResourceType"));
+      const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "ID"));
+      const cJSON *seqj = cJSON_GetObjectItemCaseSensitive(c, "Seq");
+      if (!type || !rt || !id || !cJSON_IsNumber(seqj) || strcmp(rt, "Study") != 0) continue;
+      int64_t seq = (int64_t)seqj->valuedouble;
+      if (strcmp(type, "NewStudy") == 0) {
+        study_t *s = study_get(id);
+        if (s && seq > s->checked_seq) study_apply_locked(s, EV_NEW_STUDY, 0);
+      } else if (strcmp(type, "StableStudy") == 0) {
+        study_t *s = study_get(id);
+        /* Already checked after this change was logged: nothing new. */
+        if (s && seq > s->checked_seq) study_apply_locked(s, EV_STABLE, 0);
+      } else if (strcmp(type, "Deleted") == 0) {
+        study_t *s = study_find(id);
+        if (s) study_apply_locked(s, EV_DELETED, 0);
+      }
+    }
+    const cJSON *last = cJSON_GetObjectItemCaseSensitive(j, "Last");
+    int done = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "Done"));
+    if (cJSON_IsNumber(last) && (int64_t)last->valuedouble > q.last_change) {
+      q.last_change = (int64_t)last->valuedouble;
+      q.dirty = 1;
+    }
+    pthread_mutex_unlock(&g.mu);
+    cJSON_Delete(j);
+    if (done || !cJSON_IsNumber(last) || (int64_t)last->valuedouble <= since) return;
+  }
+}
+
+/* ======================================================================
+ * the rebuild at start
+ * ==================================================================== */
+
+void study_fetch_stored_results(const char *id, cJSON **findings, cJSON **emb) {
+  buf_t b;
+  *findings = *emb = NULL;
+  if (orth_meta_get(id, g.cfg.meta_findings, &b, NULL) == 200 && b.data)
+    *findings = cJSON_ParseWithLength(b.data, b.len);
+  buf_free(&b);
+  char uri[256];
+  snprintf(uri, sizeof uri, "/studies/%s/attachments/%s/data", id, g.cfg.attach_emb);
+  if (orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, &b, NULL) == 200 && b.data)
+    *emb = cJSON_ParseWithLength(b.data, b.len);
+  buf_free(&b);
+}
+
+/* Applies a stored record's result fields to the index. */
+static void load_record(study_t *s, const study_record *r) {
+  study_clear_result(s);
+  if (r->sr[0]) s->sr_id = xstrdup(r->sr);
+  snprintf(s->sr_uid, sizeof s->sr_uid, "%s", r->sr_uid);
+  snprintf(s->fingerprint, sizeof s->fingerprint, "%s", r->fingerprint);
+  snprintf(s->analysed_at, sizeof s->analysed_at, "%s", r->time);
+  s->seconds = r->seconds;
+}
+
+/* At start: the index of findings and embeddings from Orthanc's metadata,
+ * and the studies left running by a crash. */
+static void rebuild_index(void) {
+  cJSON *studies = orth_get_json("/studies?expand", NULL);
+  const cJSON *st;
+  long n_loaded = 0, n_requeued = 0;
+  time_t now = time(NULL);
+  cJSON_ArrayForEach(st, studies) {
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "ID"));
+    if (!id) continue;
+    buf_t b;
+    if (orth_meta_get(id, g.cfg.meta_state, &b, NULL) != 200 || !b.data) {
+      buf_free(&b);
+      continue;
+    }
+    cJSON *state = cJSON_ParseWithLength(b.data, b.len);
+    buf_free(&b);
+    study_record rec;
+    int ok = study_record_from_json(state, &rec) == 0;
+    cJSON_Delete(state);
+    if (!ok) continue;
+    cJSON *findings = NULL, *emb = NULL;
+    if (rec.state == ST_DONE) study_fetch_stored_results(id, &findings, &emb);
+    pthread_mutex_lock(&g.mu);
+    study_t *s = study_get(id);
+    if (s) {
+      if (rec.state == ST_DONE && study_transition(s->state, EV_LOAD_DONE)) {
+        study_set_patient_info(s, st);
+        load_record(s, &rec);
+        study_set_findings(s, findings);
+        findings = NULL;
+        if (emb) study_set_embeddings_json(s, emb);
+        study_apply_locked(s, EV_LOAD_DONE, 0);
+        n_loaded++;
+      } else if (rec.state == ST_FAILED && study_transition(s->state, EV_LOAD_FAILED)) {
+        study_set_patient_info(s, st);
+        load_record(s, &rec);
+        s->error = xstrdup(rec.error);
+        study_apply_locked(s, EV_LOAD_FAILED, 0);
+      } else if (rec.state == ST_RUNNING) {
+        /* Interrupted: ours (same identity), or another server's whose lease ran out. */
+        int mine = strcmp(rec.owner, g.cfg.server_id) == 0;
+        int expired = now - (time_t)rec.since > g.cfg.claim_lease;
+        if ((mine || expired) && study_apply_locked(s, EV_RECOVER, 0)) n_requeued++;
+      }
+    }
+    pthread_mutex_unlock(&g.mu);
+    cJSON_Delete(findings);
+    cJSON_Delete(emb);
+  }
+  cJSON_Delete(studies);
+  log_warning("UniMed: index rebuilt: %ld analysed studies, %ld interrupted analyses queued again",
+              n_loaded, n_requeued);
+}
+
+static void journal_start(void) {
+  int64_t stored = -1;
+  cJSON *pending = NULL;
+  char *txt = OrthancPluginGetGlobalProperty(g.ctx, g.cfg.journal_property, "");
+  if (txt) {
+    cJSON *j = txt[0] ? cJSON_Parse(txt) : NULL;
+    OrthancPluginFreeString(g.ctx, txt);
+    if (j) {
+      const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "last_change");
+      if (cJSON_IsNumber(l)) stored = (int64_t)l->valuedouble;
+      pending = cJSON_DetachItemFromObjectCaseSensitive(j, "pending");
+      cJSON_Delete(j);
+    }
+  }
+  rebuild_index();
+  long n_pending = 0;
+  pthread_mutex_lock(&g.mu);
+  const cJSON *p;
+  cJSON_ArrayForEach(p, pending) {
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "id"));
+    if (!id) continue;
+    study_t *s = study_get(id);
+    if (!s) continue;
+    /* "new": recorded but never analysed; Orthanc forgets unstable studies
+     * over a restart, so no StableStudy will come: check it now. */
+    study_apply_locked(s, EV_RECOVER, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "force")));
+    n_pending++;
+  }
+  pthread_mutex_unlock(&g.mu);
+  cJSON_Delete(pending);
+  if (stored < 0) {
+    /* First start: begin at the end of the log (existing studies are not
+     * analysed unless asked with POST .../analyze). */
+    stored = orth_last_change();
+    if (stored < 0) stored = 0;
+  }
+  pthread_mutex_lock(&g.mu);
+  q.last_change = stored;
+  q.dirty = 1;
+  pthread_mutex_unlock(&g.mu);
+  replay_changes();
+  pthread_mutex_lock(&g.mu);
+  q.catching_up = 0;
+  pthread_cond_broadcast(&g.cv);
+  log_warning("UniMed: caught up: %ld pending studies from the journal, now at change %lld, %zu queued",
+              n_pending, (long long)q.last_change, q.len);
+  pthread_mutex_unlock(&g.mu);
+  persist();
+}
+
+static void recheck_elsewhere(study_t *s, void *arg) {
+  (void)arg;
+  if (s->state == ST_SKIPPED && s->elsewhere) study_apply_locked(s, EV_RECHECK, 0);
+}
+
+static void *journal_main(void *arg) {
+  (void)arg;
+  journal_start();
+  double last_replay = now_seconds(), last_claims = last_replay;
+  pthread_mutex_lock(&g.mu);
+  while (!q.stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 300 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    pthread_cond_timedwait(&g.cv, &g.mu, &ts);
+    if (q.stop) break;
+    pthread_mutex_unlock(&g.mu);
+    if (now_seconds() - last_replay >= 1.0) {
+      replay_changes();
+      last_replay = now_seconds();
+    }
+    if (now_seconds() - last_claims >= 60.0) {
+      /* Studies claimed by another server: look again (it may be done, or
+       * its claim may have expired because it died). */
+      pthread_mutex_lock(&g.mu);
+      study_for_each_locked(recheck_elsewhere, NULL);
+      pthread_mutex_unlock(&g.mu);
+      last_claims = now_seconds();
+    }
+    persist();
+    pthread_mutex_lock(&g.mu);
+  }
+  pthread_mutex_unlock(&g.mu);
+  return NULL;
+}
+
+/* ======================================================================
+ * threads
+ * ==================================================================== */
+
+void threads_start(void *(*worker_main)(void *), void **worker_args, int n_workers) {
+  if (q.started) return;
+  q.stop = 0;
+  q.catching_up = 1;
+  q.workers = calloc((size_t)n_workers, sizeof(pthread_t));
+  if (!q.workers) return;
+  q.n_workers = n_workers;
+  pthread_create(&q.journal_thread, NULL, journal_main, NULL);
+  for (int i = 0; i < n_workers; i++) pthread_create(&q.workers[i], NULL, worker_main, worker_args[i]);
+  q.started = 1;
+  log_warning("UniMed: %d worker(s) started", n_workers);
+}
+
+void threads_stop(void) {
+  if (!q.started) return;
+  pthread_mutex_lock(&g.mu);
+  q.stop = 1;
+  pthread_cond_broadcast(&g.cv);
+  pthread_mutex_unlock(&g.mu);
+  pthread_join(q.journal_thread, NULL);
+  for (int i = 0; i < q.n_workers; i++) pthread_join(q.workers[i], NULL);
+  free(q.workers);
+  q.workers = NULL;
+  q.started = 0;
+  /* Anything still queued is written for the next start. */
+  pthread_mutex_lock(&g.mu);
+  q.dirty = 1;
+  pthread_mutex_unlock(&g.mu);
+  persist();
+  log_warning("UniMed: workers stopped");
+}

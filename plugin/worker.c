@@ -1,0 +1,370 @@
+/* The analysis of one study (claim, fetch, engine, SR, results, record)
+ * and the worker threads that run it, one study at a time each. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "journal.h"
+#include "worker.h"
+
+typedef struct {
+  int state;           /* ST_DONE, ST_FAILED, ST_SKIPPED, ST_NONE (deleted) */
+  int unchanged;       /* already up to date: index untouched */
+  int analysed;        /* the engine ran (for the mean analysis time) */
+  int elsewhere;       /* another server holds the claim */
+  char error[600];
+  char fingerprint[17];
+  char *sr_id;
+  char sr_uid[65];
+  cJSON *findings;
+  cJSON *emb;
+  cJSON *study_json;
+  double seconds;
+  char time[32];
+} outcome_t;
+
+static int is_non_image_modality(const char *m) {
+  static const char *const skip[] = {"SR", "KO", "PR", "DOC", "REG", "RTSTRUCT", "RTPLAN",
+                                     "RTRECORD", "FID", "PLAN", "AU", "ECG", "HD", NULL};
+  if (!m) return 0;
+  for (int i = 0; skip[i]; i++)
+    if (strcasecmp(m, skip[i]) == 0) return 1;
+  return 0;
+}
+
+static int modality_wanted(const char *m) {
+  if (g.cfg.n_modalities == 0) return 1;
+  for (int i = 0; i < g.cfg.n_modalities; i++)
+    if (m && strcasecmp(m, g.cfg.modalities[i]) == 0) return 1;
+  return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Writes the study record (metadata UniMedState) for state st. */
+static int put_state(const char *id, int st, const outcome_t *o, const char *etag) {
+  study_record r;
+  memset(&r, 0, sizeof r);
+  r.state = st;
+  snprintf(r.owner, sizeof r.owner, "%s", g.cfg.server_id);
+  r.since = (double)time(NULL);
+  now_iso(r.time);
+  snprintf(r.model, sizeof r.model, "%s", g.model_hash);
+  snprintf(r.label_sets, sizeof r.label_sets, "%s", g.labelsets_key);
+  if (o) {
+    snprintf(r.fingerprint, sizeof r.fingerprint, "%s", o->fingerprint);
+    if (o->sr_id) snprintf(r.sr, sizeof r.sr, "%s", o->sr_id);
+    snprintf(r.sr_uid, sizeof r.sr_uid, "%s", o->sr_uid);
+    snprintf(r.error, sizeof r.error, "%s", o->error);
+    r.seconds = o->seconds;
+  }
+  cJSON *j = study_record_to_json(&r);
+  char *txt = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  int status = txt ? orth_meta_put(id, g.cfg.meta_state, txt, etag) : 0;
+  free(txt);
+  return status;
+}
+
+/* Stores the SR unless an instance with its SOP Instance UID is already in
+ * Orthanc (re-analysis with the same model and label sets: same UID). */
+static int store_sr(const unimed_study_result *r, outcome_t *o) {
+  snprintf(o->sr_uid, sizeof o->sr_uid, "%s", r->sr_sop_instance_uid);
+  buf_t b;
+  if (r->sr_sop_instance_uid[0] &&
+      orth_call(OrthancPluginHttpMethod_Post, "/tools/lookup", NULL, r->sr_sop_instance_uid,
+                strlen(r->sr_sop_instance_uid), &b, NULL) == 200 && b.data) {
+    cJSON *l = cJSON_ParseWithLength(b.data, b.len);
+    buf_free(&b);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, l) {
+      const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "Type"));
+      const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "ID"));
+      if (type && id && strcmp(type, "Instance") == 0) {
+        o->sr_id = xstrdup(id);
+        break;
+      }
+    }
+    cJSON_Delete(l);
+    if (o->sr_id) return 0;
+  } else {
+    buf_free(&b);
+  }
+  int st = orth_call(OrthancPluginHttpMethod_Post, "/instances", NULL, r->sr, r->sr_len, &b, NULL);
+  if (st != 200 || !b.data) {
+    buf_free(&b);
+    snprintf(o->error, sizeof o->error, "Orthanc refused the SR (HTTP %d)", st);
+    return -1;
+  }
+  cJSON *a = cJSON_ParseWithLength(b.data, b.len);
+  buf_free(&b);
+  o->sr_id = xstrdup(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "ID")));
+  cJSON_Delete(a);
+  return 0;
+}
+
+static void analyse(unimed_engine *e, const char *id, int force, const char *known_fp,
+                    outcome_t *o) {
+  char uri[256];
+  int st;
+  o->study_json = NULL;
+  snprintf(uri, sizeof uri, "/studies/%s", id);
+  o->study_json = orth_get_json(uri, &st);
+  if (!o->study_json) {
+    if (st == 404) {
+      o->state = ST_NONE;
+      snprintf(o->error, sizeof o->error, "the study is not in Orthanc");
+    } else {
+      o->state = ST_FAILED;
+      snprintf(o->error, sizeof o->error, "GET %s answered HTTP %d", uri, st);
+    }
+    return;
+  }
+  snprintf(uri, sizeof uri, "/studies/%s/series", id);
+  cJSON *series = orth_get_json(uri, &st);
+  if (!series) {
+    o->state = st == 404 ? ST_NONE : ST_FAILED;
+    snprintf(o->error, sizeof o->error, "GET %s answered HTTP %d", uri, st);
+    return;
+  }
+  /* The instances of the image series to analyse. */
+  int cap = 0, n = 0;
+  const char **ids = NULL;
+  const cJSON *se;
+  cJSON_ArrayForEach(se, series) {
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(se, "MainDicomTags");
+    const char *mod = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(mt, "Modality"));
+    if (is_non_image_modality(mod) || !modality_wanted(mod)) continue;
+    const cJSON *inst;
+    cJSON_ArrayForEach(inst, cJSON_GetObjectItemCaseSensitive(se, "Instances")) {
+      if (!cJSON_IsString(inst)) continue;
+      if (n == cap) {
+        cap = cap ? cap * 2 : 64;
+        const char **ni = realloc(ids, (size_t)cap * sizeof *ni);
+        if (!ni) break;
+        ids = ni;
+      }
+      ids[n++] = inst->valuestring;
+    }
+  }
+  if (n == 0) {
+    o->state = ST_SKIPPED;
+    snprintf(o->error, sizeof o->error,
+             g.cfg.n_modalities ? "no image series of the configured Modalities"
+                                : "no image series");
+    free(ids);
+    cJSON_Delete(series);
+    return;
+  }
+  qsort(ids, (size_t)n, sizeof *ids, cmp_str);
+  uint64_t h = fnv1a64(FNV64_OFFSET, g.model_hash, strlen(g.model_hash));
+  h = fnv1a64(h, g.labelsets_key, strlen(g.labelsets_key));
+  for (int i = 0; i < n; i++) h = fnv1a64(h, ids[i], strlen(ids[i]) + 1);
+  snprintf(o->fingerprint, sizeof o->fingerprint, "%016llx", (unsigned long long)h);
+
+  if (!force && known_fp && strcmp(known_fp, o->fingerprint) == 0) {
+    o->state = ST_DONE;
+    o->unchanged = 1;
+    goto out;
+  }
+
+  /* Claim the study: a metadata write with a revision check (several
+   * servers sharing one database; needs "CheckRevisions": true). */
+  char etag[64] = "";
+  buf_t b;
+  st = orth_meta_get(id, g.cfg.meta_state, &b, etag);
+  study_record cur;
+  cJSON *curj = st == 200 && b.data ? cJSON_ParseWithLength(b.data, b.len) : NULL;
+  int have = curj && study_record_from_json(curj, &cur) == 0;
+  cJSON_Delete(curj);
+  if (have) {
+    if (!force && cur.state == ST_DONE && cur.fingerprint[0] &&
+        strcmp(cur.fingerprint, o->fingerprint) == 0) {
+      /* Analysed already (by us before a restart, or by another server). */
+      o->state = ST_DONE;
+      o->sr_id = cur.sr[0] ? xstrdup(cur.sr) : NULL;
+      snprintf(o->sr_uid, sizeof o->sr_uid, "%s", cur.sr_uid);
+      o->seconds = cur.seconds;
+      snprintf(o->time, sizeof o->time, "%s", cur.time);
+      study_fetch_stored_results(id, &o->findings, &o->emb);
+      buf_free(&b);
+      goto out;
+    }
+    if (cur.state == ST_RUNNING && cur.owner[0] && strcmp(cur.owner, g.cfg.server_id) != 0 &&
+        cur.since > 0 && time(NULL) - (time_t)cur.since <= g.cfg.claim_lease) {
+      o->state = ST_SKIPPED;
+      o->elsewhere = 1;
+      snprintf(o->error, sizeof o->error, "being analysed by %s", cur.owner);
+      buf_free(&b);
+      goto out;
+    }
+  }
+  buf_free(&b);
+  st = put_state(id, ST_RUNNING, o, etag[0] ? etag : NULL);
+  if (st == 409 || st == 412 || st == 428) {
+    o->state = ST_SKIPPED;
+    o->elsewhere = 1;
+    snprintf(o->error, sizeof o->error, "claimed by another server (HTTP %d)", st);
+    goto out;
+  }
+  if (st != 200) {
+    o->state = ST_FAILED;
+    snprintf(o->error, sizeof o->error, "cannot write metadata %s (HTTP %d)", g.cfg.meta_state, st);
+    goto out;
+  }
+
+  /* Fetch every instance and analyse. */
+  double t0 = now_seconds();
+  unimed_blob *blobs = calloc((size_t)n, sizeof *blobs);
+  buf_t *bufs = calloc((size_t)n, sizeof *bufs);
+  int nb = 0;
+  for (int i = 0; i < n && blobs && bufs; i++) {
+    snprintf(uri, sizeof uri, "/instances/%s/file", ids[i]);
+    st = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, &bufs[nb], NULL);
+    if (st != 200 || !bufs[nb].data) {
+      buf_free(&bufs[nb]);
+      continue; /* deleted meanwhile */
+    }
+    blobs[nb].name = ids[i];
+    blobs[nb].data = bufs[nb].data;
+    blobs[nb].len = bufs[nb].len;
+    nb++;
+  }
+  unimed_study_result r;
+  memset(&r, 0, sizeof r);
+  int rc = nb ? unimed_engine_analyze_blobs(e, blobs, nb, g.cfg.write_reports, &r) : -1;
+  for (int i = 0; i < nb; i++) buf_free(&bufs[i]);
+  free(bufs);
+  free(blobs);
+  o->seconds = now_seconds() - t0;
+  o->analysed = 1;
+  now_iso(o->time);
+  if (rc != 0) {
+    o->state = ST_FAILED;
+    snprintf(o->error, sizeof o->error, "%s", nb ? (r.error[0] ? r.error : "analysis failed")
+                                                 : "no instance could be read from Orthanc");
+    unimed_study_result_free(&r);
+    put_state(id, ST_FAILED, o, NULL);
+    goto out;
+  }
+  if (g.cfg.write_reports && r.sr && r.sr_len) {
+    if (store_sr(&r, o) != 0) {
+      o->state = ST_FAILED;
+      unimed_study_result_free(&r);
+      put_state(id, ST_FAILED, o, NULL);
+      goto out;
+    }
+  }
+  o->findings = r.findings;
+  r.findings = NULL;
+  o->emb = embeddings_to_json(&r, g.dim);
+  if (!r.complete && r.error[0]) {
+    cJSON *w = cJSON_GetObjectItemCaseSensitive(o->findings, "warning");
+    if (!w && cJSON_IsObject(o->findings))
+      cJSON_AddStringToObject(o->findings, "warning", r.error);
+  }
+  unimed_study_result_free(&r);
+  {
+    char *ftxt = cJSON_PrintUnformatted(o->findings);
+    int s1 = ftxt ? orth_meta_put(id, g.cfg.meta_findings, ftxt, NULL) : 0;
+    free(ftxt);
+    char *etxt = cJSON_PrintUnformatted(o->emb);
+    snprintf(uri, sizeof uri, "/studies/%s/attachments/%s", id, g.cfg.attach_emb);
+    char aetag[64];
+    int s2 = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, NULL, aetag);
+    s2 = etxt ? orth_call(OrthancPluginHttpMethod_Put, uri, s2 == 200 && aetag[0] ? aetag : NULL,
+                          etxt, strlen(etxt), NULL, NULL)
+              : 0;
+    free(etxt);
+    if (s1 != 200 || s2 != 200)
+      log_warning("UniMed: study %s: storing findings/embeddings answered HTTP %d/%d", id, s1, s2);
+  }
+  o->state = ST_DONE;
+  if (put_state(id, ST_DONE, o, NULL) != 200)
+    log_warning("UniMed: study %s: cannot write metadata %s", id, g.cfg.meta_state);
+out:
+  free(ids);
+  cJSON_Delete(series);
+}
+
+/* Takes a worker's outcome into the index, through the state machine. */
+static void finish_locked(study_t *s, outcome_t *o, int had_failed) {
+  if (o->study_json) study_set_patient_info(s, o->study_json);
+  if (o->state == ST_NONE) {
+    study_apply_locked(s, EV_FINISH_GONE, 0);
+  } else if (o->unchanged) {
+    study_apply_locked(s, had_failed ? EV_FINISH_FAILED : EV_FINISH_DONE, 0);
+  } else if (o->state == ST_DONE) {
+    study_clear_result(s);
+    s->sr_id = o->sr_id;
+    o->sr_id = NULL;
+    snprintf(s->sr_uid, sizeof s->sr_uid, "%s", o->sr_uid);
+    snprintf(s->fingerprint, sizeof s->fingerprint, "%s", o->fingerprint);
+    snprintf(s->analysed_at, sizeof s->analysed_at, "%s", o->time);
+    s->seconds = o->seconds;
+    study_set_findings(s, o->findings);
+    o->findings = NULL;
+    if (o->emb) study_set_embeddings_json(s, o->emb);
+    if (o->analysed) index_note_analysis_locked(o->seconds);
+    study_apply_locked(s, EV_FINISH_DONE, 0);
+  } else if (o->state == ST_FAILED) {
+    study_clear_result(s);
+    s->error = xstrdup(o->error);
+    snprintf(s->fingerprint, sizeof s->fingerprint, "%s", o->fingerprint);
+    snprintf(s->analysed_at, sizeof s->analysed_at, "%s", o->time[0] ? o->time : "-");
+    if (o->analysed) index_note_analysis_locked(o->seconds);
+    study_apply_locked(s, EV_FINISH_FAILED, 0);
+    log_error("UniMed: study %s: analysis failed: %s", s->id, o->error);
+  } else {
+    free(s->error);
+    s->error = xstrdup(o->error);
+    study_apply_locked(s, EV_FINISH_SKIPPED, 0);
+  }
+  s->elsewhere = o->state == ST_SKIPPED && o->elsewhere;
+  if (s->rerun || s->force) {
+    s->rerun = 0;
+    study_apply_locked(s, EV_STABLE, 0);
+  }
+}
+
+void *worker_main(void *arg) {
+  unimed_engine *e = arg;
+  pthread_mutex_lock(&g.mu);
+  for (;;) {
+    study_t *s = queue_wait_locked();
+    if (!s) break;
+    s->rerun = 0;
+    int force = s->force;
+    s->force = 0;
+    char id[64], fp[17];
+    snprintf(id, sizeof id, "%s", s->id);
+    /* A final result for this fingerprint (done, or failed) is not redone
+     * unless forced. */
+    int had_done = s->fingerprint[0] && (s->findings || s->sr_id);
+    int had_failed = !had_done && s->fingerprint[0] && s->error && s->analysed_at[0];
+    snprintf(fp, sizeof fp, "%s", s->fingerprint);
+    queue_note_running_locked(1);
+    pthread_mutex_unlock(&g.mu);
+
+    int64_t seq = orth_last_change();
+    outcome_t o;
+    memset(&o, 0, sizeof o);
+    analyse(e, id, force, had_done || had_failed ? fp : NULL, &o);
+
+    pthread_mutex_lock(&g.mu);
+    queue_note_running_locked(-1);
+    if (seq > s->checked_seq) s->checked_seq = seq;
+    finish_locked(s, &o, had_failed);
+    pthread_cond_broadcast(&g.cv);
+    free(o.sr_id);
+    cJSON_Delete(o.findings);
+    cJSON_Delete(o.emb);
+    cJSON_Delete(o.study_json);
+  }
+  pthread_mutex_unlock(&g.mu);
+  return NULL;
+}
