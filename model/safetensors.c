@@ -1,6 +1,7 @@
 /* safetensors reader and writer.
  *
- * The reader maps the file read-only and checks every header entry against
+ * The reader maps a private, sealed in-memory copy of the file (shared within
+ * the process; see st_open) read-only and checks every header entry against
  * the file before any tensor is used: known dtype, sane shape, offsets inside
  * the data section, and byte size == numel * dtype size. A lying header is
  * reported as an error naming the file and the tensor, never trusted. */
@@ -9,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +201,122 @@ int st_parse(st_file *f, const void *buf, size_t len, const char *name, char *er
   return 0;
 }
 
+/* ---- private copies of weight files ----
+ * A file is not mapped itself but copied once into a sealed memfd that is
+ * mapped instead: a file rewritten or truncated in place under a running
+ * process (an upgrade done by copying over the old model) can then neither
+ * change its results behind the hash it reported nor kill it with SIGBUS.
+ * One copy per file and process, shared by every model of the process that
+ * opens the same file (same device, inode, size and modification time); each
+ * open maps it separately, so madvise(MADV_DONTNEED) on one mapping only
+ * drops that mapping's pages (the memfd keeps the bytes). */
+typedef struct st_copy {
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  struct timespec mtime;
+  int fd;
+  int refs;
+  struct st_copy *next;
+} st_copy;
+
+static pthread_mutex_t copies_mu = PTHREAD_MUTEX_INITIALIZER;
+static st_copy *copies;
+
+static int same_file(const st_copy *c, const struct stat *st) {
+  return c->dev == st->st_dev && c->ino == st->st_ino && c->size == st->st_size &&
+         c->mtime.tv_sec == st->st_mtim.tv_sec && c->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+/* Copies fd (size bytes) into a new sealed memfd; -1 with a message. */
+static int copy_to_memfd(int fd, size_t size, const char *path, char *err, size_t errlen) {
+  int mfd = memfd_create("unimed-weights", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (mfd < 0) {
+    set_err(err, errlen, "%s: cannot create an in-memory copy: %s", path, strerror(errno));
+    return -1;
+  }
+  char *buf = malloc(1u << 20);
+  size_t done = 0;
+  while (buf && done < size) {
+    ssize_t r = pread(fd, buf, size - done < (1u << 20) ? size - done : (1u << 20), (off_t)done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    ssize_t w = 0;
+    while (w < r) {
+      ssize_t k = write(mfd, buf + w, (size_t)(r - w));
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) goto fail;
+      w += k;
+    }
+    done += (size_t)r;
+  }
+  if (done != size) goto fail;
+  free(buf);
+  if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+    set_err(err, errlen, "%s: cannot seal the in-memory copy: %s", path, strerror(errno));
+    close(mfd);
+    return -1;
+  }
+  return mfd;
+fail:
+  set_err(err, errlen, "%s: cannot copy the file into memory (%zu of %zu bytes): %s", path, done,
+          size, errno ? strerror(errno) : "the file shrank while being read");
+  free(buf);
+  close(mfd);
+  return -1;
+}
+
+/* The shared copy of the open file fd (a reference is taken). */
+static st_copy *copy_acquire(int fd, const struct stat *st, const char *path, char *err,
+                             size_t errlen) {
+  pthread_mutex_lock(&copies_mu);
+  st_copy *c = copies;
+  while (c && !same_file(c, st)) c = c->next;
+  if (c) {
+    c->refs++;
+    pthread_mutex_unlock(&copies_mu);
+    return c;
+  }
+  int mfd = copy_to_memfd(fd, (size_t)st->st_size, path, err, errlen);
+  struct stat after;
+  if (mfd >= 0 && (fstat(fd, &after) != 0 || after.st_size != st->st_size ||
+                   after.st_mtim.tv_sec != st->st_mtim.tv_sec ||
+                   after.st_mtim.tv_nsec != st->st_mtim.tv_nsec)) {
+    set_err(err, errlen, "%s: the file changed while it was being read", path);
+    close(mfd);
+    mfd = -1;
+  }
+  c = mfd >= 0 ? calloc(1, sizeof *c) : NULL;
+  if (c) {
+    c->dev = st->st_dev;
+    c->ino = st->st_ino;
+    c->size = st->st_size;
+    c->mtime = st->st_mtim;
+    c->fd = mfd;
+    c->refs = 1;
+    c->next = copies;
+    copies = c;
+  } else if (mfd >= 0) {
+    set_err(err, errlen, "%s: out of memory", path);
+    close(mfd);
+  }
+  pthread_mutex_unlock(&copies_mu);
+  return c;
+}
+
+static void copy_release(st_copy *c) {
+  if (!c) return;
+  pthread_mutex_lock(&copies_mu);
+  if (--c->refs == 0) {
+    st_copy **pp = &copies;
+    while (*pp != c) pp = &(*pp)->next;
+    *pp = c->next;
+    close(c->fd);
+    free(c);
+  }
+  pthread_mutex_unlock(&copies_mu);
+}
+
 int st_open(st_file *f, const char *path, char *err, size_t errlen) {
   memset(f, 0, sizeof *f);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -218,18 +336,23 @@ int st_open(st_file *f, const char *path, char *err, size_t errlen) {
     close(fd);
     return -1;
   }
-  void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  st_copy *copy = copy_acquire(fd, &st, path, err, errlen);
   close(fd);
+  if (!copy) return -1;
+  void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, copy->fd, 0);
   if (map == MAP_FAILED) {
     set_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+    copy_release(copy);
     return -1;
   }
   if (st_parse(f, map, size, path, err, errlen) != 0) {
     munmap(map, size);
+    copy_release(copy);
     return -1;
   }
   f->map = map;
   f->map_size = size;
+  f->copy = copy;
   f->path = strdup(path);
   return 0;
 }
@@ -238,6 +361,7 @@ void st_close(st_file *f) {
   if (!f) return;
   free_tensors(f);
   if (f->map) munmap(f->map, f->map_size);
+  copy_release(f->copy);
   free(f->path);
   memset(f, 0, sizeof *f);
 }

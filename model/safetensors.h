@@ -1,4 +1,4 @@
-/* Internal to model/: safetensors files — reader (mmap, validated header)
+/* Internal to model/: safetensors files — reader (private in-memory copy, validated header)
  * and writer. Format: 8-byte little-endian header length N, N bytes of JSON
  * {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}},
  * then the tensor bytes; offsets are relative to the end of the header. */
@@ -29,11 +29,14 @@ typedef struct {
   char *path;         /* for messages */
   void *map;          /* mmap base, NULL when parsed from a caller buffer */
   size_t map_size;
+  struct st_copy *copy; /* the in-memory copy mapped (st_open), shared in the process */
   st_tensor *tensors;
   int count;
 } st_file;
 
-/* Maps and validates a file. On failure returns -1 with a message naming
+/* Copies the file into memory once per process (a file changed in place
+ * later cannot change or break what was loaded), maps that copy and
+ * validates it. On failure returns -1 with a message naming
  * the file (and the tensor, when one is at fault) in err. */
 int st_open(st_file *f, const char *path, char *err, size_t errlen);
 /* Validates a whole file image held in memory (not copied: buf must outlive f).
