@@ -33,6 +33,9 @@ typedef struct {
   int threads;                   /* BLAS threads (0 = leave as is) */
   unimed_precision precision;    /* linear layers: FP32 (default) or BF16 (runs as
                                     FP32 on CPUs without avx512_bf16) */
+  uint64_t max_frame_bytes;      /* decode budget: a frame whose decoded size (as 32-bit
+                                    samples) is larger is refused from its header, before
+                                    anything is allocated (0: the DICOM library's default) */
   const char *manufacturer;      /* for the SR's equipment (default "UniMed for Orthanc") */
   const char *software_version;
 } unimed_engine_options;

@@ -221,6 +221,11 @@ int config_load(OrthancPluginContext *ctx, unimed_config_t *c, char *err, size_t
   }
   if (get_int(sec, "MaxClassifyBytes", 64LL << 20, 1, 1LL << 32, &v, err, n)) goto done;
   c->max_classify_bytes = v;
+  /* A frame's decoded size (32-bit samples) is checked from its header
+   * before anything is allocated: 128 MiB keeps a worker's decoding well
+   * under 1 GiB and admits 4096 x 8192 grayscale (mammography, DX). */
+  if (get_int(sec, "DecodeBudgetMB", 128, 1, 4096, &v, err, n)) goto done;
+  c->decode_budget_mb = v;
   if (get_int(sec, "ClaimLease", 3600, 10, 7 * 86400, &v, err, n)) goto done;
   c->claim_lease = (int)v;
   if (get_int(sec, "JournalProperty", UNIMED_DEFAULT_JOURNAL_PROPERTY, 1024, 2147483647LL, &v, err, n)) goto done;

@@ -22,6 +22,7 @@ typedef struct {
   int write_reports;
   char *root;            /* "/unimed/" */
   long long max_classify_bytes;
+  long long decode_budget_mb; /* "DecodeBudgetMB": largest decoded frame, per worker */
   char *cache_dir;
   int claim_lease;       /* seconds a "running" claim by another server is honoured */
   int journal_property;  /* global property holding the journal (default 4600) */

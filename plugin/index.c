@@ -57,6 +57,7 @@ study_t *study_get(const char *id) {
   if (!s) return NULL;
   strcpy(s->id, id);
   s->checked_seq = -1;
+  s->new_seq = -1;
   size_t h = hash_id(id) % ix.table_size;
   s->next = ix.table[h];
   ix.table[h] = s;
@@ -355,8 +356,26 @@ static void add_study_fields(cJSON *o, const study_t *s) {
   if (s->sr_id) cJSON_AddStringToObject(o, "sr", s->sr_id);
 }
 
-cJSON *index_findings_json(const char *label, double minp, const char *lset,
-                           const char *mod, int limit) {
+/* Appends to out the candidates (in order) that keep() accepts, up to limit
+ * items in out. Returns how many it took. */
+static int keep_some(cJSON *candidates, cJSON *out, int limit, study_keep_fn keep) {
+  int taken = 0;
+  cJSON *it;
+  while ((it = cJSON_DetachItemFromArray(candidates, 0)) != NULL) {
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "study"));
+    if (cJSON_GetArraySize(out) < limit && (!keep || (id && keep(id)))) {
+      cJSON_AddItemToArray(out, it);
+      taken++;
+    } else {
+      cJSON_Delete(it);
+    }
+  }
+  return taken;
+}
+
+/* The first `want` hits as JSON; *total: how many hits there are. */
+static cJSON *findings_candidates(const char *label, double minp, const char *lset,
+                                  const char *mod, size_t want, size_t *total) {
   pthread_mutex_lock(&g.mu);
   size_t cap = 256, n = 0;
   hit_t *hits = malloc(cap * sizeof *hits);
@@ -384,12 +403,9 @@ cJSON *index_findings_json(const char *label, double minp, const char *lset,
       n++;
     }
   if (hits) qsort(hits, n, sizeof *hits, cmp_hit);
-  cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "label", label);
-  cJSON_AddNumberToObject(j, "min_probability", minp);
-  cJSON_AddNumberToObject(j, "count", (double)(n < (size_t)limit ? n : (size_t)limit));
-  cJSON *arr = cJSON_AddArrayToObject(j, "studies");
-  for (size_t i = 0; i < n && i < (size_t)limit; i++) {
+  *total = n;
+  cJSON *arr = cJSON_CreateArray();
+  for (size_t i = 0; i < n && i < want; i++) {
     cJSON *o = cJSON_CreateObject();
     add_study_fields(o, hits[i].s);
     cJSON_AddStringToObject(o, "label", hits[i].f->label);
@@ -401,8 +417,31 @@ cJSON *index_findings_json(const char *label, double minp, const char *lset,
   }
   pthread_mutex_unlock(&g.mu);
   free(hits);
+  return arr;
+}
+
+cJSON *index_findings_json(const char *label, double minp, const char *lset, const char *mod,
+                           int limit, study_keep_fn keep) {
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "label", label);
+  cJSON_AddNumberToObject(j, "min_probability", minp);
+  cJSON *arr = cJSON_CreateArray();
+  /* Studies deleted since they were indexed are left out (keep); ask for a
+   * few more than the limit, and more again if that was not enough. */
+  for (size_t want = (size_t)limit + 16;; want *= 4) {
+    size_t total = 0;
+    cJSON *c = findings_candidates(label, minp, lset, mod, want, &total);
+    cJSON_Delete(arr);
+    arr = cJSON_CreateArray();
+    keep_some(c, arr, limit, keep);
+    cJSON_Delete(c);
+    if (cJSON_GetArraySize(arr) >= limit || total <= want) break;
+  }
+  cJSON_AddNumberToObject(j, "count", cJSON_GetArraySize(arr));
+  cJSON_AddItemToObject(j, "studies", arr);
   return j;
 }
+
 
 /* ---- GET search ---- */
 typedef struct {
@@ -416,7 +455,7 @@ static int cmp_shit(const void *a, const void *b) {
   return pa < pb ? 1 : pa > pb ? -1 : 0;
 }
 
-cJSON *index_search_json(const char *text, const float *q, const char *mod, int limit) {
+static cJSON *search_candidates(const float *q, const char *mod, size_t want, size_t *total) {
   pthread_mutex_lock(&g.mu);
   size_t cap = 256, n = 0;
   shit_t *hits = malloc(cap * sizeof *hits);
@@ -444,10 +483,9 @@ cJSON *index_search_json(const char *text, const float *q, const char *mod, int 
       n++;
     }
   if (hits) qsort(hits, n, sizeof *hits, cmp_shit);
-  cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "text", text);
-  cJSON *arr = cJSON_AddArrayToObject(j, "studies");
-  for (size_t i = 0; i < n && i < (size_t)limit; i++) {
+  *total = n;
+  cJSON *arr = cJSON_CreateArray();
+  for (size_t i = 0; i < n && i < want; i++) {
     cJSON *o = cJSON_CreateObject();
     add_study_fields(o, hits[i].s);
     cJSON_AddNumberToObject(o, "similarity", hits[i].score);
@@ -457,5 +495,23 @@ cJSON *index_search_json(const char *text, const float *q, const char *mod, int 
   }
   pthread_mutex_unlock(&g.mu);
   free(hits);
+  return arr;
+}
+
+cJSON *index_search_json(const char *text, const float *q, const char *mod, int limit,
+                         study_keep_fn keep) {
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "text", text);
+  cJSON *arr = cJSON_CreateArray();
+  for (size_t want = (size_t)limit + 16;; want *= 4) {
+    size_t total = 0;
+    cJSON *c = search_candidates(q, mod, want, &total);
+    cJSON_Delete(arr);
+    arr = cJSON_CreateArray();
+    keep_some(c, arr, limit, keep);
+    cJSON_Delete(c);
+    if (cJSON_GetArraySize(arr) >= limit || total <= want) break;
+  }
+  cJSON_AddItemToObject(j, "studies", arr);
   return j;
 }

@@ -28,6 +28,9 @@ typedef struct study {
   int state;         /* enum study_state: changed only by study_apply_locked() */
   int rerun;         /* an event arrived while running: check again after */
   int force;         /* POST analyze: analyse even if up to date */
+  int run_forced;    /* running: this run analyses even if up to date */
+  int deleted;       /* running: deleted meanwhile (Orthanc's Deleted) */
+  int64_t new_seq;   /* /changes position of the NewStudy the replay saw (-1: none) */
   int elsewhere;     /* skipped because another server holds the claim */
   int64_t checked_seq; /* /changes position read when the last check started */
   char *error;
@@ -70,11 +73,16 @@ void index_counts(index_counts_t *c);
 /* A study's answer for GET studies/{id}; NULL when the plugin knows nothing
  * of it. *pending: 1 while new, queued or running. */
 cJSON *index_study_json(const char *id, int *pending);
+/* Whether a listed study may be answered (REST: still in Orthanc); called
+ * without g.mu held. */
+typedef int (*study_keep_fn)(const char *id);
 /* The studies whose best finding `label` has at least min_p (optionally of
- * one label set / modality), best first, at most limit. */
+ * one label set / modality), best first, at most limit, those keep() refuses
+ * left out. */
 cJSON *index_findings_json(const char *label, double min_p, const char *label_set,
-                           const char *modality, int limit);
+                           const char *modality, int limit, study_keep_fn keep);
 /* The studies whose image embeddings are nearest to q (g.dim floats). */
-cJSON *index_search_json(const char *text, const float *q, const char *modality, int limit);
+cJSON *index_search_json(const char *text, const float *q, const char *modality, int limit,
+                         study_keep_fn keep);
 
 #endif

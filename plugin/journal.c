@@ -43,20 +43,35 @@ static int queue_push_locked(study_t *s) {
 }
 
 const study_transition_t *study_apply_locked(study_t *s, enum study_event ev, int force) {
-  /* A forced request joins a queued or running analysis as forced. */
-  if (force) s->force = 1;
   const study_transition_t *t = study_transition((enum study_state)s->state, ev);
-  if (!t) return NULL;
+  if (!t) {
+    /* A forced request joins a queued analysis as forced. */
+    if (force && s->state == ST_QUEUED) s->force = 1;
+    return NULL;
+  }
   switch (t->action) {
     case ACT_ENQUEUE:
       if (queue_push_locked(s) != 0) return NULL;
+      if (force) s->force = 1;
       pthread_cond_broadcast(&g.cv);
       break;
     case ACT_RERUN:
-      s->rerun = 1;
+      /* The run in progress already analyses the study as it is now when it
+       * is forced: a forced request joins it. Otherwise one more run follows
+       * (at most one, however many events arrive meanwhile). */
+      if (!(ev == EV_ANALYZE && s->run_forced)) {
+        s->rerun = 1;
+        if (force) s->force = 1;
+      }
+      break;
+    case ACT_MARK_DELETED:
+      s->deleted = 1;
       break;
     case ACT_FORGET:
       study_clear_result(s);
+      free(s->patient_id); free(s->patient_name); free(s->study_date); free(s->study_uid);
+      s->patient_id = s->patient_name = s->study_date = s->study_uid = NULL;
+      s->force = s->rerun = s->deleted = 0;
       break;
     case ACT_RESULT:
     case ACT_NONE:
@@ -77,6 +92,13 @@ int plugin_event(const char *id, enum study_event ev, int force) {
   }
   pthread_mutex_unlock(&g.mu);
   return r;
+}
+
+void plugin_study_gone(const char *id) {
+  pthread_mutex_lock(&g.mu);
+  study_t *s = study_find(id);
+  if (s) study_apply_locked(s, EV_DELETED, 0);
+  pthread_mutex_unlock(&g.mu);
 }
 
 study_t *queue_pop_locked(void) {
@@ -178,7 +200,7 @@ static void replay_changes(void) {
       int64_t seq = (int64_t)seqj->valuedouble;
       if (strcmp(type, "NewStudy") == 0) {
         study_t *s = study_get(id);
-        if (s && seq > s->checked_seq) study_apply_locked(s, EV_NEW_STUDY, 0);
+        if (s && seq > s->checked_seq && study_apply_locked(s, EV_NEW_STUDY, 0)) s->new_seq = seq;
       } else if (strcmp(type, "StableStudy") == 0) {
         study_t *s = study_get(id);
         /* Already checked after this change was logged: nothing new. */
@@ -282,7 +304,21 @@ static void rebuild_index(void) {
               n_loaded, n_requeued);
 }
 
+struct recover_arg {
+  int64_t start_seq;
+  long *n;
+};
+
+static void recover_unstable(study_t *s, void *arg) {
+  const struct recover_arg *a = arg;
+  if (s->state == ST_NEW && s->new_seq >= 0 && s->new_seq <= a->start_seq &&
+      study_apply_locked(s, EV_RECOVER, 0))
+    (*a->n)++;
+}
+
 static void journal_start(void) {
+  /* Changes up to here happened before this start. */
+  int64_t start_seq = orth_last_change();
   int64_t stored = -1;
   cJSON *pending = NULL;
   char *txt = OrthancPluginGetGlobalProperty(g.ctx, g.cfg.journal_property, "");
@@ -324,10 +360,17 @@ static void journal_start(void) {
   pthread_mutex_unlock(&g.mu);
   replay_changes();
   pthread_mutex_lock(&g.mu);
+  /* Studies whose NewStudy was logged before this start but that were never
+   * queued (the kill came before the journal recorded them): Orthanc does
+   * not carry "unstable" studies over a restart, so no StableStudy will
+   * come. Check them now. */
+  long n_unstable = 0;
+  study_for_each_locked(recover_unstable, &(struct recover_arg){start_seq, &n_unstable});
   q.catching_up = 0;
   pthread_cond_broadcast(&g.cv);
-  log_warning("UniMed: caught up: %ld pending studies from the journal, now at change %lld, %zu queued",
-              n_pending, (long long)q.last_change, q.len);
+  log_warning("UniMed: caught up: %ld pending studies from the journal, %ld left unstable by a "
+              "stop, now at change %lld, %zu queued",
+              n_pending, n_unstable, (long long)q.last_change, q.len);
   pthread_mutex_unlock(&g.mu);
   persist();
 }

@@ -20,6 +20,10 @@ const study_transition_t *study_apply_locked(study_t *s, enum study_event ev, in
  * Returns 1 when the study became queued, 0 when it was already pending. */
 int plugin_event(const char *id, enum study_event ev, int force);
 
+/* Orthanc no longer holds the study (found by a REST route before Orthanc's
+ * Deleted event arrived): the same as that event. Takes g.mu. */
+void plugin_study_gone(const char *id);
+
 /* Next queued study, or NULL. g.mu held. */
 study_t *queue_pop_locked(void);
 /* Blocks until there is work (returns the study, state running) or the

@@ -76,12 +76,7 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type,
       if (id) plugin_event(id, EV_STABLE, 0);
       break;
     case OrthancPluginChangeType_Deleted:
-      if (id && rtype == OrthancPluginResourceType_Study) {
-        pthread_mutex_lock(&g.mu);
-        study_t *s = study_find(id);
-        if (s) study_apply_locked(s, EV_DELETED, 0);
-        pthread_mutex_unlock(&g.mu);
-      }
+      if (id && rtype == OrthancPluginResourceType_Study) plugin_study_gone(id);
       break;
     default:
       break;
@@ -126,6 +121,7 @@ static int create_engines(char *err, size_t errlen) {
   o.max_slices = g.cfg.max_slices;
   o.threads = g.cfg.threads;
   o.precision = (unimed_precision)g.cfg.precision;
+  o.max_frame_bytes = (uint64_t)g.cfg.decode_budget_mb << 20;
   o.manufacturer = "UniMed for Orthanc";
   o.software_version = UNIMED_PLUGIN_VERSION;
   if (o.cache_dir && mkdir_p(o.cache_dir) != 0) {

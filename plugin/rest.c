@@ -73,21 +73,23 @@ static void url_decode(const char *in, char *out, size_t n) {
   out[o] = 0;
 }
 
-/* Decoded value of a GET argument, in a per-thread buffer slot. */
-static const char *get_arg(const OrthancPluginHttpRequest *req, const char *key) {
-  static _Thread_local char bufs[4][2048];
-  static _Thread_local int next;
+/* Decoded values of a request's GET arguments: one buffer per argument a
+ * handler reads, owned by the handler (no shared slots to overwrite). */
+typedef char arg_buf[2048];
+
+/* Decoded value of GET argument key into buf, or NULL when absent. */
+static const char *get_arg(const OrthancPluginHttpRequest *req, const char *key, arg_buf buf) {
   for (uint32_t i = 0; i < req->getCount; i++)
     if (strcmp(req->getKeys[i], key) == 0) {
-      char *b = bufs[next++ % 4];
-      url_decode(req->getValues[i], b, sizeof bufs[0]);
-      return b;
+      url_decode(req->getValues[i], buf, sizeof(arg_buf));
+      return buf;
     }
   return NULL;
 }
 
 static int parse_limit(const OrthancPluginHttpRequest *req, int def, int *out) {
-  const char *v = get_arg(req, "limit");
+  arg_buf b;
+  const char *v = get_arg(req, "limit", b);
   if (!v) { *out = def; return 0; }
   char *end;
   long l = strtol(v, &end, 10);
@@ -102,6 +104,17 @@ static int valid_id(const char *id) {
   for (size_t i = 0; i < n; i++)
     if (!isxdigit((unsigned char)id[i]) && id[i] != '-') return 0;
   return 1;
+}
+
+/* Whether Orthanc still holds the study. A study deleted a moment ago may
+ * still be in the index (Orthanc reports deletions to plugins
+ * asynchronously): REST never answers about it, and the index forgets it. */
+static int study_in_orthanc(const char *id) {
+  char uri[128];
+  snprintf(uri, sizeof uri, "/studies/%s", id);
+  int st = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, NULL, NULL);
+  if (st == 404) plugin_study_gone(id);
+  return st == 200;
 }
 
 /* ---- GET status ---- */
@@ -156,20 +169,16 @@ OrthancPluginErrorCode rest_study(OrthancPluginRestOutput *out, const char *url,
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
   const char *id = req->groups[0];
   if (!valid_id(id)) { answer_error(out, 400, "not an Orthanc study ID: %s", id); return 0; }
+  if (!study_in_orthanc(id)) {
+    answer_error(out, 404, "unknown study: %s", id);
+    return 0;
+  }
   int pending = 0;
   cJSON *j = index_study_json(id, &pending);
   int status = pending ? 202 : 200;
   if (!j) {
-    int st;
-    char uri[128];
-    snprintf(uri, sizeof uri, "/studies/%s", id);
-    cJSON *e = orth_get_json(uri, &st);
-    cJSON_Delete(e);
-    if (st == 200)
-      answer_error(out, 404, "study %s has not been analysed (POST %sstudies/%s/analyze to queue it)",
-                   id, rest_root(), id);
-    else
-      answer_error(out, 404, "unknown study: %s", id);
+    answer_error(out, 404, "study %s has not been analysed (POST %sstudies/%s/analyze to queue it)",
+                 id, rest_root(), id);
     return 0;
   }
   answer(out, status, j);
@@ -202,10 +211,11 @@ OrthancPluginErrorCode rest_findings(OrthancPluginRestOutput *out, const char *u
                                          const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
-  const char *label = get_arg(req, "label");
+  arg_buf label_b, mp_b, lset_b, mod_b;
+  const char *label = get_arg(req, "label", label_b);
   if (!label || !label[0]) { answer_error(out, 400, "the \"label\" argument is required"); return 0; }
   double minp = 0.5;
-  const char *mp = get_arg(req, "min-probability");
+  const char *mp = get_arg(req, "min-probability", mp_b);
   if (mp) {
     char *end;
     minp = strtod(mp, &end);
@@ -216,9 +226,9 @@ OrthancPluginErrorCode rest_findings(OrthancPluginRestOutput *out, const char *u
   }
   int limit;
   if (parse_limit(req, 100, &limit)) { answer_error(out, 400, "\"limit\" must be a positive integer"); return 0; }
-  const char *lset = get_arg(req, "label-set");
-  const char *mod = get_arg(req, "modality");
-  cJSON *j = index_findings_json(label, minp, lset, mod, limit);
+  const char *lset = get_arg(req, "label-set", lset_b);
+  const char *mod = get_arg(req, "modality", mod_b);
+  cJSON *j = index_findings_json(label, minp, lset, mod, limit, study_in_orthanc);
   answer(out, 200, j);
   return 0;
 }
@@ -228,11 +238,12 @@ OrthancPluginErrorCode rest_search(OrthancPluginRestOutput *out, const char *url
                                        const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
-  const char *text = get_arg(req, "text");
+  arg_buf text_b, mod_b;
+  const char *text = get_arg(req, "text", text_b);
   if (!text || !text[0]) { answer_error(out, 400, "the \"text\" argument is required"); return 0; }
   int limit;
   if (parse_limit(req, 10, &limit)) { answer_error(out, 400, "\"limit\" must be a positive integer"); return 0; }
-  const char *mod = get_arg(req, "modality");
+  const char *mod = get_arg(req, "modality", mod_b);
   float *q = malloc((size_t)g.dim * sizeof *q);
   char err[512] = "";
   pthread_mutex_lock(&g.rest_engine_mu);
@@ -243,7 +254,7 @@ OrthancPluginErrorCode rest_search(OrthancPluginRestOutput *out, const char *url
     answer_error(out, 400, "cannot embed the text: %s", err);
     return 0;
   }
-  cJSON *j = index_search_json(text, q, mod, limit);
+  cJSON *j = index_search_json(text, q, mod, limit, study_in_orthanc);
   free(q);
   answer(out, 200, j);
   return 0;

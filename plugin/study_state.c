@@ -5,8 +5,9 @@
 #include "study_state.h"
 
 /* Every allowed transition. A (state, event) pair not listed leaves the
- * study unchanged: e.g. a StableStudy for a queued study joins the queued
- * analysis, a NewStudy for an analysed study changes nothing. */
+ * study unchanged: e.g. a StableStudy or an analyze request for a queued
+ * study joins the queued analysis, a NewStudy for an analysed study changes
+ * nothing. */
 static const study_transition_t table[] = {
     /* from         event              to           action */
     {ST_NONE,    EV_NEW_STUDY,      ST_NEW,      ACT_NONE},
@@ -24,6 +25,7 @@ static const study_transition_t table[] = {
     {ST_NEW,     EV_DELETED,        ST_NONE,     ACT_FORGET},
 
     {ST_QUEUED,  EV_DEQUEUE,        ST_RUNNING,  ACT_NONE},
+    {ST_QUEUED,  EV_DELETED,        ST_NONE,     ACT_FORGET},
 
     {ST_RUNNING, EV_STABLE,         ST_RUNNING,  ACT_RERUN},
     {ST_RUNNING, EV_ANALYZE,        ST_RUNNING,  ACT_RERUN},
@@ -31,6 +33,7 @@ static const study_transition_t table[] = {
     {ST_RUNNING, EV_FINISH_FAILED,  ST_FAILED,   ACT_RESULT},
     {ST_RUNNING, EV_FINISH_SKIPPED, ST_SKIPPED,  ACT_RESULT},
     {ST_RUNNING, EV_FINISH_GONE,    ST_NONE,     ACT_FORGET},
+    {ST_RUNNING, EV_DELETED,        ST_RUNNING,  ACT_MARK_DELETED},
 
     {ST_DONE,    EV_STABLE,         ST_QUEUED,   ACT_ENQUEUE},
     {ST_DONE,    EV_ANALYZE,        ST_QUEUED,   ACT_ENQUEUE},

@@ -45,7 +45,10 @@ enum study_event {
 enum study_action {
   ACT_NONE = 0,
   ACT_ENQUEUE,      /* append to the work queue */
-  ACT_RERUN,        /* running: analyse once more after this run */
+  ACT_RERUN,        /* running: analyse once more after this run (a forced
+                       request joins a forced run instead) */
+  ACT_MARK_DELETED, /* running: the study was deleted; the worker removes what
+                       it wrote and forgets the study when it finishes */
   ACT_FORGET,       /* drop results and patient data from the index */
   ACT_RESULT,       /* take the worker's outcome into the index */
 };

@@ -102,9 +102,57 @@ static int store_sr(const unimed_study_result *r, outcome_t *o) {
   }
   cJSON *a = cJSON_ParseWithLength(b.data, b.len);
   buf_free(&b);
-  o->sr_id = xstrdup(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "ID")));
+  /* Orthanc answers 200 also when it did not store the file: a Lua or plugin
+   * filter refused it ("FilteredOut"). Only Success/AlreadyStored hold an SR. */
+  const char *status = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "Status"));
+  const char *sr_id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "ID"));
+  if (!status || !sr_id || (strcmp(status, "Success") != 0 && strcmp(status, "AlreadyStored") != 0)) {
+    snprintf(o->error, sizeof o->error,
+             "Orthanc did not store the SR (Status \"%s\"%s)", status ? status : "none",
+             status && strcmp(status, "FilteredOut") == 0
+                 ? ": a ReceivedInstanceFilter (Lua or plugin) refused it"
+                 : "");
+    cJSON_Delete(a);
+    return -1;
+  }
+  o->sr_id = xstrdup(sr_id);
   cJSON_Delete(a);
   return 0;
+}
+
+/* Was the study deleted while we analysed it? Then our SR (an upload into a
+ * deleted study re-creates the patient and the study, with the patient's
+ * name) must go too. ids: the analysed instances, sorted. Sets o->state to
+ * ST_NONE and returns 1 when the study is gone. */
+static int deleted_meanwhile(const char *id, outcome_t *o, const char **ids, int n) {
+  char uri[160];
+  int st;
+  snprintf(uri, sizeof uri, "/studies/%s/instances", id);
+  cJSON *inst = orth_get_json(uri, &st);
+  int gone = st == 404;
+  if (inst) {
+    int kept = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, inst) {
+      const char *iid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "ID"));
+      if (iid && ids && bsearch(&iid, ids, (size_t)n, sizeof *ids, cmp_str)) kept++;
+    }
+    gone = kept == 0;
+    cJSON_Delete(inst);
+  }
+  if (!gone) return 0;
+  if (o->sr_id) {
+    snprintf(uri, sizeof uri, "/instances/%s", o->sr_id);
+    int ds = orth_call(OrthancPluginHttpMethod_Delete, uri, NULL, NULL, 0, NULL, NULL);
+    if (ds != 200 && ds != 404)
+      log_error("UniMed: study %s was deleted during its analysis; removing its SR %s answered HTTP %d",
+                id, o->sr_id, ds);
+    free(o->sr_id);
+    o->sr_id = NULL;
+  }
+  log_warning("UniMed: study %s was deleted during its analysis: its results are dropped", id);
+  o->state = ST_NONE;
+  return 1;
 }
 
 static void analyse(unimed_engine *e, const char *id, int force, const char *known_fp,
@@ -252,6 +300,11 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     goto out;
   }
   if (g.cfg.write_reports && r.sr && r.sr_len) {
+    if (deleted_meanwhile(id, o, ids, n)) {
+      /* Storing the SR now would bring the study back. */
+      unimed_study_result_free(&r);
+      goto out;
+    }
     if (store_sr(&r, o) != 0) {
       o->state = ST_FAILED;
       unimed_study_result_free(&r);
@@ -287,18 +340,22 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
   if (put_state(id, ST_DONE, o, NULL) != 200)
     log_warning("UniMed: study %s: cannot write metadata %s", id, g.cfg.meta_state);
 out:
+  /* A deletion during the analysis wins over its outcome. */
+  if (o->state != ST_NONE && !o->unchanged && !o->elsewhere) deleted_meanwhile(id, o, ids, n);
   free(ids);
   cJSON_Delete(series);
 }
 
 /* Takes a worker's outcome into the index, through the state machine. */
 static void finish_locked(study_t *s, outcome_t *o, int had_failed) {
-  if (o->study_json) study_set_patient_info(s, o->study_json);
-  if (o->state == ST_NONE) {
+  if (o->state == ST_NONE || s->deleted) {
+    /* Deleted before or during the analysis: nothing of it stays. */
     study_apply_locked(s, EV_FINISH_GONE, 0);
   } else if (o->unchanged) {
+    if (o->study_json) study_set_patient_info(s, o->study_json);
     study_apply_locked(s, had_failed ? EV_FINISH_FAILED : EV_FINISH_DONE, 0);
   } else if (o->state == ST_DONE) {
+    if (o->study_json) study_set_patient_info(s, o->study_json);
     study_clear_result(s);
     s->sr_id = o->sr_id;
     o->sr_id = NULL;
@@ -312,6 +369,7 @@ static void finish_locked(study_t *s, outcome_t *o, int had_failed) {
     if (o->analysed) index_note_analysis_locked(o->seconds);
     study_apply_locked(s, EV_FINISH_DONE, 0);
   } else if (o->state == ST_FAILED) {
+    if (o->study_json) study_set_patient_info(s, o->study_json);
     study_clear_result(s);
     s->error = xstrdup(o->error);
     snprintf(s->fingerprint, sizeof s->fingerprint, "%s", o->fingerprint);
@@ -320,6 +378,7 @@ static void finish_locked(study_t *s, outcome_t *o, int had_failed) {
     study_apply_locked(s, EV_FINISH_FAILED, 0);
     log_error("UniMed: study %s: analysis failed: %s", s->id, o->error);
   } else {
+    if (o->study_json) study_set_patient_info(s, o->study_json);
     free(s->error);
     s->error = xstrdup(o->error);
     study_apply_locked(s, EV_FINISH_SKIPPED, 0);
@@ -338,7 +397,9 @@ void *worker_main(void *arg) {
     study_t *s = queue_wait_locked();
     if (!s) break;
     s->rerun = 0;
+    s->deleted = 0;
     int force = s->force;
+    s->run_forced = force;
     s->force = 0;
     char id[64], fp[17];
     snprintf(id, sizeof id, "%s", s->id);
@@ -358,6 +419,7 @@ void *worker_main(void *arg) {
     pthread_mutex_lock(&g.mu);
     queue_note_running_locked(-1);
     if (seq > s->checked_seq) s->checked_seq = seq;
+    s->run_forced = 0;
     finish_locked(s, &o, had_failed);
     pthread_cond_broadcast(&g.cv);
     free(o.sr_id);
