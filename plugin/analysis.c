@@ -521,10 +521,16 @@ static int analyze_collection(unimed_engine *e, udcm_collection *col, cJSON *ski
   cJSON_AddItemToObject(j, "skipped", skipped);
   out->findings = j;
   if (analysed == 0) {
-    snprintf(out->error, sizeof out->error, "%s",
-             col->n_series == 0 ? "no DICOM instances found"
-             : failed            ? "no image series could be analysed (see series[].error)"
-                                 : "the study holds no images");
+    /* Nothing readable: the first file's reason (e.g. a frame over the
+     * decode budget) says more than the count. */
+    const char *why = cJSON_GetStringValue(cJSON_GetArrayItem(skipped, 0));
+    if (col->n_series == 0 && why)
+      snprintf(out->error, sizeof out->error, "no DICOM instance could be read (%s)", why);
+    else
+      snprintf(out->error, sizeof out->error, "%s",
+               col->n_series == 0 ? "no DICOM instances found"
+               : failed            ? "no image series could be analysed (see series[].error)"
+                                   : "the study holds no images");
     rc = -1;
   } else if (rc != 0) {
     snprintf(out->error, sizeof out->error, "out of memory while building the report");
