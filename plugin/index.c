@@ -66,6 +66,7 @@ study_t *study_get(const char *id) {
 }
 
 void study_clear_result(study_t *s) {
+  s->retry = 0;
   free(s->error); s->error = NULL;
   free(s->sr_id); s->sr_id = NULL;
   s->sr_uid[0] = 0;

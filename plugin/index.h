@@ -30,6 +30,7 @@ typedef struct study {
   int force;         /* POST analyze: analyse even if up to date */
   int run_forced;    /* running: this run analyses even if up to date */
   int deleted;       /* running: deleted meanwhile (Orthanc's Deleted) */
+  int retry;         /* failed because Orthanc could not store: analysed again later */
   int64_t new_seq;   /* /changes position of the NewStudy the replay saw (-1: none) */
   int elsewhere;     /* skipped because another server holds the claim */
   int64_t checked_seq; /* /changes position read when the last check started */

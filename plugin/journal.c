@@ -8,6 +8,10 @@
 
 #include "journal.h"
 
+/* Seconds between attempts for studies that failed because Orthanc could
+ * not store their results (a full disk). */
+#define RETRY_SECONDS 15.0
+
 static struct {
   study_t **ring; /* FIFO */
   size_t cap, head, len;
@@ -288,6 +292,12 @@ static void rebuild_index(void) {
         load_record(s, &rec);
         s->error = xstrdup(rec.error);
         study_apply_locked(s, EV_LOAD_FAILED, 0);
+        s->retry = rec.retry;
+      } else if (rec.state == ST_SKIPPED && study_transition(s->state, EV_LOAD_SKIPPED)) {
+        study_set_patient_info(s, st);
+        load_record(s, &rec);
+        s->error = xstrdup(rec.error);
+        study_apply_locked(s, EV_LOAD_SKIPPED, 0);
       } else if (rec.state == ST_RUNNING) {
         /* Interrupted: ours (same identity), or another server's whose lease ran out. */
         int mine = strcmp(rec.owner, g.cfg.server_id) == 0;
@@ -380,10 +390,15 @@ static void recheck_elsewhere(study_t *s, void *arg) {
   if (s->state == ST_SKIPPED && s->elsewhere) study_apply_locked(s, EV_RECHECK, 0);
 }
 
+static void recheck_retry(study_t *s, void *arg) {
+  (void)arg;
+  if (s->state == ST_FAILED && s->retry) study_apply_locked(s, EV_RECHECK, 0);
+}
+
 static void *journal_main(void *arg) {
   (void)arg;
   journal_start();
-  double last_replay = now_seconds(), last_claims = last_replay;
+  double last_replay = now_seconds(), last_claims = last_replay, last_retry = last_replay;
   pthread_mutex_lock(&g.mu);
   while (!q.stop) {
     struct timespec ts;
@@ -396,6 +411,13 @@ static void *journal_main(void *arg) {
     if (now_seconds() - last_replay >= 1.0) {
       replay_changes();
       last_replay = now_seconds();
+    }
+    if (now_seconds() - last_retry >= RETRY_SECONDS) {
+      /* Failures to store in Orthanc (a full disk): try again. */
+      pthread_mutex_lock(&g.mu);
+      study_for_each_locked(recheck_retry, NULL);
+      pthread_mutex_unlock(&g.mu);
+      last_retry = now_seconds();
     }
     if (now_seconds() - last_claims >= 60.0) {
       /* Studies claimed by another server: look again (it may be done, or

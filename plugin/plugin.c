@@ -122,7 +122,7 @@ static int create_engines(char *err, size_t errlen) {
   o.threads = g.cfg.threads;
   o.precision = (unimed_precision)g.cfg.precision;
   o.max_frame_bytes = (uint64_t)g.cfg.decode_budget_mb << 20;
-  o.manufacturer = "UniMed for Orthanc";
+  o.manufacturer = "UniMed for Orthanc"; /* worker.c recognises its SRs by it */
   o.software_version = UNIMED_PLUGIN_VERSION;
   if (o.cache_dir && mkdir_p(o.cache_dir) != 0) {
     log_warning("UniMed: cannot create CacheDirectory %s (%s): label-set embeddings are not cached",

@@ -16,12 +16,14 @@ static const study_transition_t table[] = {
     {ST_NONE,    EV_RECOVER,        ST_QUEUED,   ACT_ENQUEUE},
     {ST_NONE,    EV_LOAD_DONE,      ST_DONE,     ACT_RESULT},
     {ST_NONE,    EV_LOAD_FAILED,    ST_FAILED,   ACT_RESULT},
+    {ST_NONE,    EV_LOAD_SKIPPED,   ST_SKIPPED,  ACT_RESULT},
 
     {ST_NEW,     EV_STABLE,         ST_QUEUED,   ACT_ENQUEUE},
     {ST_NEW,     EV_ANALYZE,        ST_QUEUED,   ACT_ENQUEUE},
     {ST_NEW,     EV_RECOVER,        ST_QUEUED,   ACT_ENQUEUE},
     {ST_NEW,     EV_LOAD_DONE,      ST_DONE,     ACT_RESULT},
     {ST_NEW,     EV_LOAD_FAILED,    ST_FAILED,   ACT_RESULT},
+    {ST_NEW,     EV_LOAD_SKIPPED,   ST_SKIPPED,  ACT_RESULT},
     {ST_NEW,     EV_DELETED,        ST_NONE,     ACT_FORGET},
 
     {ST_QUEUED,  EV_DEQUEUE,        ST_RUNNING,  ACT_NONE},
@@ -43,6 +45,7 @@ static const study_transition_t table[] = {
     {ST_FAILED,  EV_STABLE,         ST_QUEUED,   ACT_ENQUEUE},
     {ST_FAILED,  EV_ANALYZE,        ST_QUEUED,   ACT_ENQUEUE},
     {ST_FAILED,  EV_RECOVER,        ST_QUEUED,   ACT_ENQUEUE},
+    {ST_FAILED,  EV_RECHECK,        ST_QUEUED,   ACT_ENQUEUE},
     {ST_FAILED,  EV_DELETED,        ST_NONE,     ACT_FORGET},
 
     {ST_SKIPPED, EV_STABLE,         ST_QUEUED,   ACT_ENQUEUE},
@@ -73,7 +76,8 @@ const char *study_state_name(int st) {
 const char *study_event_name(int ev) {
   static const char *const names[EV_COUNT] = {
       "NewStudy", "StableStudy", "analyze", "recover", "recheck", "dequeue", "finish-done",
-      "finish-failed", "finish-skipped", "finish-gone", "Deleted", "load-done", "load-failed"};
+      "finish-failed", "finish-skipped", "finish-gone", "Deleted", "load-done", "load-failed",
+      "load-skipped"};
   return ev >= 0 && ev < EV_COUNT ? names[ev] : "?";
 }
 
@@ -99,6 +103,7 @@ cJSON *study_record_to_json(const study_record *r) {
   if (r->sr_uid[0]) cJSON_AddStringToObject(j, "sr_uid", r->sr_uid);
   if (r->error[0]) cJSON_AddStringToObject(j, "error", r->error);
   if (r->state != ST_RUNNING) cJSON_AddNumberToObject(j, "seconds", r->seconds);
+  if (r->retry) cJSON_AddBoolToObject(j, "retry", 1);
   return j;
 }
 
@@ -127,5 +132,6 @@ int study_record_from_json(const cJSON *j, study_record *r) {
   copy_str(j, "sr_uid", r->sr_uid, sizeof r->sr_uid);
   copy_str(j, "error", r->error, sizeof r->error);
   r->seconds = get_num(j, "seconds");
+  r->retry = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "retry"));
   return 0;
 }

@@ -29,7 +29,8 @@ enum study_event {
   EV_STABLE,        /* Orthanc's StableStudy */
   EV_ANALYZE,       /* POST studies/{id}/analyze */
   EV_RECOVER,       /* at start: pending in the journal, or left running by a crash */
-  EV_RECHECK,       /* a claim by another server is looked at again */
+  EV_RECHECK,       /* looked at again: a claim by another server, or a failure
+                       to store in Orthanc (disk full) */
   EV_DEQUEUE,       /* a worker takes it */
   EV_FINISH_DONE,   /* the worker's outcome */
   EV_FINISH_FAILED,
@@ -38,6 +39,7 @@ enum study_event {
   EV_DELETED,       /* Orthanc's Deleted (callback or replay) */
   EV_LOAD_DONE,     /* at start: a stored record says done / failed */
   EV_LOAD_FAILED,
+  EV_LOAD_SKIPPED,
   EV_COUNT
 };
 
@@ -83,6 +85,7 @@ typedef struct {
   char sr_uid[65];
   char error[600];
   double seconds;         /* analysis time */
+  int retry;              /* failed: Orthanc could not store (disk full...); retried */
 } study_record;
 
 cJSON *study_record_to_json(const study_record *r);

@@ -14,6 +14,7 @@ typedef struct {
   int unchanged;       /* already up to date: index untouched */
   int analysed;        /* the engine ran (for the mean analysis time) */
   int elsewhere;       /* another server holds the claim */
+  int transient;       /* failed because Orthanc could not store (e.g. disk full): retried */
   char error[600];
   char fingerprint[17];
   char *sr_id;
@@ -61,6 +62,7 @@ static int put_state(const char *id, int st, const outcome_t *o, const char *eta
     snprintf(r.sr_uid, sizeof r.sr_uid, "%s", o->sr_uid);
     snprintf(r.error, sizeof r.error, "%s", o->error);
     r.seconds = o->seconds;
+    r.retry = o->transient;
   }
   cJSON *j = study_record_to_json(&r);
   char *txt = cJSON_PrintUnformatted(j);
@@ -68,6 +70,34 @@ static int put_state(const char *id, int st, const outcome_t *o, const char *eta
   int status = txt ? orth_meta_put(id, g.cfg.meta_state, txt, etag) : 0;
   free(txt);
   return status;
+}
+
+#define UNIMED_MANUFACTURER "UniMed for Orthanc"
+
+/* One report per study: the SRs this plugin wrote earlier for the study
+ * (another model or label sets, or a run cut short by a crash) are removed
+ * once the new one is stored. They are recognised by their series'
+ * Manufacturer. */
+static void remove_superseded_srs(const char *id, const char *current_sr) {
+  char uri[160];
+  snprintf(uri, sizeof uri, "/studies/%s/series", id);
+  cJSON *series = orth_get_json(uri, NULL);
+  const cJSON *se;
+  cJSON_ArrayForEach(se, series) {
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(se, "MainDicomTags");
+    const char *mod = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(mt, "Modality"));
+    const char *man = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(mt, "Manufacturer"));
+    if (!mod || strcmp(mod, "SR") != 0 || !man || strcmp(man, UNIMED_MANUFACTURER) != 0) continue;
+    const cJSON *inst;
+    cJSON_ArrayForEach(inst, cJSON_GetObjectItemCaseSensitive(se, "Instances")) {
+      if (!cJSON_IsString(inst) || (current_sr && strcmp(inst->valuestring, current_sr) == 0)) continue;
+      snprintf(uri, sizeof uri, "/instances/%s", inst->valuestring);
+      int st = orth_call(OrthancPluginHttpMethod_Delete, uri, NULL, NULL, 0, NULL, NULL);
+      if (st == 200) log_warning("UniMed: study %s: superseded SR %s removed", id, inst->valuestring);
+      else if (st != 404) log_warning("UniMed: study %s: cannot remove the superseded SR %s (HTTP %d)", id, inst->valuestring, st);
+    }
+  }
+  cJSON_Delete(series);
 }
 
 /* Stores the SR unless an instance with its SOP Instance UID is already in
@@ -97,7 +127,14 @@ static int store_sr(const unimed_study_result *r, outcome_t *o) {
   int st = orth_call(OrthancPluginHttpMethod_Post, "/instances", NULL, r->sr, r->sr_len, &b, NULL);
   if (st != 200 || !b.data) {
     buf_free(&b);
-    snprintf(o->error, sizeof o->error, "Orthanc refused the SR (HTTP %d)", st);
+    if (st == 0 || st >= 500) {
+      o->transient = 1;
+      snprintf(o->error, sizeof o->error,
+               "Orthanc could not store the SR (HTTP %d: storage full or unavailable?); "
+               "the analysis is retried", st);
+    } else {
+      snprintf(o->error, sizeof o->error, "Orthanc refused the SR (HTTP %d)", st);
+    }
     return -1;
   }
   cJSON *a = cJSON_ParseWithLength(b.data, b.len);
@@ -204,6 +241,8 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     snprintf(o->error, sizeof o->error,
              g.cfg.n_modalities ? "no image series of the configured Modalities"
                                 : "no image series");
+    /* Recorded, so that a restart still knows the study is final. */
+    put_state(id, ST_SKIPPED, o, NULL);
     free(ids);
     cJSON_Delete(series);
     return;
@@ -311,6 +350,7 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
       put_state(id, ST_FAILED, o, NULL);
       goto out;
     }
+    remove_superseded_srs(id, o->sr_id);
   }
   o->findings = r.findings;
   r.findings = NULL;
@@ -333,8 +373,16 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
                           etxt, strlen(etxt), NULL, NULL)
               : 0;
     free(etxt);
-    if (s1 != 200 || s2 != 200)
-      log_warning("UniMed: study %s: storing findings/embeddings answered HTTP %d/%d", id, s1, s2);
+    if (s1 != 200 || s2 != 200) {
+      /* Without them the index cannot be rebuilt after a restart: not done. */
+      o->state = ST_FAILED;
+      o->transient = 1;
+      snprintf(o->error, sizeof o->error,
+               "Orthanc could not store the findings/embeddings (HTTP %d/%d: storage full or "
+               "unavailable?); the analysis is retried", s1, s2);
+      put_state(id, ST_FAILED, o, NULL);
+      goto out;
+    }
   }
   o->state = ST_DONE;
   if (put_state(id, ST_DONE, o, NULL) != 200)
@@ -376,6 +424,7 @@ static void finish_locked(study_t *s, outcome_t *o, int had_failed) {
     snprintf(s->analysed_at, sizeof s->analysed_at, "%s", o->time[0] ? o->time : "-");
     if (o->analysed) index_note_analysis_locked(o->seconds);
     study_apply_locked(s, EV_FINISH_FAILED, 0);
+    s->retry = o->transient;
     log_error("UniMed: study %s: analysis failed: %s", s->id, o->error);
   } else {
     if (o->study_json) study_set_patient_info(s, o->study_json);
@@ -406,7 +455,7 @@ void *worker_main(void *arg) {
     /* A final result for this fingerprint (done, or failed) is not redone
      * unless forced. */
     int had_done = s->fingerprint[0] && (s->findings || s->sr_id);
-    int had_failed = !had_done && s->fingerprint[0] && s->error && s->analysed_at[0];
+    int had_failed = !had_done && s->fingerprint[0] && s->error && s->analysed_at[0] && !s->retry;
     snprintf(fp, sizeof fp, "%s", s->fingerprint);
     queue_note_running_locked(1);
     pthread_mutex_unlock(&g.mu);
