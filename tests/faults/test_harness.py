@@ -400,6 +400,7 @@ class Harness:
         time.sleep(3)  # a StableStudy after the last SR must not add anything
         st, studies = self.o.get("/studies?expand")
         lost, duplicated, final = [], [], {"done": 0, "failed": 0, "skipped": 0}
+        reasons = {}
         for sd in studies:
             sid = sd["ID"]
             st, a = self.o.get("/unimed/studies/" + sid)
@@ -410,6 +411,11 @@ class Harness:
                 self.explain(sid)
                 continue
             final[a["state"]] += 1
+            if a["state"] in ("failed", "skipped"):
+                reason = a.get("error", "")[:70]
+                for digit in "0123456789":
+                    reason = reason.replace(digit, "#")
+                reasons[a["state"] + ": " + reason] = reasons.get(a["state"] + ": " + reason, 0) + 1
             if a["state"] == "done" and (len(srs) != 1 and self.o.get("/unimed/status")[1]["write_reports"]):
                 duplicated.append((sid, len(srs)))
             if a["state"] in ("failed", "skipped") and not a.get("error"):
@@ -439,6 +445,8 @@ class Harness:
               final["failed"], final["skipped"]))
         for k in sorted(c):
             print("%s: %d" % (k, c[k]))
+        for k in sorted(reasons):
+            print("  %4d %s" % (reasons[k], k))
         print("lost: %d, duplicated: %d, reappeared: %d" % (len(lost), len(duplicated), len(reappeared)))
         print("peak RSS (sampled): %d MiB (bound %d MiB)" % (self.peak_rss // 1024, RSS_BOUND_MIB))
         print("storage: %s" % ("tmpfs of %d MiB" % self.args.storage_mib if self.tmpfs else "plain folder"))
