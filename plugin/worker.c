@@ -306,6 +306,7 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
 
   /* Fetch every instance and analyse. */
   double t0 = now_seconds();
+  char read_error[200] = "";
   unimed_blob *blobs = calloc((size_t)n, sizeof *blobs);
   buf_t *bufs = calloc((size_t)n, sizeof *bufs);
   int nb = 0;
@@ -314,7 +315,10 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     st = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, &bufs[nb], NULL);
     if (st != 200 || !bufs[nb].data) {
       buf_free(&bufs[nb]);
-      continue; /* deleted meanwhile */
+      if (st != 404 && !read_error[0]) /* 404: deleted meanwhile */
+        snprintf(read_error, sizeof read_error, "instance %s: GET its file answered HTTP %d",
+                 ids[i], st);
+      continue;
     }
     blobs[nb].name = ids[i];
     blobs[nb].data = bufs[nb].data;
@@ -332,8 +336,11 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
   now_iso(o->time);
   if (rc != 0) {
     o->state = ST_FAILED;
-    snprintf(o->error, sizeof o->error, "%s", nb ? (r.error[0] ? r.error : "analysis failed")
-                                                 : "no instance could be read from Orthanc");
+    if (nb)
+      snprintf(o->error, sizeof o->error, "%s", r.error[0] ? r.error : "analysis failed");
+    else
+      snprintf(o->error, sizeof o->error, "no instance could be read from Orthanc%s%s%s",
+               read_error[0] ? " (" : "", read_error, read_error[0] ? ")" : "");
     unimed_study_result_free(&r);
     put_state(id, ST_FAILED, o, NULL);
     goto out;

@@ -412,7 +412,7 @@ class Harness:
                 continue
             final[a["state"]] += 1
             if a["state"] in ("failed", "skipped"):
-                reason = a.get("error", "")[:70]
+                reason = a.get("error", "")[:120]
                 for digit in "0123456789":
                     reason = reason.replace(digit, "#")
                 reasons[a["state"] + ": " + reason] = reasons.get(a["state"] + ": " + reason, 0) + 1
