@@ -159,22 +159,23 @@ static int store_sr(const unimed_study_result *r, outcome_t *o) {
 
 /* Was the study deleted while we analysed it? Then our SR (an upload into a
  * deleted study re-creates the patient and the study, with the patient's
- * name) must go too. ids: the analysed instances, sorted. Sets o->state to
- * ST_NONE and returns 1 when the study is gone. */
-static int deleted_meanwhile(const char *id, outcome_t *o, const char **ids, int n) {
+ * name) must go too. The study is gone when Orthanc no longer has it, or
+ * when all it holds is our SR. Sets o->state to ST_NONE and returns 1 when
+ * the study is gone. */
+static int deleted_meanwhile(const char *id, outcome_t *o) {
   char uri[160];
   int st;
   snprintf(uri, sizeof uri, "/studies/%s/instances", id);
   cJSON *inst = orth_get_json(uri, &st);
   int gone = st == 404;
   if (inst) {
-    int kept = 0;
+    int others = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, inst) {
       const char *iid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "ID"));
-      if (iid && ids && bsearch(&iid, ids, (size_t)n, sizeof *ids, cmp_str)) kept++;
+      if (iid && !(o->sr_id && strcmp(iid, o->sr_id) == 0)) others++;
     }
-    gone = kept == 0;
+    gone = others == 0;
     cJSON_Delete(inst);
   }
   if (!gone) return 0;
@@ -346,7 +347,7 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     goto out;
   }
   if (g.cfg.write_reports && r.sr && r.sr_len) {
-    if (deleted_meanwhile(id, o, ids, n)) {
+    if (deleted_meanwhile(id, o)) {
       /* Storing the SR now would bring the study back. */
       unimed_study_result_free(&r);
       goto out;
@@ -396,7 +397,7 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     log_warning("UniMed: study %s: cannot write metadata %s", id, g.cfg.meta_state);
 out:
   /* A deletion during the analysis wins over its outcome. */
-  if (o->state != ST_NONE && !o->unchanged && !o->elsewhere) deleted_meanwhile(id, o, ids, n);
+  if (o->state != ST_NONE && !o->unchanged && !o->elsewhere) deleted_meanwhile(id, o);
   free(ids);
   cJSON_Delete(series);
 }
