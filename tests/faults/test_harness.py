@@ -33,6 +33,7 @@ import argparse
 import glob
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -412,9 +413,9 @@ class Harness:
                 continue
             final[a["state"]] += 1
             if a["state"] in ("failed", "skipped"):
-                reason = a.get("error", "")[:120]
-                for digit in "0123456789":
-                    reason = reason.replace(digit, "#")
+                # The reason without the IDs and numbers that make each one unique.
+                reason = re.sub(r"[0-9a-f]{8}(-[0-9a-f]{8}){4}", "<id>", a.get("error", ""))
+                reason = re.sub(r"[0-9]+", "#", reason)[:150]
                 reasons[a["state"] + ": " + reason] = reasons.get(a["state"] + ": " + reason, 0) + 1
             if a["state"] == "done" and (len(srs) != 1 and self.o.get("/unimed/status")[1]["write_reports"]):
                 duplicated.append((sid, len(srs)))
