@@ -272,14 +272,22 @@ def case_sr_text():
         wr.writerow(["StudyInstanceUID", "label"])
         for r in rows:
             wr.writerow([r["StudyInstanceUID"], ""])  # no label: SR text only
-    p = run([A.train, "--archive", os.path.join(w, "with_sr.zip"), "--labels", csvp,
-             "--label-set", d("sides.json"), "--config", "tiny", "--out", os.path.join(w, "out"),
-             "--batch", "2", "--epochs", "1", "--threads", "1", "--quiet"], 0)
-    need(p.stderr, "training data: 4 rows", "series without pixel data", "caption example")
+    args = [A.train, "--archive", os.path.join(w, "with_sr.zip"), "--labels", csvp,
+            "--label-set", d("sides.json"), "--config", "tiny", "--out", os.path.join(w, "out"),
+            "--batch", "2", "--epochs", "1", "--threads", "1", "--quiet"]
+    # our own AI findings are never report text by default: nothing is left to train on
+    p = run(args, 1)
+    need(p.stderr, "4 SR documents written by UniMed for Orthanc (its AI findings) excluded",
+         "was written by UniMed for Orthanc (AI findings): not used as report text",
+         "4 CSV rows skipped (no label / no report)", "nothing to train on")
+    # a deliberate self-training experiment may include them
+    p = run(args + ["--include-own-sr"], 0)
+    need(p.stderr, "training data: 4 rows", "series without pixel data", "caption example",
+         "used as report text (--include-own-sr)", "report text from our own (--include-own-sr)")
     ex = [l for l in p.stderr.splitlines() if "caption example" in l]
     if not all("findings: " in l and ("Left" in l or "Right" in l) for l in ex):
         fail("captions are not the SR findings: %s" % ex)
-    print("sr_text: " + ex[0])
+    print("sr_text: own SRs excluded by default; with --include-own-sr: " + ex[0])
 
 
 def case_folder():
