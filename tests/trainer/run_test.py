@@ -195,7 +195,12 @@ def case_bad_no_images():
 def case_bad_entries():
     p = train(fresh("bad3"), "--batch", "2", "--epochs", "1", archives=("mixed.zip",),
               labels="mixed.csv")
-    need(p.stderr, "1 ZIP entries skipped", "2 files skipped (not DICOM", "training data: 2 rows")
+    need(p.stderr, "1 ZIP entries skipped", "2 files skipped (not DICOM", "training data: 2 rows",
+         "skipped %s:MX-bad3/20240101 Test/OT1 Sides/OT000001.dcm: read error" % d("mixed.zip"),
+         "skipped %s:MX-bad1/20240101 Test/OT1 Sides/OT000001.dcm: cannot parse DICOM" % d("mixed.zip"),
+         "skipped %s:MX-bad2/20240101 Test/OT1 Sides/notes.txt: cannot parse DICOM" % d("mixed.zip"))
+    if "No error" in p.stderr:
+        fail("a skip message says 'No error'")
 
 
 def case_bad_nomatch():
@@ -288,6 +293,112 @@ def case_sr_text():
     if not all("findings: " in l and ("Left" in l or "Right" in l) for l in ex):
         fail("captions are not the SR findings: %s" % ex)
     print("sr_text: own SRs excluded by default; with --include-own-sr: " + ex[0])
+
+
+def case_text_sr():
+    # report SRs of other producers: Basic Text, Enhanced, Comprehensive (TID 2000)
+    w = fresh("text_sr")
+    os.makedirs(w)
+    import zipfile
+    with zipfile.ZipFile(d("textsr.zip")) as z:
+        z.extractall(os.path.join(w, "files"))
+        srs = [n for n in z.namelist() if "/SR50" in n]
+    for n in srs:  # DCMTK reads what pydicom wrote
+        run(["dsrdump", os.path.join(w, "files", n)], 0)
+    p = train(os.path.join(w, "out"), "--batch", "2", "--epochs", "1", archives=("textsr.zip",),
+              labels="textsr.csv")
+    need(p.stderr, "training data: 6 rows, 6 images")
+    rows = list(csv.DictReader(open(d("textsr.csv"))))
+    kinds = ["Basic Text SR", "Basic Text SR", "Enhanced SR", "Enhanced SR",
+             "Comprehensive SR", "Comprehensive SR"]
+    for r, kind in zip(rows, kinds):  # what was read, per study
+        sections = "(Findings, Impressions)" if kind == "Comprehensive SR" else "(Diagnostic Imaging Report)"
+        need(p.stderr, "study %s: report text from %s" % (r["StudyInstanceUID"], kind),
+             "2 TEXT items %s" % sections)
+    ex = [l for l in p.stderr.splitlines() if "caption example" in l]
+    if "basicword the left half is bright. basicword nothing else" not in ex[0]:
+        fail("Basic Text SR caption: %s" % ex)
+    if "enhancedword" not in ex[2]:
+        fail("Enhanced SR caption: %s" % ex)
+    voc = set(open(os.path.join(w, "out", "vocab.txt")).read().split("\n"))
+    for word in ("basicword", "enhancedword", "findingword", "impressionword"):
+        if word not in voc:
+            fail("%s (a report TEXT item) is not in any caption" % word)
+    for word in ("historyword", "observercontextword"):
+        if word in voc:
+            fail("%s (history section / observer context) became caption text" % word)
+    print("text_sr: Basic Text, Enhanced and TID 2000 Comprehensive SR text read: " + ex[0])
+
+
+def case_stored_crc():
+    # a stored (uncompressed) entry whose bytes no longer match its CRC-32
+    p = train(fresh("stored_crc"), "--batch", "2", "--epochs", "1", archives=("stored.zip",),
+              labels="stored.csv")
+    need(p.stderr, "skipped %s:ST-00003 ST-00003/20240101 Test/OT1 Sides/OT000001.dcm: CRC-32 mismatch"
+         % d("stored.zip"), "of the stored data", "1 ZIP entries skipped", "training data: 3 rows")
+    if "No error" in p.stderr:
+        fail("a skip message says 'No error'")
+
+
+def case_inputs():
+    # a nested folder mixing per-study ZIPs and DICOM files, and more than 64 inputs
+    import zipfile
+    w = fresh("inputs")
+    rows = list(csv.DictReader(open(d("train.csv"))))
+    src = zipfile.ZipFile(d("train.zip"))
+    names = sorted(src.namelist())
+    zips = []
+    for i, name in enumerate(names):
+        if i < 40:  # one ZIP per study, at several depths
+            sub = os.path.join(w, "mixed", "zips", "deeper" if i % 2 else "")
+            os.makedirs(sub, exist_ok=True)
+            path = os.path.join(sub, "study%02d.zip" % i)
+            with zipfile.ZipFile(path, "w") as z:
+                z.writestr(name, src.read(name))
+            zips.append(path)
+        else:  # plain DICOM files next to them
+            path = os.path.join(w, "mixed", "files", name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "wb").write(src.read(name))
+    out = os.path.join(w, "out")
+    common = ["--labels", d("train.csv"), "--label-set", d("sides.json"), "--config", "tiny",
+              "--batch", "8", "--epochs", "1", "--threads", "1", "--quiet", "--seed", "2"]
+    p = run([A.train, os.path.join(w, "mixed"), "--out", out] + common, 0)
+    need(p.stderr, "24 files, 24 images used, 40 ZIP archives inside", "training data: 64 rows, 64 images")
+    # 70 inputs: the 40 ZIPs listed one by one, the rest as a folder, positional and --archive mixed
+    many = [a for z in zips for a in ("--archive", z)] + [os.path.join(w, "mixed", "files")]
+    many += [os.path.join(w, "mixed", "files", "nothing-here")] * 29  # missing: skipped, counted
+    p = run([A.train] + many + ["--out", out + "2"] + common, 0)
+    need(p.stderr, "training data: 64 rows, 64 images", "29 archives skipped")
+    same_model(out, out + "2")
+    h = run([A.train, "--help"], 0).stdout
+    for part in ("ZIP|DIR ...", "positional arguments are inputs like --archive", "every ZIP inside it",
+                 "--orthanc URL", "never from the command line"):
+        if part not in h:
+            fail("--help does not document %r" % part)
+    print("inputs: nested folder of 40 ZIPs + 24 DICOM files, and 70 inputs, give the same model")
+
+
+def case_resume_fingerprint():
+    # the same number of rows with every label flipped is other data
+    w = fresh("resume_fp")
+    os.makedirs(w)
+    flipped = os.path.join(w, "flipped.csv")
+    with open(flipped, "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["StudyInstanceUID", "AccessionNumber", "label"])
+        for r in csv.DictReader(open(d("train.csv"))):
+            wr.writerow([r["StudyInstanceUID"], r["AccessionNumber"],
+                         "right" if r["label"] == "left" else "left"])
+    out = os.path.join(w, "out")
+    train(out, *COMMON, "--max-steps", "2")
+    args = [A.train, "--archive", d("train.zip"), "--labels", flipped, "--label-set",
+            d("sides.json"), "--out", out, "--threads", "1", "--quiet", "--resume", out] + COMMON
+    p = run(args, 1)
+    need(p.stderr, "--resume: the training data differ from the run being resumed")
+    p = train(out, *COMMON, src=("--resume", out))  # the same data still resumes
+    need(p.stderr, "resumed at step 2")
+    print("resume_fingerprint: flipped labels refused, the same data resumed")
 
 
 def case_folder():

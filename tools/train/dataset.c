@@ -458,7 +458,7 @@ static char *narrative_of(const udcm_sr_result *res, char *what, size_t whatlen)
         is_code(&res->texts[i].section, "121072", "DCM"))
       sections = 1;
   size_t total = 1;
-  for (size_t i = 0; i < res->n_texts; i++) total += strlen(res->texts[i].value) + 1;
+  for (size_t i = 0; i < res->n_texts; i++) total += strlen(res->texts[i].value) + 2;
   char *out = malloc(total);
   if (!out) return NULL;
   out[0] = 0;
@@ -468,7 +468,11 @@ static char *narrative_of(const udcm_sr_result *res, char *what, size_t whatlen)
     const udcm_sr_text_item *t = &res->texts[i];
     if (sections && !is_code(&t->section, "121070", "DCM") && !is_code(&t->section, "121072", "DCM"))
       continue;
-    if (n++) strcat(out, " ");
+    if (n++) { /* items become sentences */
+      size_t l = strlen(out);
+      while (l > 0 && out[l - 1] == ' ') out[--l] = 0;
+      strcat(out, l > 0 && strchr(".!?;:", out[l - 1]) ? " " : ". ");
+    }
     strcat(out, t->value);
     const char *sec = t->section.meaning && *t->section.meaning ? t->section.meaning : "root";
     if (!strstr(what, sec) && strlen(what) + strlen(sec) + 3 < whatlen) {
@@ -714,7 +718,16 @@ static int add_zip(loader *L, const char *path, char *err, size_t errlen) {
       free(buf);
       continue;
     }
-    names[nf] = strdup(st.name);
+    /* messages about the entry name the archive too */
+    size_t nlen = strlen(path) + strlen(st.name) + 2;
+    names[nf] = malloc(nlen);
+    if (!names[nf]) {
+      free(buf);
+      um_set_err(err, errlen, "out of memory");
+      rc = -1;
+      goto done;
+    }
+    snprintf(names[nf], nlen, "%s:%s", path, st.name);
     files[nf].name = names[nf];
     files[nf].data = buf;
     files[nf].len = st.size;
