@@ -401,6 +401,140 @@ def case_resume_fingerprint():
     print("resume_fingerprint: flipped labels refused, the same data resumed")
 
 
+def case_orthanc():
+    """A real Orthanc (authentication on) where the plugin ran: its per-study
+    exports and --orthanc give the same model; our AI SRs are never captions."""
+    if not A.plugin or not os.path.isfile(A.plugin):
+        skip("no plugin build (sanitizer builds do not load the plugin into Orthanc)")
+    if not os.path.isfile("/usr/sbin/Orthanc"):
+        skip("/usr/sbin/Orthanc is absent")
+    model = os.path.join(A.work, "e2e")
+    if not os.path.exists(os.path.join(model, "model.safetensors")):
+        fail("needs trainer_e2e first")
+    import zipfile
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "orthanc"))
+    from run import Orthanc
+    w = fresh("orthanc")
+    os.makedirs(w)
+    user, password = "trainer", "tr41n-s3cret"
+    src = zipfile.ZipFile(d("train.zip"))
+    names = sorted(src.namelist())
+    rows = list(csv.DictReader(open(d("train.csv"))))
+    with Orthanc(A.plugin, model, workdir=os.path.join(w, "orthanc"), users={user: password},
+                 unimed={"LabelSets": [d("sides.json")]}) as o:
+        if o.get("/system", auth=False)[0] != 401:
+            fail("authentication is not on")
+        for name in names:
+            st, ans = o.post("/instances", src.read(name), headers={"Content-Type": "application/dicom"})
+            if st != 200:
+                fail("upload: HTTP %s %s" % (st, ans))
+        st, studies = o.get("/studies?expand")
+        uid_to_id = {s["MainDicomTags"]["StudyInstanceUID"]: s["ID"] for s in studies}
+
+        def has_sr(sid):
+            st, series = o.get("/studies/%s/series" % sid)
+            return any(x["MainDicomTags"].get("Modality") == "SR" for x in series)
+        deadline = time.time() + 600
+        pending = set(uid_to_id.values())
+        while pending and time.time() < deadline:
+            pending = {sid for sid in pending if not has_sr(sid)}
+            time.sleep(0.5)
+        if pending:
+            fail("the plugin wrote no SR for %d studies; Orthanc log:\n%s" % (len(pending), o.log_tail()))
+        # the export a site scripts: one /studies/{id}/archive per study, in nested folders
+        t0 = time.time()
+        export = os.path.join(w, "export")
+        for i, (uid, sid) in enumerate(sorted(uid_to_id.items())):
+            sub = os.path.join(export, "batch%d" % (i % 3))
+            os.makedirs(sub, exist_ok=True)
+            st, data, _ = o.request("GET", "/studies/%s/archive" % sid)
+            if st != 200:
+                fail("archive of %s: HTTP %s" % (sid, st))
+            open(os.path.join(sub, sid + ".zip"), "wb").write(data)
+        t_export = time.time() - t0
+        # labels: 8 studies have no label, only the plugin's SR (which must not count)
+        labels = os.path.join(w, "labels.csv")
+        with open(labels, "w", newline="") as f:
+            wr = csv.writer(f)
+            wr.writerow(["StudyInstanceUID", "label"])
+            for i, r in enumerate(rows):
+                wr.writerow([r["StudyInstanceUID"], "" if i < 8 else r["label"]])
+        common = ["--labels", labels, "--label-set", d("sides.json"), "--config", "tiny",
+                  "--batch", "8", "--epochs", "2", "--threads", "1", "--quiet", "--seed", "5"]
+        t0 = time.time()
+        p = run([A.train, export, "--out", os.path.join(w, "from_export")] + common, 0)
+        t_train_export = time.time() - t0
+        need(p.stderr, "64 SR documents written by UniMed for Orthanc (its AI findings) excluded",
+             "8 CSV rows skipped (no label / no report)", "training data: 56 rows, 56 images",
+             "0 files, 0 images used, 64 ZIP archives inside")
+        # straight from Orthanc: credentials from the environment
+        env = dict(os.environ, UNIMED_ORTHANC_USER=user, UNIMED_ORTHANC_PASSWORD=password)
+        t0 = time.time()
+        q = subprocess.run([A.train, "--orthanc", o.url, "--orthanc-modality", "OT",
+                            "--out", os.path.join(w, "from_orthanc")] + common,
+                           capture_output=True, text=True, env=env, timeout=600)
+        t_orthanc = time.time() - t0
+        if q.returncode != 0:
+            fail("--orthanc run failed: %s" % q.stderr[-3000:])
+        need(q.stderr, "Orthanc 1.", "64 studies selected",
+             "64 SR documents written by UniMed for Orthanc (its AI findings) excluded",
+             "training data: 56 rows, 56 images")
+        same_model(os.path.join(w, "from_export"), os.path.join(w, "from_orthanc"))
+        # credentials from a file; a wrong password is a clear error
+        cred = os.path.join(w, "cred")
+        with open(cred, "w") as f:
+            f.write("%s:wrong\n" % user)
+        p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred,
+                 "--out", os.path.join(w, "bad")] + common, 1)
+        need(p.stderr, "HTTP 401 (login refused: check the credentials)")
+        with open(cred, "w") as f:
+            f.write("%s:%s\n" % (user, password))
+        # credentials in the URL are refused (the command line is visible to every user)
+        p = run([A.train, "--orthanc", "http://%s:%s@127.0.0.1:1" % (user, password),
+                 "--out", os.path.join(w, "bad")] + common, 2)
+        need(p.stderr, "must not hold credentials")
+        # Orthanc 1.10 has no labels: said so, not silently ignored
+        p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--orthanc-label", "x",
+                 "--out", os.path.join(w, "bad")] + common, 1)
+        need(p.stderr, "has no labels (they came with Orthanc 1.12)")
+        # a date range that selects nothing
+        p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--orthanc-date",
+                 "20990101-20991231", "--out", os.path.join(w, "bad")] + common, 1)
+        need(p.stderr, "0 studies selected", "nothing to train on")
+        # labels keyed by Orthanc study ID
+        by_id = os.path.join(w, "by_id.csv")
+        with open(by_id, "w", newline="") as f:
+            wr = csv.writer(f)
+            wr.writerow(["OrthancStudyID", "label"])
+            for r in rows[:20]:
+                wr.writerow([uid_to_id[r["StudyInstanceUID"]], r["label"]])
+        args = [A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--labels", by_id,
+                "--label-set", d("sides.json"), "--config", "tiny", "--batch", "4", "--epochs", "1",
+                "--threads", "1", "--quiet", "--out", os.path.join(w, "by_id")]
+        p = run(args, 0)
+        need(p.stderr, "key column OrthancStudyID", "training data: 20 rows, 20 images")
+        # anonymised copies find the labels of their originals (AnonymizedFrom)
+        anon = []
+        for r in rows[8:12]:
+            st, ans = o.post("/studies/%s/anonymize" % uid_to_id[r["StudyInstanceUID"]],
+                             {"Replace": {"PatientName": "ANONTEST"}, "Force": True})
+            if st != 200:
+                fail("anonymize: HTTP %s %s" % (st, ans))
+            anon.append(ans["ID"])
+        for key_csv, key in ((labels, "StudyInstanceUID"), (by_id, "OrthancStudyID")):
+            p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--orthanc-query",
+                     '{"PatientName": "ANONTEST"}', "--labels", key_csv, "--label-set",
+                     d("sides.json"), "--config", "tiny", "--batch", "2", "--epochs", "1",
+                     "--threads", "1", "--quiet", "--out", os.path.join(w, "anon")], 0)
+            need(p.stderr, "4 studies selected", "anonymised study, labels of the original (%s" % key,
+                 "training data: 4 rows, 4 images", "anonymised from ")
+            for sid in anon:
+                need(p.stderr, "orthanc study %s" % sid)
+    print("orthanc: 64 studies, 56 labelled (1 image each), 2 epochs: export %.1fs + training %.1fs; "
+          "--orthanc %.1fs; weights identical; 64 own SRs excluded" % (t_export, t_train_export, t_orthanc))
+
+
 def case_folder():
     # a DICOM folder (and a DICOMDIR path, which means its folder) instead of a ZIP
     import zipfile
@@ -482,6 +616,7 @@ def main():
     ap.add_argument("--mpirun")
     ap.add_argument("--medmnist")
     ap.add_argument("--demo")
+    ap.add_argument("--plugin")
     A = ap.parse_args()
     fn = globals().get("case_" + A.case.replace("-", "_"))
     if not fn:
