@@ -280,8 +280,11 @@ int ut_orthanc_fetch(const ut_orthanc_opts *o, ut_orthanc_study_fn fn, void *fn_
   buffer b = {0};
   long status;
   cJSON *sys = NULL, *found = NULL;
+  char *body = NULL;
   char **ids = NULL;
   int n = 0;
+  body = find_body(o, err, errlen); /* a bad --orthanc-query is said first */
+  if (!body) goto done;
   if (!(sys = get_json(&c, "/system", NULL, &b, &status, err, errlen))) goto done;
   const cJSON *ver = cJSON_GetObjectItemCaseSensitive(sys, "Version");
   const char *version = cJSON_IsString(ver) ? ver->valuestring : "?";
@@ -293,11 +296,8 @@ int ut_orthanc_fetch(const ut_orthanc_opts *o, ut_orthanc_study_fn fn, void *fn_
       goto done;
     }
   }
-  char *body = find_body(o, err, errlen);
-  if (!body) goto done;
   found = get_json(&c, "/tools/find", body, &b, &status, err, errlen);
   if (found == NULL) logf_(&c, "the query was %s", body);
-  free(body);
   if (!found) goto done;
   if (!cJSON_IsArray(found)) {
     um_set_err(err, errlen, "%s/tools/find: the answer is not a list of studies", c.base);
@@ -320,6 +320,7 @@ int ut_orthanc_fetch(const ut_orthanc_opts *o, ut_orthanc_study_fn fn, void *fn_
   }
   rc = 0;
 done:
+  free(body);
   free(ids);
   cJSON_Delete(found);
   cJSON_Delete(sys);
