@@ -528,7 +528,7 @@ static int load_state(const char *dir, umt_trainer *T, hparams *h, double *best,
     snprintf(err, errlen, "%s: %s (not a checkpoint of unimed-train?)", path, strerror(errno));
     return -1;
   }
-  char magic[8];
+  char magic[8] = {0};
   int32_t step;
   uint64_t total, sum;
   int ok = fread(magic, 1, 8, fp) == 8 && !memcmp(magic, STATE_MAGIC, 8) &&
@@ -538,6 +538,11 @@ static int load_state(const char *dir, umt_trainer *T, hparams *h, double *best,
            fread(T->m, sizeof(float), total, fp) == total &&
            fread(T->v, sizeof(float), total, fp) == total;
   fclose(fp);
+  if (!memcmp(magic, "UMTRAIN2", 8)) {
+    snprintf(err, errlen, "%s: written by an older unimed-train (no data fingerprint); it cannot "
+                          "be resumed by this one", path);
+    return -1;
+  }
   if (!ok) {
     snprintf(err, errlen, "%s: truncated, or not for this model", path);
     return -1;
