@@ -49,6 +49,7 @@ struct Store {
     std::deque<std::vector<udcm_sr_image_ref>> images;
     std::deque<std::vector<const char *>> params;
     std::vector<udcm_sr_image_ref> library;
+    std::vector<udcm_sr_text_item> texts;
 
     const char *str(const OFString &s)
     {
@@ -119,14 +120,34 @@ struct Reader {
         }
     }
 
+    // Whether a TEXT item is report narrative: reached by CONTAINS (or the
+    // reasoning relationships) only, and not an identification item.
+    static bool is_narrative(DSRTypes::E_RelationshipType rt, const DSRCodedEntryValue &c)
+    {
+        if (rt != DSRTypes::RT_contains && rt != DSRTypes::RT_inferredFrom &&
+            rt != DSRTypes::RT_hasProperties && rt != DSRTypes::RT_isRoot)
+            return false;
+        static const char *const not_text[] = {"112039", "111001", "111002", "111003"};
+        for (const char *v : not_text)
+            if (is(c, v, "DCM")) return false;
+        return true;
+    }
+
     // Walk the subtree below the current node.  depth: of the current node
     // (root = 0); grp: the enclosing Measurement Group; group_depth: its depth;
-    // finding: index of the enclosing CODE item of the group, or -1.
-    void walk(int depth, GroupAcc *grp, int group_depth, long finding, bool in_library)
+    // finding: index of the enclosing CODE item of the group, or -1;
+    // section: the enclosing CONTAINER; narrative: no context/modifier
+    // relationship on the way down.
+    void walk(int depth, GroupAcc *grp, int group_depth, long finding, bool in_library,
+              udcm_sr_code section = udcm_sr_code{"", "", ""}, bool narrative = true)
     {
         DSRContentItem &it = t.getCurrentContentItem();
         const DSRTypes::E_ValueType vt = it.getValueType();
         const DSRCodedEntryValue concept = it.getConceptName();
+        narrative = narrative && is_narrative(it.getRelationshipType(), concept);
+        if (vt == DSRTypes::VT_Text && narrative && !it.getStringValue().empty())
+            st.texts.push_back(udcm_sr_text_item{st.code(concept), section, st.str(it.getStringValue())});
+        if (vt == DSRTypes::VT_Container) section = st.code(concept);
 
         if (vt == DSRTypes::VT_Container && is(concept, "125007", "DCM")) {
             GroupAcc a{};
@@ -214,7 +235,7 @@ struct Reader {
 
         if (t.goDown() != 0) {
             do {
-                walk(depth + 1, grp, group_depth, finding, in_library);
+                walk(depth + 1, grp, group_depth, finding, in_library, section, narrative);
             } while (t.gotoNext() != 0);
             t.goUp();
         }
@@ -281,6 +302,8 @@ udcm_sr_result *read_dataset(DcmItem &ds, const std::string &name, char *err, si
     res->n_groups = st->groups.size();
     res->library = st->library.data();
     res->n_library = st->library.size();
+    res->texts = st->texts.data();
+    res->n_texts = st->texts.size();
     return res;
 }
 

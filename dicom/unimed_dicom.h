@@ -396,6 +396,19 @@ typedef struct udcm_sr_read_group {
     size_t n_images;
 } udcm_sr_read_group;
 
+/* A TEXT content item of the report narrative (any SR template: Basic
+ * Text, Enhanced, Comprehensive; TID 2000 sections included).  Observation
+ * context, concept modifiers, acquisition context, tracking identifiers and
+ * TID 4019 algorithm identification items are not report text and are not
+ * listed. */
+typedef struct udcm_sr_text_item {
+    udcm_sr_code concept;           /* e.g. (121071, DCM, "Finding") */
+    udcm_sr_code section;           /* nearest enclosing CONTAINER's concept
+                                     * (e.g. (121070, DCM, "Findings")); the
+                                     * root's for items directly below it */
+    const char *value;              /* the text */
+} udcm_sr_text_item;
+
 typedef struct udcm_sr_result {
     const char *sop_class_uid, *sop_instance_uid, *series_uid, *study_uid;
     const char *patient_name, *patient_id;
@@ -409,6 +422,8 @@ typedef struct udcm_sr_result {
     size_t n_library;
     udcm_sr_read_group *groups;     /* Measurement Groups, document order */
     size_t n_groups;
+    udcm_sr_text_item *texts;       /* report-text TEXT items, document order */
+    size_t n_texts;
     void *internal_;                /* owned storage; do not touch */
 } udcm_sr_result;
 

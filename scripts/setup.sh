@@ -15,6 +15,7 @@ PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   # libraries
   libopenblas-dev libcjson-dev libdcmtk-dev dcmtk libopenjp2-7-dev libxml2-dev libxml2-utils libzip-dev libpng-dev
+  libcurl4-openssl-dev zlib1g-dev
   # Orthanc and DICOM tools
   orthanc orthanc-dev dicom3tools
   # references for the tests (Debian's /usr/bin/python3)

@@ -18,6 +18,11 @@ and the bad inputs:
   nomatch.csv            keys that match no study of train.zip
   badlabel.csv           train.zip's keys with a label no set knows
   report.csv             train.zip's keys with a 'report' column (free text)
+  stored.zip, stored.csv 4 studies in stored (uncompressed) entries, the pixel data of
+                         the last one altered after zipping (its CRC-32 no longer matches)
+  textsr.zip, textsr.csv 6 studies, each with a report SR of another producer (no labels):
+                         2 Basic Text SR, 2 Enhanced SR (flat TEXT items), 2 Comprehensive SR
+                         following TID 2000 (History, Findings and Impressions sections)
 """
 import argparse
 import csv
@@ -28,7 +33,7 @@ import random
 import zipfile
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid as _gen
 
 _UID_N = [0]
@@ -74,6 +79,98 @@ def dicom_bytes(pixels, study_uid, accession, patient):
     return buf.getvalue()
 
 
+def code_item(value, scheme, meaning):
+    c = Dataset()
+    c.CodeValue = value
+    c.CodingSchemeDesignator = scheme
+    c.CodeMeaning = meaning
+    return c
+
+
+def content_item(rel, vtype, concept, value=None, children=None):
+    it = Dataset()
+    it.RelationshipType = rel
+    it.ValueType = vtype
+    it.ConceptNameCodeSequence = [code_item(*concept)]
+    if vtype == "TEXT":
+        it.TextValue = value
+    elif vtype == "CONTAINER":
+        it.ContinuityOfContent = "SEPARATE"
+    if children:
+        it.ContentSequence = children
+    return it
+
+
+SR_CLASSES = {"basic": "1.2.840.10008.5.1.4.1.1.88.11", "enhanced": "1.2.840.10008.5.1.4.1.1.88.22",
+              "comprehensive": "1.2.840.10008.5.1.4.1.1.88.33"}
+FINDING = ("121071", "DCM", "Finding")
+
+
+def report_sr_bytes(kind, study_uid, accession, patient, label):
+    """A report of another producer: free TEXT items, no TID 1500 findings.
+    The words ending in 'word' let the test see which items became captions."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SR_CLASSES[kind]
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = SR_CLASSES[kind]
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = generate_uid()
+    ds.AccessionNumber = accession
+    ds.PatientID = patient
+    ds.PatientName = patient
+    ds.StudyDate = "20240101"
+    ds.StudyTime = "120000"
+    ds.ContentDate = "20240101"
+    ds.ContentTime = "120000"
+    ds.Modality = "SR"
+    ds.Manufacturer = "Other Reporting System"
+    ds.SeriesNumber = 50
+    ds.InstanceNumber = 1
+    ds.ReferencedPerformedProcedureStepSequence = []
+    ds.PerformedProcedureCodeSequence = []
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = ""
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "UNVERIFIED"
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = [code_item("18748-4", "LN", "Diagnostic Imaging Report")]
+    ds.ContinuityOfContent = "SEPARATE"
+    observer = [content_item("HAS OBS CONTEXT", "CODE", ("121005", "DCM", "Observer Type")),
+                content_item("HAS OBS CONTEXT", "TEXT", ("121013", "DCM", "Device Observer Name"),
+                             "observercontextword")]
+    observer[0].ConceptCodeSequence = [code_item("121007", "DCM", "Device")]
+    if kind == "comprehensive":
+        tmpl = Dataset()
+        tmpl.MappingResource = "DCMR"
+        tmpl.TemplateIdentifier = "2000"
+        ds.ContentTemplateSequence = [tmpl]
+        body = [
+            content_item("CONTAINS", "CONTAINER", ("121060", "DCM", "History"), children=[
+                content_item("CONTAINS", "TEXT", ("121060", "DCM", "History"),
+                             "historyword cough for two weeks")]),
+            content_item("CONTAINS", "CONTAINER", ("121070", "DCM", "Findings"), children=[
+                content_item("CONTAINS", "TEXT", FINDING,
+                             "findingword the %s half is bright" % label)]),
+            content_item("CONTAINS", "CONTAINER", ("121072", "DCM", "Impressions"), children=[
+                content_item("CONTAINS", "TEXT", ("121073", "DCM", "Impression"),
+                             "impressionword %s sided" % label)]),
+        ]
+    else:
+        body = [content_item("CONTAINS", "TEXT", FINDING, "%sword the %s half is bright" % (kind, label)),
+                content_item("CONTAINS", "TEXT", FINDING, "%sword nothing else" % kind)]
+    ds.ContentSequence = observer + body
+    buf = io.BytesIO()
+    ds.is_little_endian = True
+    ds.is_implicit_VR = False
+    ds.save_as(buf, write_like_original=False)
+    return buf.getvalue()
+
+
 def picture(label, rng):
     img = rng.integers(20, 60, size=(16, 16))
     half = slice(0, 8) if label == "left" else slice(8, 16)
@@ -81,9 +178,10 @@ def picture(label, rng):
     return np.clip(img, 0, 255)
 
 
-def make_set(path_zip, path_csv, n, prefix, rng, extra=None):
+def make_set(path_zip, path_csv, n, prefix, rng, extra=None, compression=zipfile.ZIP_DEFLATED,
+             sr_kinds=None):
     rows = []
-    with zipfile.ZipFile(path_zip, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(path_zip, "w", compression) as z:
         for i in range(n):
             label = "left" if i % 2 == 0 else "right"
             study = generate_uid()
@@ -91,6 +189,10 @@ def make_set(path_zip, path_csv, n, prefix, rng, extra=None):
             patient = "%s-%05d" % (prefix, i)
             data = dicom_bytes(picture(label, rng), study, acc, patient)
             z.writestr("%s %s/20240101 Test/OT1 Sides/OT000001.dcm" % (patient, patient), data)
+            if sr_kinds:
+                z.writestr("%s %s/20240101 Test/SR50 Report/SR000001.dcm" % (patient, patient),
+                           report_sr_bytes(sr_kinds[i], study, acc, patient, label))
+                label = ""  # the report is the only caption
             rows.append((study, acc, label))
         if extra:
             extra(z)
@@ -147,6 +249,20 @@ def main():
     for k in range(start + 10, start + 40):
         raw[k] ^= 0x5A
     open(p("mixed.zip"), "wb").write(bytes(raw))
+
+    make_set(p("stored.zip"), p("stored.csv"), 4, "ST", rng, compression=zipfile.ZIP_STORED)
+    # alter pixel bytes of the last entry in place: still a readable DICOM file,
+    # only the CRC-32 tells
+    raw = bytearray(open(p("stored.zip"), "rb").read())
+    with zipfile.ZipFile(p("stored.zip")) as z:
+        info = z.infolist()[-1]
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    end = start + info.compress_size
+    for k in range(end - 40, end - 20):
+        raw[k] ^= 0xFF
+    open(p("stored.zip"), "wb").write(bytes(raw))
+    make_set(p("textsr.zip"), p("textsr.csv"), 6, "TX", rng,
+             sr_kinds=["basic", "basic", "enhanced", "enhanced", "comprehensive", "comprehensive"])
 
     with open(p("nomatch.csv"), "w", newline="") as f:
         w = csv.writer(f)

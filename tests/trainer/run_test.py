@@ -195,7 +195,12 @@ def case_bad_no_images():
 def case_bad_entries():
     p = train(fresh("bad3"), "--batch", "2", "--epochs", "1", archives=("mixed.zip",),
               labels="mixed.csv")
-    need(p.stderr, "1 ZIP entries skipped", "2 files skipped (not DICOM", "training data: 2 rows")
+    need(p.stderr, "1 ZIP entries skipped", "2 files skipped (not DICOM", "training data: 2 rows",
+         "skipped %s:MX-bad3/20240101 Test/OT1 Sides/OT000001.dcm: read error" % d("mixed.zip"),
+         "skipped %s:MX-bad1/20240101 Test/OT1 Sides/OT000001.dcm: cannot parse DICOM" % d("mixed.zip"),
+         "skipped %s:MX-bad2/20240101 Test/OT1 Sides/notes.txt: cannot parse DICOM" % d("mixed.zip"))
+    if "No error" in p.stderr:
+        fail("a skip message says 'No error'")
 
 
 def case_bad_nomatch():
@@ -272,14 +277,281 @@ def case_sr_text():
         wr.writerow(["StudyInstanceUID", "label"])
         for r in rows:
             wr.writerow([r["StudyInstanceUID"], ""])  # no label: SR text only
-    p = run([A.train, "--archive", os.path.join(w, "with_sr.zip"), "--labels", csvp,
-             "--label-set", d("sides.json"), "--config", "tiny", "--out", os.path.join(w, "out"),
-             "--batch", "2", "--epochs", "1", "--threads", "1", "--quiet"], 0)
-    need(p.stderr, "training data: 4 rows", "series without pixel data", "caption example")
+    args = [A.train, "--archive", os.path.join(w, "with_sr.zip"), "--labels", csvp,
+            "--label-set", d("sides.json"), "--config", "tiny", "--out", os.path.join(w, "out"),
+            "--batch", "2", "--epochs", "1", "--threads", "1", "--quiet"]
+    # our own AI findings are never report text by default: nothing is left to train on
+    p = run(args, 1)
+    need(p.stderr, "4 SR documents written by UniMed for Orthanc (its AI findings) excluded",
+         "was written by UniMed for Orthanc (AI findings): not used as report text",
+         "4 CSV rows skipped (no label / no report)", "nothing to train on")
+    # a deliberate self-training experiment may include them
+    p = run(args + ["--include-own-sr"], 0)
+    need(p.stderr, "training data: 4 rows", "series without pixel data", "caption example",
+         "used as report text (--include-own-sr)", "report text from our own (--include-own-sr)")
     ex = [l for l in p.stderr.splitlines() if "caption example" in l]
     if not all("findings: " in l and ("Left" in l or "Right" in l) for l in ex):
         fail("captions are not the SR findings: %s" % ex)
-    print("sr_text: " + ex[0])
+    print("sr_text: own SRs excluded by default; with --include-own-sr: " + ex[0])
+
+
+def case_text_sr():
+    # report SRs of other producers: Basic Text, Enhanced, Comprehensive (TID 2000)
+    w = fresh("text_sr")
+    os.makedirs(w)
+    import zipfile
+    with zipfile.ZipFile(d("textsr.zip")) as z:
+        z.extractall(os.path.join(w, "files"))
+        srs = [n for n in z.namelist() if "/SR50" in n]
+    for n in srs:  # DCMTK reads what pydicom wrote
+        run(["dsrdump", os.path.join(w, "files", n)], 0)
+    p = train(os.path.join(w, "out"), "--batch", "2", "--epochs", "1", archives=("textsr.zip",),
+              labels="textsr.csv")
+    need(p.stderr, "training data: 6 rows, 6 images")
+    rows = list(csv.DictReader(open(d("textsr.csv"))))
+    kinds = ["Basic Text SR", "Basic Text SR", "Enhanced SR", "Enhanced SR",
+             "Comprehensive SR", "Comprehensive SR"]
+    for r, kind in zip(rows, kinds):  # what was read, per study
+        sections = "(Findings, Impressions)" if kind == "Comprehensive SR" else "(Diagnostic Imaging Report)"
+        need(p.stderr, "study %s: report text from %s" % (r["StudyInstanceUID"], kind),
+             "2 TEXT items %s" % sections)
+    ex = [l for l in p.stderr.splitlines() if "caption example" in l]
+    if "basicword the left half is bright. basicword nothing else" not in ex[0]:
+        fail("Basic Text SR caption: %s" % ex)
+    if "enhancedword" not in ex[2]:
+        fail("Enhanced SR caption: %s" % ex)
+    voc = set(open(os.path.join(w, "out", "vocab.txt")).read().split("\n"))
+    for word in ("basicword", "enhancedword", "findingword", "impressionword"):
+        if word not in voc:
+            fail("%s (a report TEXT item) is not in any caption" % word)
+    for word in ("historyword", "observercontextword"):
+        if word in voc:
+            fail("%s (history section / observer context) became caption text" % word)
+    print("text_sr: Basic Text, Enhanced and TID 2000 Comprehensive SR text read: " + ex[0])
+
+
+def case_stored_crc():
+    # a stored (uncompressed) entry whose bytes no longer match its CRC-32
+    p = train(fresh("stored_crc"), "--batch", "2", "--epochs", "1", archives=("stored.zip",),
+              labels="stored.csv")
+    need(p.stderr, "skipped %s:ST-00003 ST-00003/20240101 Test/OT1 Sides/OT000001.dcm: CRC-32 mismatch"
+         % d("stored.zip"), "of the stored data", "1 ZIP entries skipped", "training data: 3 rows")
+    if "No error" in p.stderr:
+        fail("a skip message says 'No error'")
+
+
+def case_inputs():
+    # a nested folder mixing per-study ZIPs and DICOM files, and more than 64 inputs
+    import zipfile
+    w = fresh("inputs")
+    rows = list(csv.DictReader(open(d("train.csv"))))
+    src = zipfile.ZipFile(d("train.zip"))
+    names = sorted(src.namelist())
+    zips = []
+    for i, name in enumerate(names):
+        if i < 40:  # one ZIP per study, at several depths
+            sub = os.path.join(w, "mixed", "zips", "deeper" if i % 2 else "")
+            os.makedirs(sub, exist_ok=True)
+            path = os.path.join(sub, "study%02d.zip" % i)
+            with zipfile.ZipFile(path, "w") as z:
+                z.writestr(name, src.read(name))
+            zips.append(path)
+        else:  # plain DICOM files next to them
+            path = os.path.join(w, "mixed", "files", name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "wb").write(src.read(name))
+    out = os.path.join(w, "out")
+    common = ["--labels", d("train.csv"), "--label-set", d("sides.json"), "--config", "tiny",
+              "--batch", "8", "--epochs", "1", "--threads", "1", "--quiet", "--seed", "2"]
+    p = run([A.train, os.path.join(w, "mixed"), "--out", out] + common, 0)
+    need(p.stderr, "24 files, 24 images used, 40 ZIP archives inside", "training data: 64 rows, 64 images")
+    # 70 inputs: the 40 ZIPs listed one by one, the rest as a folder, positional and --archive mixed
+    many = [a for z in zips for a in ("--archive", z)] + [os.path.join(w, "mixed", "files")]
+    many += [os.path.join(w, "mixed", "files", "nothing-here")] * 29  # missing: skipped, counted
+    p = run([A.train] + many + ["--out", out + "2"] + common, 0)
+    need(p.stderr, "training data: 64 rows, 64 images", "29 archives skipped")
+    same_model(out, out + "2")
+    h = run([A.train, "--help"], 0).stdout
+    for part in ("ZIP|DIR ...", "positional arguments are inputs like --archive", "every ZIP inside it",
+                 "--orthanc URL", "never from the command line"):
+        if part not in h:
+            fail("--help does not document %r" % part)
+    print("inputs: nested folder of 40 ZIPs + 24 DICOM files, and 70 inputs, give the same model")
+
+
+def case_resume_fingerprint():
+    # the same number of rows with every label flipped is other data
+    w = fresh("resume_fp")
+    os.makedirs(w)
+    flipped = os.path.join(w, "flipped.csv")
+    with open(flipped, "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["StudyInstanceUID", "AccessionNumber", "label"])
+        for r in csv.DictReader(open(d("train.csv"))):
+            wr.writerow([r["StudyInstanceUID"], r["AccessionNumber"],
+                         "right" if r["label"] == "left" else "left"])
+    out = os.path.join(w, "out")
+    train(out, *COMMON, "--max-steps", "2")
+    args = [A.train, "--archive", d("train.zip"), "--labels", flipped, "--label-set",
+            d("sides.json"), "--out", out, "--threads", "1", "--quiet", "--resume", out] + COMMON
+    p = run(args, 1)
+    need(p.stderr, "--resume: the training data differ from the run being resumed")
+    p = train(out, *COMMON, src=("--resume", out))  # the same data still resumes
+    need(p.stderr, "resumed at step 2")
+    print("resume_fingerprint: flipped labels refused, the same data resumed")
+
+
+def case_orthanc():
+    """A real Orthanc (authentication on) where the plugin ran: its per-study
+    exports and --orthanc give the same model; our AI SRs are never captions.
+    Without the plugin (sanitizer builds cannot load it into Debian's Orthanc)
+    the same SRs are written by `unimed analyze --sr` and uploaded."""
+    with_plugin = bool(A.plugin and os.path.isfile(A.plugin))
+    if not with_plugin:
+        print("note: no plugin build here (sanitizer builds cannot load it into Orthanc): "
+              "the SRs come from `unimed analyze --sr` instead")
+    if not os.path.isfile("/usr/sbin/Orthanc"):
+        skip("/usr/sbin/Orthanc is absent")
+    model = os.path.join(A.work, "e2e")
+    if not os.path.exists(os.path.join(model, "model.safetensors")):
+        fail("needs trainer_e2e first")
+    import zipfile
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "orthanc"))
+    from run import Orthanc
+    w = fresh("orthanc")
+    os.makedirs(w)
+    user, password = "trainer", "tr41n-s3cret"
+    src = zipfile.ZipFile(d("train.zip"))
+    names = sorted(src.namelist())
+    rows = list(csv.DictReader(open(d("train.csv"))))
+    if with_plugin:
+        server = Orthanc(A.plugin, model, workdir=os.path.join(w, "orthanc"), users={user: password},
+                         unimed={"LabelSets": [d("sides.json")]})
+    else:
+        server = Orthanc("no-plugin", None, workdir=os.path.join(w, "orthanc"),
+                         users={user: password}, extra={"Plugins": []})
+    with server as o:
+        if o.get("/system", auth=False)[0] != 401:
+            fail("authentication is not on")
+        for i, name in enumerate(names):
+            data = src.read(name)
+            files = [data]
+            if not with_plugin:
+                study = os.path.join(w, "analyze%d" % i)
+                os.makedirs(study)
+                open(os.path.join(study, "img.dcm"), "wb").write(data)
+                run([A.unimed, "analyze", "--model", model, "--label-set", d("sides.json"),
+                     "--no-cache", "--sr", os.path.join(study, "sr.dcm"), study], 0)
+                files.append(open(os.path.join(study, "sr.dcm"), "rb").read())
+            for f in files:
+                st, ans = o.post("/instances", f, headers={"Content-Type": "application/dicom"})
+                if st != 200:
+                    fail("upload: HTTP %s %s" % (st, ans))
+        st, studies = o.get("/studies?expand")
+        uid_to_id = {s["MainDicomTags"]["StudyInstanceUID"]: s["ID"] for s in studies}
+
+        def has_sr(sid):
+            st, series = o.get("/studies/%s/series" % sid)
+            return any(x["MainDicomTags"].get("Modality") == "SR" for x in series)
+        deadline = time.time() + 600
+        pending = set(uid_to_id.values())
+        while pending and time.time() < deadline:
+            pending = {sid for sid in pending if not has_sr(sid)}
+            time.sleep(0.5)
+        if pending:
+            fail("the plugin wrote no SR for %d studies; Orthanc log:\n%s" % (len(pending), o.log_tail()))
+        # the export a site scripts: one /studies/{id}/archive per study, in nested folders
+        t0 = time.time()
+        export = os.path.join(w, "export")
+        for i, (uid, sid) in enumerate(sorted(uid_to_id.items())):
+            sub = os.path.join(export, "batch%d" % (i % 3))
+            os.makedirs(sub, exist_ok=True)
+            st, data, _ = o.request("GET", "/studies/%s/archive" % sid)
+            if st != 200:
+                fail("archive of %s: HTTP %s" % (sid, st))
+            open(os.path.join(sub, sid + ".zip"), "wb").write(data)
+        t_export = time.time() - t0
+        # labels: 8 studies have no label, only the plugin's SR (which must not count)
+        labels = os.path.join(w, "labels.csv")
+        with open(labels, "w", newline="") as f:
+            wr = csv.writer(f)
+            wr.writerow(["StudyInstanceUID", "label"])
+            for i, r in enumerate(rows):
+                wr.writerow([r["StudyInstanceUID"], "" if i < 8 else r["label"]])
+        common = ["--labels", labels, "--label-set", d("sides.json"), "--config", "tiny",
+                  "--batch", "8", "--epochs", "2", "--threads", "1", "--quiet", "--seed", "5"]
+        t0 = time.time()
+        p = run([A.train, export, "--out", os.path.join(w, "from_export")] + common, 0)
+        t_train_export = time.time() - t0
+        need(p.stderr, "64 SR documents written by UniMed for Orthanc (its AI findings) excluded",
+             "8 CSV rows skipped (no label / no report)", "training data: 56 rows, 56 images",
+             "0 files, 0 images used, 64 ZIP archives inside")
+        # straight from Orthanc: credentials from the environment
+        env = dict(os.environ, UNIMED_ORTHANC_USER=user, UNIMED_ORTHANC_PASSWORD=password)
+        t0 = time.time()
+        q = subprocess.run([A.train, "--orthanc", o.url, "--orthanc-modality", "OT",
+                            "--out", os.path.join(w, "from_orthanc")] + common,
+                           capture_output=True, text=True, env=env, timeout=600)
+        t_orthanc = time.time() - t0
+        if q.returncode != 0:
+            fail("--orthanc run failed: %s" % q.stderr[-3000:])
+        need(q.stderr, "Orthanc 1.", "64 studies selected",
+             "64 SR documents written by UniMed for Orthanc (its AI findings) excluded",
+             "training data: 56 rows, 56 images")
+        same_model(os.path.join(w, "from_export"), os.path.join(w, "from_orthanc"))
+        # credentials from a file; a wrong password is a clear error
+        cred = os.path.join(w, "cred")
+        with open(cred, "w") as f:
+            f.write("%s:wrong\n" % user)
+        p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred,
+                 "--out", os.path.join(w, "bad")] + common, 1)
+        need(p.stderr, "HTTP 401 (login refused: check the credentials)")
+        with open(cred, "w") as f:
+            f.write("%s:%s\n" % (user, password))
+        # credentials in the URL are refused (the command line is visible to every user)
+        p = run([A.train, "--orthanc", "http://%s:%s@127.0.0.1:1" % (user, password),
+                 "--out", os.path.join(w, "bad")] + common, 2)
+        need(p.stderr, "must not hold credentials")
+        # Orthanc 1.10 has no labels: said so, not silently ignored
+        p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--orthanc-label", "x",
+                 "--out", os.path.join(w, "bad")] + common, 1)
+        need(p.stderr, "has no labels (they came with Orthanc 1.12)")
+        # a date range that selects nothing
+        p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--orthanc-date",
+                 "20990101-20991231", "--out", os.path.join(w, "bad")] + common, 1)
+        need(p.stderr, "0 studies selected", "nothing to train on")
+        # labels keyed by Orthanc study ID
+        by_id = os.path.join(w, "by_id.csv")
+        with open(by_id, "w", newline="") as f:
+            wr = csv.writer(f)
+            wr.writerow(["OrthancStudyID", "label"])
+            for r in rows[:20]:
+                wr.writerow([uid_to_id[r["StudyInstanceUID"]], r["label"]])
+        args = [A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--labels", by_id,
+                "--label-set", d("sides.json"), "--config", "tiny", "--batch", "4", "--epochs", "1",
+                "--threads", "1", "--quiet", "--out", os.path.join(w, "by_id")]
+        p = run(args, 0)
+        need(p.stderr, "key column OrthancStudyID", "training data: 20 rows, 20 images")
+        # anonymised copies find the labels of their originals (AnonymizedFrom)
+        anon = []
+        for r in rows[8:12]:
+            st, ans = o.post("/studies/%s/anonymize" % uid_to_id[r["StudyInstanceUID"]],
+                             {"Replace": {"PatientName": "ANONTEST"}, "Force": True})
+            if st != 200:
+                fail("anonymize: HTTP %s %s" % (st, ans))
+            anon.append(ans["ID"])
+        for key_csv, key in ((labels, "StudyInstanceUID"), (by_id, "OrthancStudyID")):
+            p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--orthanc-query",
+                     '{"PatientName": "ANONTEST"}', "--labels", key_csv, "--label-set",
+                     d("sides.json"), "--config", "tiny", "--batch", "2", "--epochs", "1",
+                     "--threads", "1", "--quiet", "--out", os.path.join(w, "anon")], 0)
+            need(p.stderr, "4 studies selected", "anonymised study, labels of the original (%s" % key,
+                 "training data: 4 rows, 4 images", "anonymised from ")
+            for sid in anon:
+                need(p.stderr, "orthanc study %s" % sid)
+    print("orthanc: 64 studies, 56 labelled (1 image each), 2 epochs: export %.1fs + training %.1fs; "
+          "--orthanc %.1fs; weights identical; 64 own SRs excluded" % (t_export, t_train_export, t_orthanc))
 
 
 def case_folder():
@@ -363,7 +635,9 @@ def main():
     ap.add_argument("--mpirun")
     ap.add_argument("--medmnist")
     ap.add_argument("--demo")
+    ap.add_argument("--plugin")
     A = ap.parse_args()
+    A.work, A.data = os.path.abspath(A.work), os.path.abspath(A.data)
     fn = globals().get("case_" + A.case.replace("-", "_"))
     if not fn:
         fail("unknown case " + A.case)

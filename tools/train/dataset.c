@@ -11,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <zip.h>
+#include <zlib.h>
 
 #include "unimed_dicom.h"
 
@@ -150,10 +152,15 @@ typedef struct {
   char **sr_text;
   int n_sr, cap_sr;
   int logged;
+  /* the Orthanc study being added (--orthanc), and the keys of the study it
+   * was anonymised from (NULL / "" when none) */
+  const char *orthanc_id, *alias_study_uid, *alias_accession, *alias_orthanc_id;
+  char *err; /* for the Orthanc callback */
+  size_t errlen;
 } loader;
 
 static const char *const key_names[] = {"StudyInstanceUID", "AccessionNumber",
-                                        "SeriesInstanceUID", "SOPInstanceUID"};
+                                        "SeriesInstanceUID", "SOPInstanceUID", "OrthancStudyID"};
 
 static loader *g_sort_loader; /* qsort has no context argument in C11 */
 static int cmp_rows(const void *a, const void *b) {
@@ -208,7 +215,7 @@ static int load_csv(loader *L, char *err, size_t errlen) {
     if (!strcasecmp(h, "report") || !strcasecmp(h, "text")) rcol = i;
   }
   /* the key: --key, else the first of key_names present in the header */
-  for (int k = 0; k < 4 && kcol < 0; k++) {
+  for (int k = 0; k < 5 && kcol < 0; k++) {
     if (o->key_column && strcasecmp(o->key_column, key_names[k])) continue;
     for (int i = 0; i < nf && kcol < 0; i++)
       if (!strcasecmp(f[i], key_names[k])) kcol = i, L->key = (enum ut_key)k;
@@ -216,11 +223,12 @@ static int load_csv(loader *L, char *err, size_t errlen) {
   if (kcol < 0) {
     if (o->key_column)
       um_set_err(err, errlen, "%s: key column '%s' is not in the header, or is not one of "
-                           "StudyInstanceUID, AccessionNumber, SeriesInstanceUID, SOPInstanceUID",
+                           "StudyInstanceUID, AccessionNumber, SeriesInstanceUID, SOPInstanceUID, "
+                           "OrthancStudyID",
               o->labels_csv, o->key_column);
     else
       um_set_err(err, errlen, "%s: no key column (StudyInstanceUID, AccessionNumber, "
-                           "SeriesInstanceUID or SOPInstanceUID) in the header",
+                           "SeriesInstanceUID, SOPInstanceUID or OrthancStudyID) in the header",
               o->labels_csv);
     goto done;
   }
@@ -343,6 +351,19 @@ static int add_frame(loader *L, int row, const udcm_series *s, int inst, uint32_
   return 0;
 }
 
+static void append_text(char **dst, const char *t) {
+  if (!*dst) {
+    *dst = strdup(t);
+    return;
+  }
+  size_t a = strlen(*dst), b = strlen(t);
+  char *n = realloc(*dst, a + b + 3);
+  if (!n) return;
+  memcpy(n + a, "; ", 2);
+  memcpy(n + a + 2, t, b + 1);
+  *dst = n;
+}
+
 static char *sr_text_of(const udcm_sr_result *res) {
   size_t cap = 256, n = 0;
   char *out = malloc(cap);
@@ -396,6 +417,81 @@ static char *sr_text_of(const udcm_sr_result *res) {
   return out;
 }
 
+/* The SR writer's identity (dicom/sr_writer.cpp, plugin): the Device
+ * Observer Manufacturer it sets, and the label_set_* algorithm parameters
+ * only it writes into a TID 4019 Algorithm Identification. */
+#define UT_OWN_MANUFACTURER "UniMed for Orthanc"
+static int written_by_this_project(const udcm_sr_result *res) {
+  if (res->device_observer_manufacturer &&
+      !strcmp(res->device_observer_manufacturer, UT_OWN_MANUFACTURER))
+    return 1;
+  for (size_t g = 0; g < res->n_groups; g++)
+    if (res->groups[g].label_set_hash && res->groups[g].label_set_hash[0]) return 1;
+  return 0;
+}
+
+static const char *sr_kind(const char *sop_class) {
+  static const struct {
+    const char *uid, *name;
+  } kinds[] = {{"1.2.840.10008.5.1.4.1.1.88.11", "Basic Text SR"},
+               {"1.2.840.10008.5.1.4.1.1.88.22", "Enhanced SR"},
+               {"1.2.840.10008.5.1.4.1.1.88.33", "Comprehensive SR"},
+               {"1.2.840.10008.5.1.4.1.1.88.34", "Comprehensive 3D SR"},
+               {"1.2.840.10008.5.1.4.1.1.88.35", "Extensible SR"}};
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+    if (sop_class && !strcmp(sop_class, kinds[i].uid)) return kinds[i].name;
+  return "SR";
+}
+
+static int is_code(const udcm_sr_code *c, const char *value, const char *scheme) {
+  return c->value && c->scheme && !strcmp(c->value, value) && !strcmp(c->scheme, scheme);
+}
+
+/* The report narrative: the TEXT items of the Findings (121070) and
+ * Impressions (121072) sections of a TID 2000 report when it has them (its
+ * other sections - history, request, ... - describe the question, not the
+ * images), else every TEXT item. `what` says which. NULL when none. */
+static char *narrative_of(const udcm_sr_result *res, char *what, size_t whatlen) {
+  int sections = 0;
+  for (size_t i = 0; i < res->n_texts; i++)
+    if (is_code(&res->texts[i].section, "121070", "DCM") ||
+        is_code(&res->texts[i].section, "121072", "DCM"))
+      sections = 1;
+  size_t total = 1;
+  for (size_t i = 0; i < res->n_texts; i++) total += strlen(res->texts[i].value) + 2;
+  char *out = malloc(total);
+  if (!out) return NULL;
+  out[0] = 0;
+  int n = 0;
+  what[0] = 0;
+  for (size_t i = 0; i < res->n_texts; i++) {
+    const udcm_sr_text_item *t = &res->texts[i];
+    if (sections && !is_code(&t->section, "121070", "DCM") && !is_code(&t->section, "121072", "DCM"))
+      continue;
+    if (n++) { /* items become sentences */
+      size_t l = strlen(out);
+      while (l > 0 && out[l - 1] == ' ') out[--l] = 0;
+      strcat(out, l > 0 && strchr(".!?;:", out[l - 1]) ? " " : ". ");
+    }
+    strcat(out, t->value);
+    const char *sec = t->section.meaning && *t->section.meaning ? t->section.meaning : "root";
+    if (!strstr(what, sec) && strlen(what) + strlen(sec) + 3 < whatlen) {
+      if (*what) strcat(what, ", ");
+      strcat(what, sec);
+    }
+  }
+  if (!n) {
+    free(out);
+    return NULL;
+  }
+  char *sections_read = strdup(what);
+  if (sections_read) {
+    snprintf(what, whatlen, "%d TEXT item%s (%.150s)", n, n == 1 ? "" : "s", sections_read);
+    free(sections_read);
+  }
+  return out;
+}
+
 static int add_sr(loader *L, const udcm_series *s, char *err, size_t errlen) {
   for (int i = 0; i < s->n_instances; i++) {
     const udcm_instance *in = &s->instances[i];
@@ -407,9 +503,41 @@ static int add_sr(loader *L, const udcm_series *s, char *err, size_t errlen) {
       if (L->logged++ < UT_LOG_LIMIT) logf_(L->o, "SR not read: %s", e2);
       continue;
     }
-    char *t = sr_text_of(res);
+    const char *kind = sr_kind(res->sop_class_uid);
+    int own = written_by_this_project(res);
+    if (own) {
+      L->d->skips.sr_own++;
+      if (!L->o->include_own_sr) {
+        logf_(L->o, "study %s: %s %s was written by " UT_OWN_MANUFACTURER
+                    " (AI findings): not used as report text", in->info.study_uid, kind,
+              in->path);
+        udcm_sr_result_free(res);
+        continue;
+      }
+    }
+    char what[200];
+    char *narrative = narrative_of(res, what, sizeof what);
+    char *findings = sr_text_of(res);
     udcm_sr_result_free(res);
-    if (!t) continue;
+    const int has_narrative = narrative != NULL, has_findings = findings != NULL;
+    char *t = narrative;
+    if (findings) {
+      if (t) {
+        append_text(&t, findings);
+        free(findings);
+      } else {
+        t = findings;
+      }
+    }
+    if (!t) {
+      L->d->skips.sr_no_text++;
+      logf_(L->o, "study %s: %s %s has no report text (no TEXT item, no TID 1500 finding)",
+            in->info.study_uid, kind, in->path);
+      continue;
+    }
+    logf_(L->o, "study %s: report text from %s%s %s: %s%s%s", in->info.study_uid,
+          own ? "our own (--include-own-sr) " : "", kind, in->path, has_narrative ? what : "",
+          has_narrative && has_findings ? " + " : "", has_findings ? "TID 1500 findings" : "");
     if (L->n_sr == L->cap_sr) {
       int nc = L->cap_sr ? L->cap_sr * 2 : 16;
       char(*ns)[65] = realloc(L->sr_study, (size_t)nc * sizeof *ns);
@@ -435,8 +563,17 @@ static const char *series_key(const loader *L, const udcm_series *s, int inst) {
   case UT_KEY_ACCESSION: return s->instances[0].info.accession_number;
   case UT_KEY_SERIES: return s->series_uid;
   case UT_KEY_SOP: return s->instances[inst].info.sop_instance_uid;
+  case UT_KEY_ORTHANC: return L->orthanc_id ? L->orthanc_id : "";
   }
   return "";
+}
+
+/* The key of the study an anonymised Orthanc study came from (AnonymizedFrom). */
+static const char *alias_key(const loader *L) {
+  const char *k = L->key == UT_KEY_STUDY ? L->alias_study_uid
+                  : L->key == UT_KEY_ACCESSION ? L->alias_accession
+                  : L->key == UT_KEY_ORTHANC ? L->alias_orthanc_id : NULL;
+  return k && *k ? k : NULL;
 }
 
 static int add_collection(loader *L, const udcm_collection *c, char *err, size_t errlen) {
@@ -476,6 +613,12 @@ static int add_collection(loader *L, const udcm_collection *c, char *err, size_t
       continue;
     }
     int row = find_row(L, series_key(L, s, 0));
+    if (row < 0 && alias_key(L)) {
+      row = find_row(L, alias_key(L));
+      if (row >= 0)
+        logf_(o, "series %s: anonymised study, labels of the original (%s %s, AnonymizedFrom)",
+              s->series_uid, key_names[L->key], alias_key(L));
+    }
     if (row < 0 || d->rows[row].valid < 0) {
       d->skips.images_unmatched += s->n_instances;
       if (L->logged++ < UT_LOG_LIMIT && row < 0)
@@ -537,23 +680,54 @@ static int add_zip(loader *L, const char *path, char *err, size_t errlen) {
       continue;
     }
     char *buf = malloc(st.size ? st.size : 1);
-    zip_file_t *zf = buf ? zip_fopen_index(z, (zip_uint64_t)i, 0) : NULL;
-    zip_int64_t got = zf ? zip_fread(zf, buf, st.size) : -1;
-    const char *why = !buf ? "out of memory" : !zf ? zip_strerror(z) : zip_file_strerror(zf);
-    if (!zf || got != (zip_int64_t)st.size) {
+    char why[300] = "";
+    if (!buf) {
+      snprintf(why, sizeof why, "out of memory for %llu bytes", (unsigned long long)st.size);
+    } else {
+      zip_file_t *zf = zip_fopen_index(z, (zip_uint64_t)i, 0);
+      if (!zf) {
+        snprintf(why, sizeof why, "cannot open the entry: %s", zip_strerror(z));
+      } else {
+        zip_int64_t got = 0, r = 0;
+        while ((zip_uint64_t)got < st.size &&
+               (r = zip_fread(zf, buf + got, st.size - (zip_uint64_t)got)) > 0)
+          got += r;
+        if (r < 0)
+          snprintf(why, sizeof why, "read error after %lld of %llu bytes: %s", (long long)got,
+                   (unsigned long long)st.size, zip_file_strerror(zf));
+        else if ((zip_uint64_t)got != st.size)
+          snprintf(why, sizeof why, "truncated: %lld of %llu bytes", (long long)got,
+                   (unsigned long long)st.size);
+        if (zip_fclose(zf) != 0 && !why[0])
+          snprintf(why, sizeof why, "error at the end of the entry: %s", zip_strerror(z));
+      }
+    }
+    /* libzip checks the CRC only when a read reaches the end of the data; an
+     * entry read by its size (stored entries) is never checked. Check every
+     * entry here. */
+    if (!why[0] && (st.valid & ZIP_STAT_CRC)) {
+      uLong crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)buf, (uInt)st.size);
+      if ((zip_uint32_t)crc != st.crc)
+        snprintf(why, sizeof why, "CRC-32 mismatch (%08lx in the archive, %08lx of the %s data)",
+                 (unsigned long)st.crc, (unsigned long)crc,
+                 st.comp_method == ZIP_CM_STORE ? "stored" : "inflated");
+    }
+    if (why[0]) {
       L->d->skips.entries_unreadable++;
       if (L->logged++ < UT_LOG_LIMIT) logf_(o, "skipped %s:%s: %s", path, st.name, why);
-      if (zf) zip_fclose(zf);
       free(buf);
       continue;
     }
-    if (zip_fclose(zf) != 0) { /* CRC mismatch is reported at close */
-      L->d->skips.entries_unreadable++;
-      if (L->logged++ < UT_LOG_LIMIT) logf_(o, "skipped %s:%s: CRC error", path, st.name);
+    /* messages about the entry name the archive too */
+    size_t nlen = strlen(path) + strlen(st.name) + 2;
+    names[nf] = malloc(nlen);
+    if (!names[nf]) {
       free(buf);
-      continue;
+      um_set_err(err, errlen, "out of memory");
+      rc = -1;
+      goto done;
     }
-    names[nf] = strdup(st.name);
+    snprintf(names[nf], nlen, "%s:%s", path, st.name);
     files[nf].name = names[nf];
     files[nf].data = buf;
     files[nf].len = st.size;
@@ -581,18 +755,139 @@ done:
   return rc;
 }
 
+typedef struct {
+  char **v;
+  int n, cap;
+} path_list;
+
+static int path_push(path_list *l, const char *p) {
+  if (l->n == l->cap) {
+    int nc = l->cap ? l->cap * 2 : 64;
+    char **nv = realloc(l->v, (size_t)nc * sizeof *nv);
+    if (!nv) return -1;
+    l->v = nv;
+    l->cap = nc;
+  }
+  return (l->v[l->n] = strdup(p)) ? (l->n++, 0) : -1;
+}
+
+static void path_free(path_list *l) {
+  for (int i = 0; i < l->n; i++) free(l->v[i]);
+  free(l->v);
+}
+
+static int cmp_cstr(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether a file starts like a ZIP archive (local header or empty archive). */
+static int looks_like_zip(const char *path) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) return 0;
+  unsigned char m[4] = {0};
+  size_t n = fread(m, 1, 4, fp);
+  fclose(fp);
+  return n == 4 && m[0] == 'P' && m[1] == 'K' &&
+         ((m[2] == 3 && m[3] == 4) || (m[2] == 5 && m[3] == 6));
+}
+
+/* Walks a folder in name order: ZIP archives (by their signature) to zips,
+ * everything else to files. Hidden entries, __MACOSX and DICOMDIR are left
+ * out. */
+static int walk_folder(loader *L, const char *dir, int depth, path_list *files, path_list *zips) {
+  if (depth > 64) return 0;
+  DIR *dp = opendir(dir);
+  if (!dp) {
+    L->d->skips.archives_unreadable++;
+    logf_(L->o, "skipped folder %s: %s", dir, strerror(errno));
+    return 0;
+  }
+  path_list names = {0};
+  int rc = 0;
+  struct dirent *e;
+  while ((e = readdir(dp)) != NULL && rc == 0)
+    if (e->d_name[0] != '.' && strcmp(e->d_name, "__MACOSX") && strcmp(e->d_name, "DICOMDIR"))
+      rc = path_push(&names, e->d_name);
+  closedir(dp);
+  if (names.n) qsort(names.v, (size_t)names.n, sizeof *names.v, cmp_cstr);
+  for (int i = 0; i < names.n && rc == 0; i++) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, names.v[i]);
+    struct stat st;
+    if (stat(p, &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) rc = walk_folder(L, p, depth + 1, files, zips);
+    else if (S_ISREG(st.st_mode)) rc = path_push(looks_like_zip(p) ? zips : files, p);
+  }
+  path_free(&names);
+  return rc;
+}
+
+static int add_zip(loader *L, const char *path, char *err, size_t errlen);
+
+/* A folder: its DICOM files (any depth) as one collection, then every ZIP
+ * archive found in it (e.g. one /studies/{id}/archive per study). */
 static int add_folder(loader *L, const char *path, char *err, size_t errlen) {
-  udcm_collection c;
-  char e2[512];
-  const char *paths[1] = {path};
-  if (udcm_collect(paths, 1, NULL, warn_cb, L, &c, e2, sizeof e2) != 0) {
-    um_set_err(err, errlen, "%s: %s", path, e2);
-    return -1;
+  path_list files = {0}, zips = {0};
+  int rc = walk_folder(L, path, 0, &files, &zips);
+  if (rc != 0) {
+    um_set_err(err, errlen, "out of memory");
+    goto done;
   }
   int before = L->n_img;
-  int rc = add_collection(L, &c, err, errlen);
-  logf_(L->o, "%s: %d files, %d images used", path, c.n_files, L->n_img - before);
-  udcm_collection_free(&c);
+  if (files.n > 0) {
+    udcm_collection c;
+    char e2[512];
+    if (udcm_collect((const char *const *)files.v, files.n, NULL, warn_cb, L, &c, e2,
+                     sizeof e2) != 0) {
+      um_set_err(err, errlen, "%s: %s", path, e2);
+      rc = -1;
+      goto done;
+    }
+    rc = add_collection(L, &c, err, errlen);
+    udcm_collection_free(&c);
+  }
+  logf_(L->o, "%s: %d files, %d images used, %d ZIP archives inside", path, files.n,
+        L->n_img - before, zips.n);
+  for (int i = 0; i < zips.n && rc == 0; i++) rc = add_zip(L, zips.v[i], err, errlen);
+done:
+  path_free(&files);
+  path_free(&zips);
+  return rc;
+}
+
+/* ---- Orthanc ---- */
+
+static int add_orthanc_study(void *ctx, const ut_orthanc_study *s) {
+  loader *L = ctx;
+  udcm_memory_file *files = calloc((size_t)(s->n_files ? s->n_files : 1), sizeof *files);
+  if (!files) {
+    um_set_err(L->err, L->errlen, "out of memory");
+    return -1;
+  }
+  for (int i = 0; i < s->n_files; i++) {
+    files[i].name = s->names[i];
+    files[i].data = s->data[i];
+    files[i].len = s->len[i];
+  }
+  udcm_collection c;
+  char e2[512];
+  int rc = udcm_collect_memory(files, s->n_files, NULL, warn_cb, L, &c, e2, sizeof e2);
+  if (rc != 0) {
+    um_set_err(L->err, L->errlen, "Orthanc study %s: %s", s->orthanc_id, e2);
+  } else {
+    L->orthanc_id = s->orthanc_id;
+    L->alias_study_uid = s->original_study_uid;
+    L->alias_accession = s->original_accession;
+    L->alias_orthanc_id = s->original_id;
+    int before = L->n_img;
+    rc = add_collection(L, &c, L->err, L->errlen);
+    udcm_collection_free(&c);
+    logf_(L->o, "orthanc study %s (%s%s%s): %d instances, %d images used", s->orthanc_id,
+          s->study_uid, *s->original_id ? ", anonymised from " : "", s->original_id, s->n_files,
+          L->n_img - before);
+    L->orthanc_id = L->alias_study_uid = L->alias_accession = L->alias_orthanc_id = NULL;
+  }
+  free(files);
   return rc;
 }
 
@@ -647,19 +942,6 @@ static int resolve_labels(const ut_load_opts *o, ut_row *r, char *bad, size_t ba
   return -1;
 }
 
-static void append_text(char **dst, const char *t) {
-  if (!*dst) {
-    *dst = strdup(t);
-    return;
-  }
-  size_t a = strlen(*dst), b = strlen(t);
-  char *n = realloc(*dst, a + b + 3);
-  if (!n) return;
-  memcpy(n + a, "; ", 2);
-  memcpy(n + a + 2, t, b + 1);
-  *dst = n;
-}
-
 static void free_row(ut_row *r) {
   free(r->report);
   free(r->sr_text);
@@ -700,6 +982,23 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
     if ((S_ISDIR(st.st_mode) ? add_folder(&L, p, err, errlen) : add_zip(&L, p, err, errlen)) != 0)
       goto done;
   }
+  if (o->orthanc) {
+#ifdef UT_WITH_ORTHANC
+    L.err = err;
+    L.errlen = errlen;
+    if (ut_orthanc_fetch(o->orthanc, add_orthanc_study, &L, o->log, o->log_ctx,
+                         &d->skips.orthanc_studies_unreadable, err, errlen) != 0)
+      goto done;
+#else
+    (void)add_orthanc_study;
+    um_set_err(err, errlen, "this unimed-train was built without libcurl: no --orthanc");
+    goto done;
+#endif
+  }
+  if (d->skips.sr_own)
+    logf_(o, "%d SR document%s written by " UT_OWN_MANUFACTURER " (its AI findings) %s", d->skips.sr_own,
+          d->skips.sr_own == 1 ? "" : "s",
+          o->include_own_sr ? "used as report text (--include-own-sr)" : "excluded from the report text");
   /* SR text to the rows of the same study */
   for (int i = 0; i < L.n_sr; i++)
     for (int r = 0; r < d->n_rows; r++)
@@ -822,13 +1121,17 @@ void ut_skips_report(const ut_skips *s, ut_log_fn log, void *ctx) {
       {offsetof(ut_skips, entries_unreadable), "ZIP entries skipped (corrupt or unreadable)"},
       {offsetof(ut_skips, files_not_dicom), "files skipped (not DICOM or a corrupt header)"},
       {offsetof(ut_skips, frames_undecodable), "frames skipped (pixel data failed to decode)"},
-      {offsetof(ut_skips, series_not_image), "series without pixel data (SR text is used)"},
+      {offsetof(ut_skips, series_not_image), "series without pixel data (SR, ...: no images)"},
+      {offsetof(ut_skips, sr_own), "SRs written by " UT_OWN_MANUFACTURER
+                                   " (AI findings: report text only with --include-own-sr)"},
+      {offsetof(ut_skips, sr_no_text), "SRs without report text (no TEXT item or TID 1500 finding)"},
       {offsetof(ut_skips, series_wsi), "whole-slide series skipped"},
       {offsetof(ut_skips, images_unmatched), "images skipped (key not in the CSV or row dropped)"},
       {offsetof(ut_skips, rows_no_images), "CSV rows skipped (no matching images)"},
       {offsetof(ut_skips, rows_bad_label), "CSV rows skipped (label not in the label sets)"},
       {offsetof(ut_skips, rows_no_caption), "CSV rows skipped (no label / no report)"},
       {offsetof(ut_skips, csv_bad_lines), "CSV lines skipped (malformed or duplicate key)"},
+      {offsetof(ut_skips, orthanc_studies_unreadable), "Orthanc studies skipped (could not be fetched)"},
   };
   for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
     int v = *(const int *)((const char *)s + items[i].off);
@@ -838,6 +1141,40 @@ void ut_skips_report(const ut_skips *s, ut_log_fn log, void *ctx) {
       log(ctx, line);
     }
   }
+}
+
+static uint64_t mix_bytes(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, b + i, 8);
+    h = splitmix(h ^ w);
+  }
+  uint64_t tail = 0;
+  memcpy(&tail, b + i, n - i);
+  return splitmix(h ^ tail ^ ((uint64_t)n << 56));
+}
+
+static uint64_t mix_str(uint64_t h, const char *s) {
+  return s ? mix_bytes(h, s, strlen(s) + 1) : splitmix(h ^ 0x6e756c6cull);
+}
+
+uint64_t ut_dataset_fingerprint(const ut_dataset *d) {
+  uint64_t h = splitmix(0x756d6474ull ^ (uint64_t)d->n_rows);
+  h = splitmix(h ^ (uint64_t)d->n_images ^ ((uint64_t)d->size << 32));
+  for (int r = 0; r < d->n_rows; r++) {
+    const ut_row *row = &d->rows[r];
+    h = mix_str(h, row->key);
+    h = mix_str(h, row->label_text);
+    h = mix_str(h, row->report);
+    h = mix_str(h, row->sr_text);
+    int32_t v[4 + UT_MAX_LABELS] = {row->set, row->n_labels, row->first_image, row->n_images};
+    for (int i = 0; i < row->n_labels && i < UT_MAX_LABELS; i++) v[4 + i] = row->labels[i];
+    h = mix_bytes(h, v, sizeof v);
+  }
+  h = mix_bytes(h, d->pixels, (size_t)d->n_images * 3 * d->size * d->size * sizeof(float));
+  return h;
 }
 
 /* ---- captions ---- */

@@ -14,11 +14,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "orthanc_source.h"
 #include "unimed_model.h"
 
 #define UT_MAX_LABELS 8
 
-enum ut_key { UT_KEY_STUDY, UT_KEY_ACCESSION, UT_KEY_SERIES, UT_KEY_SOP };
+/* UT_KEY_ORTHANC (column OrthancStudyID): studies read with --orthanc only. */
+enum ut_key { UT_KEY_STUDY, UT_KEY_ACCESSION, UT_KEY_SERIES, UT_KEY_SOP, UT_KEY_ORTHANC };
 
 typedef struct {
   char key[72];          /* the CSV key value */
@@ -41,19 +43,28 @@ typedef struct {
   int files_not_dicom;      /* not DICOM, or a corrupt header */
   int frames_undecodable;   /* pixel data that failed to decode */
   int series_not_image;     /* no pixel data (SR, ...): used as report text if SR */
+  int sr_own;               /* SRs written by this project (UniMed for Orthanc): never report
+                               text unless include_own_sr */
+  int sr_no_text;           /* SRs with neither report TEXT items nor TID 1500 findings */
   int series_wsi;           /* whole-slide series (not used for training) */
   int images_unmatched;     /* images whose key is not in the CSV */
   int rows_no_images;       /* CSV rows that matched no image */
   int rows_bad_label;       /* CSV rows with a label that no label set knows */
   int rows_no_caption;      /* CSV rows with neither label nor report */
   int csv_bad_lines;        /* malformed CSV lines */
+  int orthanc_studies_unreadable; /* --orthanc studies that could not be fetched */
 } ut_skips;
 
 typedef void (*ut_log_fn)(void *ctx, const char *line);
 
 typedef struct {
-  const char *const *archives; /* ZIP files or folders (a DICOMDIR file means its folder) */
+  const char *const *archives; /* ZIP files or folders (a DICOMDIR file means its folder);
+                                  folders are walked recursively, ZIPs inside them read as
+                                  archives */
   int n_archives;
+  const ut_orthanc_opts *orthanc; /* studies straight from Orthanc (NULL: none) */
+  int include_own_sr;          /* use SRs written by this project as report text (self-training
+                                  experiments only; off by default) */
   const char *labels_csv;
   const char *key_column;      /* NULL: the first of StudyInstanceUID, AccessionNumber,
                                   SeriesInstanceUID, SOPInstanceUID in the header */
@@ -84,6 +95,10 @@ typedef struct {
  * memory failure). */
 int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errlen);
 void ut_dataset_free(ut_dataset *d);
+/* A fingerprint of what training sees: every row's key, labels, label set,
+ * report and SR text, and every cached image tensor, in order. Two loads
+ * give the same value only when they give the same samples and captions. */
+uint64_t ut_dataset_fingerprint(const ut_dataset *d);
 /* One line per non-zero skip counter. */
 void ut_skips_report(const ut_skips *s, ut_log_fn log, void *ctx);
 

@@ -26,8 +26,6 @@
 #include "train.h"
 #include "unimed_model.h"
 
-#define MAX_LIST 64
-
 enum mode { MODE_FULL, MODE_LOCK_IMAGE, MODE_PROJECTIONS };
 static const char *const mode_names[] = {"full", "lock-image", "projections"};
 
@@ -43,11 +41,16 @@ typedef struct {
   float crop_area;         /* smallest area kept by the random resized crop */
   float jitter;            /* brightness and contrast change up to +-jitter */
   int32_t n_samples, steps_per_epoch, total_steps;
+  uint64_t data_fingerprint; /* ut_dataset_fingerprint: samples, labels, captions, images */
 } hparams;
 
 typedef struct {
-  const char *archives[MAX_LIST], *val_archives[MAX_LIST], *sets[MAX_LIST];
+  const char **archives, **val_archives, **sets; /* argc entries each */
   int n_archives, n_val_archives, n_sets;
+  const char **orthanc_labels;
+  int n_orthanc_labels;
+  const char *orthanc, *orthanc_credentials, *orthanc_modality, *orthanc_date, *orthanc_query;
+  int include_own_sr;
   const char *labels, *val_labels, *key, *init, *config, *vocab, *out, *resume;
   const char *name, *version;
   int threads, max_steps, vocab_size, eval_frames, keep_best, quiet;
@@ -157,17 +160,33 @@ static double now_s(void) {
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: unimed-train --archive ZIP|DIR [--archive ...] --labels CSV\n"
-          "                    [--label-set FILE ...] (--init MODEL_DIR | --config small|tiny|FILE\n"
+          "usage: unimed-train [--archive ZIP|DIR ...] [ZIP|DIR ...] [--orthanc URL ...]\n"
+          "                    --labels CSV [--label-set FILE ...]\n"
+          "                    (--init MODEL_DIR | --config small|tiny|FILE\n"
           "                    [--vocab VOCAB_TXT] [--vocab-size N]) --out DIR [options]\n\n"
           "Trains UniMed-CLIP contrastively on DICOM study archives. Captions come from the\n"
           "CSV labels through the label sets' templates and synonyms (a random prompt per\n"
           "epoch), and from report text (CSV 'report' column, SR documents of the study).\n\n"
-          "data:\n"
-          "  --archive ZIP|DIR     Orthanc study-archive ZIP, DICOM folder or DICOMDIR (repeatable)\n"
+          "data (any number of inputs, any mix):\n"
+          "  --archive ZIP|DIR     an Orthanc archive ZIP (/studies/{id}/archive, /patients/...,\n"
+          "                        /tools/create-archive or -media), a DICOMDIR, or a folder walked\n"
+          "                        recursively: its DICOM files and every ZIP inside it (e.g. a\n"
+          "                        folder of per-study archives). Repeatable, no limit.\n"
+          "  ZIP|DIR ...           positional arguments are inputs like --archive\n"
+          "  --orthanc URL         read the studies straight from a running Orthanc (REST, nothing\n"
+          "                        exported); the credentials come from --orthanc-credentials FILE\n"
+          "                        (one line user:password) or UNIMED_ORTHANC_USER and\n"
+          "                        UNIMED_ORTHANC_PASSWORD, never from the command line\n"
+          "  --orthanc-modality M  only studies with modality M (ModalitiesInStudy)\n"
+          "  --orthanc-date RANGE  only studies of StudyDate RANGE (YYYYMMDD-YYYYMMDD)\n"
+          "  --orthanc-label L     only studies carrying Orthanc label L (repeatable; Orthanc >= 1.12)\n"
+          "  --orthanc-query JSON  more /tools/find Query fields, e.g. '{\"PatientName\":\"ANON*\"}'\n"
           "  --labels CSV          key column (StudyInstanceUID, AccessionNumber,\n"
-          "                        SeriesInstanceUID or SOPInstanceUID), 'label' (several\n"
-          "                        separated by '|') and/or 'report'\n"
+          "                        SeriesInstanceUID, SOPInstanceUID, or OrthancStudyID with\n"
+          "                        --orthanc), 'label' (several separated by '|') and/or 'report';\n"
+          "                        anonymised Orthanc studies also match their original's keys\n"
+          "  --include-own-sr      also use SRs written by UniMed for Orthanc (its own AI findings)\n"
+          "                        as report text: for self-training experiments only\n"
           "  --key COLUMN          which key column to use (default: the first present)\n"
           "  --label-set FILE      label set(s) the labels belong to (repeatable)\n"
           "  --val-archive, --val-labels   validation data (zero-shot metrics each epoch)\n"
@@ -244,17 +263,23 @@ static int parse_args(int argc, char **argv, options *o) {
   h->crop_area = 0.8f;
   o->vocab_size = 4000;
   o->eval_frames = 8;
+  /* lists: any length (at most argc entries); static so that they stay
+     reachable until exit */
+  static const char **lists[4];
+  for (int k = 0; k < 4; k++)
+    if (!(lists[k] = calloc((size_t)argc + 1, sizeof(char *)))) {
+      fprintf(stderr, "unimed-train: out of memory\n");
+      return -1;
+    }
+  o->archives = lists[0], o->val_archives = lists[1], o->sets = lists[2];
+  o->orthanc_labels = lists[3];
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     int iv = 0, rc = 0;
-#define LIST(flag, arr, n)                                             \
-  if (!strcmp(a, flag) && v) {                                         \
-    if (o->n == MAX_LIST) {                                            \
-      fprintf(stderr, "unimed-train: at most %d %s\n", MAX_LIST, flag); \
-      return -1;                                                       \
-    }                                                                  \
-    o->arr[o->n++] = v, i++;                                           \
-    continue;                                                          \
+#define LIST(flag, arr, n)      \
+  if (!strcmp(a, flag) && v) { \
+    o->arr[o->n++] = v, i++;   \
+    continue;                  \
   }
 #define STR(flag, field)        \
   if (!strcmp(a, flag) && v) {  \
@@ -285,6 +310,18 @@ static int parse_args(int argc, char **argv, options *o) {
     LIST("--archive", archives, n_archives)
     LIST("--val-archive", val_archives, n_val_archives)
     LIST("--label-set", sets, n_sets)
+    LIST("--orthanc-label", orthanc_labels, n_orthanc_labels)
+    STR("--orthanc", orthanc)
+    STR("--orthanc-credentials", orthanc_credentials)
+    STR("--orthanc-modality", orthanc_modality)
+    STR("--orthanc-date", orthanc_date)
+    STR("--orthanc-query", orthanc_query)
+    FLAG("--include-own-sr", o->include_own_sr)
+    if (!strncmp(a, "--orthanc", 9) && strchr(a, '@')) {
+      fprintf(stderr, "unimed-train: credentials are never taken from the command line; use "
+                      "--orthanc-credentials FILE or UNIMED_ORTHANC_USER/UNIMED_ORTHANC_PASSWORD\n");
+      return -1;
+    }
     STR("--labels", labels)
     STR("--val-labels", val_labels)
     STR("--key", key)
@@ -351,6 +388,10 @@ static int parse_args(int argc, char **argv, options *o) {
     FLAG("--balance", h->balance)
     FLAG("--keep-best", o->keep_best)
     FLAG("--quiet", o->quiet)
+    if (a[0] != '-') { /* positional: an input like --archive */
+      o->archives[o->n_archives++] = a;
+      continue;
+    }
     fprintf(stderr, "unimed-train: unknown option or missing value: '%s'\n\n", a);
     usage(stderr);
     return -1;
@@ -360,8 +401,20 @@ static int parse_args(int argc, char **argv, options *o) {
 #undef FLT
 #undef FLAG
   }
-  if (!o->n_archives || !o->labels || !o->out) {
-    fprintf(stderr, "unimed-train: needs --archive, --labels and --out\n\n");
+  if (o->orthanc && strchr(o->orthanc, '@')) {
+    fprintf(stderr, "unimed-train: --orthanc URL must not hold credentials (they would be seen "
+                    "by every user of the machine); use --orthanc-credentials FILE or "
+                    "UNIMED_ORTHANC_USER/UNIMED_ORTHANC_PASSWORD\n");
+    return -1;
+  }
+  if (!o->orthanc && (o->orthanc_credentials || o->orthanc_modality || o->orthanc_date ||
+                      o->orthanc_query || o->n_orthanc_labels)) {
+    fprintf(stderr, "unimed-train: the --orthanc-* options need --orthanc URL\n");
+    return -1;
+  }
+  if ((!o->n_archives && !o->orthanc) || !o->labels || !o->out) {
+    fprintf(stderr, "unimed-train: needs inputs (--archive, positional, or --orthanc), --labels "
+                    "and --out\n\n");
     usage(stderr);
     return -1;
   }
@@ -443,7 +496,7 @@ static uint64_t fnv(const void *p, size_t n) {
 }
 
 /* OUT/trainer_state.bin: magic, hparams, step, parameter checksum, AdamW m, v. */
-#define STATE_MAGIC "UMTRAIN2"
+#define STATE_MAGIC "UMTRAIN3"
 
 static int save_state(const char *dir, const umt_trainer *T, const hparams *h, double best) {
   char path[2048], tmp[4200];
@@ -475,7 +528,7 @@ static int load_state(const char *dir, umt_trainer *T, hparams *h, double *best,
     snprintf(err, errlen, "%s: %s (not a checkpoint of unimed-train?)", path, strerror(errno));
     return -1;
   }
-  char magic[8];
+  char magic[8] = {0};
   int32_t step;
   uint64_t total, sum;
   int ok = fread(magic, 1, 8, fp) == 8 && !memcmp(magic, STATE_MAGIC, 8) &&
@@ -485,6 +538,11 @@ static int load_state(const char *dir, umt_trainer *T, hparams *h, double *best,
            fread(T->m, sizeof(float), total, fp) == total &&
            fread(T->v, sizeof(float), total, fp) == total;
   fclose(fp);
+  if (!memcmp(magic, "UMTRAIN2", 8)) {
+    snprintf(err, errlen, "%s: written by an older unimed-train (no data fingerprint); it cannot "
+                          "be resumed by this one", path);
+    return -1;
+  }
   if (!ok) {
     snprintf(err, errlen, "%s: truncated, or not for this model", path);
     return -1;
@@ -511,6 +569,12 @@ static int check_resume(const hparams *a, const hparams *b, char *err, size_t er
   SAME(frames_per_series, "%d") SAME(lr, "%g") SAME(wd, "%g")
   SAME(grad_clip, "%g") SAME(n_samples, "%d")
 #undef SAME
+  if (a->data_fingerprint != b->data_fingerprint) {
+    snprintf(err, errlen, "--resume: the training data differ from the run being resumed (images, "
+                          "labels or report text; data fingerprint %016llx there, %016llx now)",
+             (unsigned long long)a->data_fingerprint, (unsigned long long)b->data_fingerprint);
+    return -1;
+  }
   if (a->seed != b->seed) {
     snprintf(err, errlen, "--resume: option seed differs from the run being resumed (%llu there, "
                           "%llu now)", (unsigned long long)a->seed, (unsigned long long)b->seed);
@@ -793,7 +857,12 @@ int main(int argc, char **argv) {
   if (g_world > 1) logline("MPI: %d ranks", g_world);
 
   /* label sets */
-  unimed_label_set *sets[MAX_LIST];
+  static unimed_label_set **sets; /* static: reachable until exit */
+  sets = calloc((size_t)o.n_sets + 1, sizeof *sets);
+  if (!sets) {
+    logline("error: out of memory");
+    finish(1);
+  }
   for (int i = 0; i < o.n_sets; i++)
     if (!(sets[i] = unimed_label_set_load(o.sets[i], err, sizeof err))) {
       logline("error: %s", err);
@@ -868,6 +937,10 @@ int main(int argc, char **argv) {
   memcpy(lo.std, cfg0.std, sizeof lo.std);
   lo.frames_per_series = o.h.frames_per_series;
   lo.log = log_cb;
+  lo.include_own_sr = o.include_own_sr;
+  ut_orthanc_opts orth = {o.orthanc, o.orthanc_credentials, o.orthanc_modality, o.orthanc_date,
+                          o.orthanc_labels, o.n_orthanc_labels, o.orthanc_query};
+  if (o.orthanc) lo.orthanc = &orth;
   ut_dataset data, val;
   memset(&val, 0, sizeof val);
   if (ut_dataset_load(&data, &lo, err, sizeof err) != 0) {
@@ -875,8 +948,9 @@ int main(int argc, char **argv) {
     finish(1);
   }
   ut_skips_report(&data.skips, log_cb, NULL);
-  logline("training data: %d rows, %d images (%dx%d), decoded in %.1fs", data.n_rows,
-          data.n_images, image_size, image_size, now_s() - t0);
+  logline("training data: %d rows, %d images (%dx%d), decoded in %.1fs, fingerprint %016llx",
+          data.n_rows, data.n_images, image_size, image_size, now_s() - t0,
+          (unsigned long long)ut_dataset_fingerprint(&data));
   for (int i = 0; i < 3 && i < data.n_rows; i++) { /* what the text tower will read */
     char *cap = ut_caption(&data, &data.rows[i], ut_hash3(o.h.seed, 0x5a3, (uint64_t)i));
     if (cap) logline("caption example (%s): %s", data.rows[i].key, cap);
@@ -887,6 +961,7 @@ int main(int argc, char **argv) {
     vo.archives = o.val_archives;
     vo.n_archives = o.n_val_archives;
     vo.labels_csv = o.val_labels;
+    vo.orthanc = NULL;
     vo.frames_per_series = o.eval_frames;
     vo.require_label = 1;
     if (o.n_sets == 0) {
@@ -996,6 +1071,7 @@ int main(int argc, char **argv) {
   /* schedule */
   const int B = o.h.batch, A = o.h.accumulate, R = g_world, G = B * A * R;
   o.h.n_samples = data.n_images;
+  o.h.data_fingerprint = ut_dataset_fingerprint(&data);
   o.h.steps_per_epoch = data.n_images / G;
   if (o.h.steps_per_epoch < 1) {
     logline("error: %d images are fewer than one step's %d (batch %d x accumulate %d x ranks %d)",
@@ -1160,6 +1236,7 @@ int main(int argc, char **argv) {
   ut_dataset_free(&data);
   ut_dataset_free(&val);
   for (int i = 0; i < o.n_sets; i++) unimed_label_set_free(sets[i]);
+  free(sets);
   finish(rc);
   return rc;
 }
