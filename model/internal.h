@@ -169,6 +169,11 @@ int um_blas_in_forward(void);
 typedef void (*um_task_fn)(void *ctx, int task, int thread);
 void um_parallel_for(int n_tasks, int max_threads, um_task_fn fn, void *ctx);
 
+/* The calling thread's GEMM scratch buffer of at least n bytes (64-byte
+ * aligned, kept until the thread exits; gemm_bf16.c). One buffer per thread,
+ * shared by the BF16 and INT8 GEMMs: valid until that thread's next call. */
+void *um_gemm_scratch(size_t n);
+
 /* ---- kernels (ops.c), continued ---- */
 
 /* C[M,N] = act(A[M,K] · W[N,K]^T + bias[N]) */
