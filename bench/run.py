@@ -408,6 +408,7 @@ def main(argv=None):
                     help="max seconds to wait for an idle machine before each process")
     a = ap.parse_args(argv)
     t_start = time.time()
+    a.work, a.build_dir = os.path.abspath(a.work), os.path.abspath(a.build_dir)
     QUIET["max_wait"] = a.quiet_wait
     os.makedirs(a.work, exist_ok=True)
     if not a.no_build:
