@@ -1,6 +1,6 @@
 /* CPU-time benchmark of the C implementation, for bench/run.py.
  *
- *   cpu_bench MODEL_DIR THREADS RUNS
+ *   cpu_bench MODEL_DIR THREADS RUNS [PRECISION]
  *
  * Like `unimed bench` (same pixels, same prompt, one warm-up run each) but
  * also reports the process CPU time per image / prompt (all threads), which
@@ -32,14 +32,16 @@ static void stats(const char *name, double *v, int n, int last) {
 
 int main(int argc, char **argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: cpu_bench MODEL_DIR THREADS RUNS\n");
+    fprintf(stderr, "usage: cpu_bench MODEL_DIR THREADS RUNS [fp32|bf16|int8]\n");
     return 2;
   }
   const int threads = atoi(argv[2]), runs = atoi(argv[3]);
   if (threads < 1 || runs < 1) return 2;
   unimed_set_threads(threads);
   char err[512];
-  unimed_model *m = unimed_model_load(argv[1], err, sizeof err);
+  unimed_load_options o = {.precision = UNIMED_PRECISION_FP32};
+  if (argc > 4 && unimed_precision_parse(argv[4], &o.precision) != 0) return 2;
+  unimed_model *m = unimed_model_load_opts(argv[1], &o, err, sizeof err);
   if (!m) {
     fprintf(stderr, "cpu_bench: %s\n", err);
     return 1;
@@ -55,8 +57,8 @@ int main(int argc, char **argv) {
     s = s * 1103515245u + 12345u;
     px[i] = ((float)(s >> 8) / 16777216.0f) * 4.0f - 2.0f;
   }
-  printf("{\"blas_core\":\"%s\",\"threads\":%d,\"runs\":%d,", unimed_blas_corename(), threads,
-         runs);
+  printf("{\"blas_core\":\"%s\",\"precision\":\"%s\",\"threads\":%d,\"runs\":%d,",
+         unimed_blas_corename(), unimed_precision_name(unimed_model_precision(m)), threads, runs);
   for (int B = 1; B <= 8; B += 7) {
     for (int r = -1; r < runs; r++) {
       double w0 = clock_ms(CLOCK_MONOTONIC), c0 = clock_ms(CLOCK_PROCESS_CPUTIME_ID);

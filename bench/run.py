@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""UniMed benchmark harness: the C implementation (`unimed bench`, FP32 and
-`--precision bf16`) against ONNX Runtime (onnxruntime-node) and PyTorch (both
-FP32) on the same full-size random-weight model, 2 threads each.
+"""UniMed benchmark harness: the C implementation (`unimed bench` in FP32,
+`--precision bf16` and `--precision int8`) against ONNX Runtime
+(onnxruntime-node) in FP32 and with dynamic INT8 quantization, and PyTorch
+(FP32), on the same full-size random-weight model, 2 threads each.
 
     /usr/bin/python3 bench/run.py [--work DIR] [--runs 5] [--rounds 3]
                                   [--threads 2] [--no-build] [--write-doc]
@@ -10,18 +11,23 @@ FP32) on the same full-size random-weight model, 2 threads each.
 Steps (each skipped when its output is already there and up to date):
   1. build `unimed` in build-bench/ (CMake, -DUNIMED_WITH_DICOM=OFF);
   2. make a 30522-line vocabulary and the `full` random model (seed 0);
-  3. export both towers to ONNX with Debian's torch (bench/export_onnx.py);
+  3. export both towers to ONNX with Debian's torch (bench/export_onnx.py),
+     and quantize them for ONNX Runtime's INT8 (bench/quantize_onnx.py:
+     every MatMul with a constant weight -> com.microsoft::DynamicQuantizeMatMul,
+     int8 symmetric per output column, as quantize_dynamic does; python3-onnx);
   4. `npm ci --ignore-scripts` in bench/ (onnxruntime-node ships its CPU
      library inside the npm package) and check that it loads.
 Then, for each environment variant — the environment as it is, and the same
 with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed for the child commands
 (what a user's machine does) — it runs, under /usr/bin/time -v:
-  ONNX Runtime, `unimed bench` and `unimed bench --precision bf16`: --rounds
-  processes each, interleaved (same model, --runs and --threads),
+  ONNX Runtime FP32 and INT8, `unimed bench` in FP32, BF16 and INT8:
+  --rounds processes each, interleaved (same model, --runs and --threads),
   PyTorch: one process of --torch-runs runs (it is far slower and not the
   comparison target);
-  and, in the first variant, ONNX Runtime and bench/cpu_bench.c on 1 thread
-  for the process CPU time per image (robust to other processes' load).
+  and, in the first variant, ONNX Runtime (FP32, INT8) and bench/cpu_bench.c
+  (FP32, BF16, INT8) on 1 thread for the process CPU time per image (robust
+  to other processes' load), and tests/int8/bench_gemm_i8 for the INT8
+  GEMMs' fraction of the measured VNNI peak (one core, thread CPU time).
 Before each process it waits up to --quiet-wait s for a second in which
 other processes use < 0.3 CPUs, and it records how busy they kept the
 machine meanwhile.
@@ -68,7 +74,7 @@ def run(cmd, env=None, cwd=None):
 
 def build(build_dir):
     run(["cmake", "-S", ROOT, "-B", build_dir, "-DUNIMED_WITH_DICOM=OFF"])
-    run(["cmake", "--build", build_dir, "--target", "unimed", "-j2"])
+    run(["cmake", "--build", build_dir, "--target", "unimed", "bench_gemm_i8", "-j2"])
 
 
 def build_cpu_bench(build_dir, work):
@@ -109,6 +115,22 @@ def ensure_onnx(work, model):
         pass
     run([PY, os.path.join(HERE, "export_onnx.py"), "--model", model, "--out", onnx])
     return onnx
+
+
+def ensure_onnx_int8(work, onnx):
+    """The ORT INT8 towers, rebuilt when the FP32 export changed."""
+    out = os.path.join(work, "onnx-int8")
+    try:
+        with open(os.path.join(onnx, "export.json")) as f:
+            want = json.load(f)["model_digest"]
+        with open(os.path.join(out, "export.json")) as f:
+            if json.load(f)["model_digest"] == want and all(
+                    os.path.isfile(os.path.join(out, n)) for n in ("image.onnx", "text.onnx")):
+                return out
+    except (OSError, ValueError, KeyError):
+        pass
+    run([PY, os.path.join(HERE, "quantize_onnx.py"), "--onnx", onnx, "--out", out])
+    return out
 
 
 def ensure_ort():
@@ -245,6 +267,15 @@ def fmt_stats(s):
     return "%.1f / %.1f / %.1f" % (s["min"], s["median"], s["max"])
 
 
+COLUMNS = (("ort", "ONNX Runtime %s FP32"), ("ort_int8", "ONNX Runtime %s INT8"),
+           ("torch", "PyTorch %s FP32"), ("unimed", "unimed FP32"), ("unimed_bf16", "unimed BF16"),
+           ("unimed_int8", "unimed INT8"))
+
+
+def ratio(a, b, stat="median"):
+    return a[stat] / b[stat] if b[stat] == b[stat] and b[stat] else float("nan")
+
+
 def markdown(res):
     L = []
     m = res["machine"]
@@ -262,62 +293,82 @@ def markdown(res):
                  bw.get("others_cores", float("nan"))))
     L.append("")
     L.append("Command: `%s`. %d threads; every process times %d runs after a warm-up; "
-             "ONNX Runtime, unimed FP32 and unimed BF16: %d processes each, interleaved (min "
-             "of minima / median of medians / max of maxima); PyTorch: 1 process of %d runs. "
-             "Load average "
-             "at the start: %s, at the end: %s; %d s in all." % (
+             "ONNX Runtime FP32 and INT8, unimed FP32, BF16 and INT8: %d processes each, "
+             "interleaved (min of minima / median of medians / max of maxima); PyTorch: 1 "
+             "process of %d runs. Load average at the start: %s, at the end: %s; %d s in all." % (
                  res["command"], res["threads"], res["runs"], res["rounds"], res["torch_runs"],
                  res["loadavg"], res["loadavg_end"], res["wall_s"]))
+    names = {"ms_per_image_batch1": "image, batch 1 (ms/image, min / median / max)",
+             "ms_per_image_batch8": "image, batch 8 (ms/image)",
+             "ms_per_prompt": "text, one 16-token prompt (ms)",
+             "ms_per_prompt_batch32": "text, 32 such prompts in one batch (ms per prompt, "
+                                      "amortised over the batch)"}
     for v in res["variants"]:
         L.append("")
         setv = ", ".join("%s=%s" % (k, x) for k, x in v["env"].items()) or "none set"
-        b16 = v["unimed_bf16"]
-        L.append("**%s** (%s; OpenBLAS kernel: unimed %s, PyTorch %s; unimed BF16 ran as %s)" % (
-            "Environment as is" if v["name"] == "as-is" else
-            "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset", setv,
-            v["unimed"].get("blas_core"), v["torch"].get("blas_core"),
-            b16.get("precision", "?")))
+        L.append("**%s** (%s; OpenBLAS kernel: unimed %s, PyTorch %s; unimed BF16 ran as %s, "
+                 "unimed INT8 as %s)" % (
+                     "Environment as is" if v["name"] == "as-is" else
+                     "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset", setv,
+                     v["unimed"].get("blas_core"), v["torch"].get("blas_core"),
+                     v["unimed_bf16"].get("precision", "?"), v["unimed_int8"].get("precision", "?")))
         L.append("")
-        L.append("| %d threads | ONNX Runtime %s (FP32) | PyTorch %s (FP32) | unimed FP32 | "
-                 "unimed BF16 | FP32 / ORT (median, min) | BF16 / ORT (median, min) | "
-                 "PyTorch / ORT (median) |" % (res["threads"], v["ort"].get("version", ""),
-                                               v["torch"].get("version", "")))
-        L.append("|---|---|---|---|---|---|---|---|")
-        names = {"ms_per_image_batch1": "image, batch 1 (ms/image, min / median / max)",
-                 "ms_per_image_batch8": "image, batch 8 (ms/image)",
-                 "ms_per_prompt": "text, one 16-token prompt (ms)",
-                 "ms_per_prompt_batch32": "text, 32 such prompts in one batch (ms per prompt, "
-                                          "amortised over the batch)"}
+        heads = [h % v[k].get("version", "") if "%s" in h else h for k, h in COLUMNS]
+        L.append("| %d threads | %s | INT8 / ORT INT8 (median, min) | INT8 / ORT FP32 (median) | "
+                 "BF16 / ORT FP32 (median) | FP32 / ORT FP32 (median) |" % (
+                     res["threads"], " | ".join(heads)))
+        L.append("|---" * (len(COLUMNS) + 5) + "|")
         for k in KEYS:
-            o, t, u, b = v["ort"][k], v["torch"][k], v["unimed"][k], b16[k]
-            L.append("| %s | %s | %s | %s | %s | %.2f×, %.2f× | %.2f×, %.2f× | %.1f× |" % (
-                names[k], fmt_stats(o), fmt_stats(t), fmt_stats(u), fmt_stats(b),
-                u["median"] / o["median"], u["min"] / o["min"], b["median"] / o["median"],
-                b["min"] / o["min"], t["median"] / o["median"]))
+            i8, o, o8 = v["unimed_int8"][k], v["ort"][k], v["ort_int8"][k]
+            L.append("| %s | %s | %.2f×, %.2f× | %.2f× | %.2f× | %.2f× |" % (
+                names[k], " | ".join(fmt_stats(v[c][k]) for c, _ in COLUMNS),
+                ratio(i8, o8), ratio(i8, o8, "min"), ratio(i8, o),
+                ratio(v["unimed_bf16"][k], o), ratio(v["unimed"][k], o)))
         rss = lambda r: r["peak_rss_kb"] / 1024
-        L.append("| peak RSS (MB) | %.0f | %.0f | %.0f | %.0f | %.2f× | %.2f× | %.1f× |" % (
-            rss(v["ort"]), rss(v["torch"]), rss(v["unimed"]), rss(b16),
-            rss(v["unimed"]) / rss(v["ort"]), rss(b16) / rss(v["ort"]),
-            rss(v["torch"]) / rss(v["ort"])))
-        oc = lambda r: "%.1f–%.1f" % (min(r["others_cores"]), max(r["others_cores"]))
+        L.append("| peak RSS (MB) | %s | %.2f× | %.2f× | %.2f× | %.2f× |" % (
+            " | ".join("%.0f" % rss(v[c]) for c, _ in COLUMNS),
+            rss(v["unimed_int8"]) / rss(v["ort_int8"]), rss(v["unimed_int8"]) / rss(v["ort"]),
+            rss(v["unimed_bf16"]) / rss(v["ort"]), rss(v["unimed"]) / rss(v["ort"])))
+        oc = lambda r: ("%.1f–%.1f" % (min(r["others_cores"]), max(r["others_cores"]))
+                        if "others_cores" in r else "n/a")
         L.append("")
-        L.append("Other processes kept %s CPUs busy on average during the ONNX Runtime runs, "
-                 "%s during unimed FP32's, %s during unimed BF16's, %s during PyTorch's." % (
-                     oc(v["ort"]), oc(v["unimed"]), oc(b16),
-                     oc(v["torch"]) if "others_cores" in v["torch"] else "n/a"))
+        L.append("Other processes kept on average %s CPUs busy during the runs (%s)." % (
+            ", ".join("%s for %s" % (oc(v[c]), h.replace(" %s", "")) for c, h in COLUMNS), "min–max over the processes"))
         if "unimed_1t" in v:
-            o1, u1 = v["ort_1t"], v["unimed_1t"]
             L.append("")
-            L.append("Single thread, process CPU time, FP32 (ms, min / median / max of 3; wall "
+            L.append("Single thread, process CPU time (ms, min / median / max of 3 runs; wall "
                      "time is in the JSON):")
             L.append("")
-            L.append("| 1 thread, CPU time | ONNX Runtime | unimed | unimed / ORT (median) |")
-            L.append("|---|---|---|---|")
+            cols = (("ort_1t", "ONNX Runtime FP32"), ("ort_int8_1t", "ONNX Runtime INT8"),
+                    ("unimed_1t", "unimed FP32"), ("unimed_bf16_1t", "unimed BF16"),
+                    ("unimed_int8_1t", "unimed INT8"))
+            L.append("| 1 thread, CPU time | %s | INT8 / ORT INT8 (median) | INT8 / ORT FP32 | "
+                     "BF16 / ORT FP32 |" % " | ".join(h for _, h in cols))
+            L.append("|---" * (len(cols) + 4) + "|")
             for k, name in (("cpu_ms_per_image_batch1", "image, batch 1 (per image)"),
                             ("cpu_ms_per_image_batch8", "image, batch 8 (per image)"),
                             ("cpu_ms_per_prompt", "text, one 16-token prompt")):
-                L.append("| %s | %s | %s | %.2f× |" % (name, fmt_stats(o1[k]), fmt_stats(u1[k]),
-                                                       u1[k]["median"] / o1[k]["median"]))
+                i8 = v["unimed_int8_1t"][k]
+                L.append("| %s | %s | %.2f× | %.2f× | %.2f× |" % (
+                    name, " | ".join(fmt_stats(v[c][k]) for c, _ in cols),
+                    ratio(i8, v["ort_int8_1t"][k]), ratio(i8, v["ort_1t"][k]),
+                    ratio(v["unimed_bf16_1t"][k], v["ort_1t"][k])))
+    g = res.get("gemm_i8")
+    if g:
+        L.append("")
+        L.append("INT8 GEMM (tests/int8/bench_gemm_i8, one core, thread CPU time, min of 7): "
+                 "measured VNNI peak %.0f GOPS per core (back-to-back `vpdpbusd` zmm); the "
+                 "ViT-B/16 block's four linear layers reach %.0f GOPS = **%.0f %%** of it at batch "
+                 "1 and %.0f GOPS = **%.0f %%** at batch 8 (quantizing the activations included); "
+                 "BERT-base at a 16-token prompt: %.0f–%.0f GOPS (weights streamed at %.1f–%.1f "
+                 "GB/s)." % (
+                     g["peak_gops_per_core"], g["vit_block_b1_gops"],
+                     100 * g["vit_block_fraction_b1"], g["vit_block_b8_gops"],
+                     100 * g["vit_block_fraction_b8"],
+                     min(g["bert_%s_16tok_gops" % n] for n in ("qkv", "inter", "out")),
+                     max(g["bert_%s_16tok_gops" % n] for n in ("qkv", "inter", "out")),
+                     min(g["bert_%s_16tok_weight_gbs" % n] for n in ("qkv", "inter", "out")),
+                     max(g["bert_%s_16tok_weight_gbs" % n] for n in ("qkv", "inter", "out"))))
     return "\n".join(L) + "\n"
 
 
@@ -357,6 +408,7 @@ def main(argv=None):
                     help="max seconds to wait for an idle machine before each process")
     a = ap.parse_args(argv)
     t_start = time.time()
+    a.work, a.build_dir = os.path.abspath(a.work), os.path.abspath(a.build_dir)
     QUIET["max_wait"] = a.quiet_wait
     os.makedirs(a.work, exist_ok=True)
     if not a.no_build:
@@ -365,6 +417,7 @@ def main(argv=None):
     cpu_bench = build_cpu_bench(a.build_dir, a.work) if not a.no_cpu else None
     model = ensure_model(a.work)
     onnx = ensure_onnx(a.work, model)
+    onnx8 = ensure_onnx_int8(a.work, onnx)
     ensure_ort()
     membw_bin = os.path.join(a.work, "membw")
     run(["cc", "-std=c11", "-D_GNU_SOURCE", "-O3", "-march=native", "-Wall", "-Wextra", "-Werror",
@@ -382,21 +435,22 @@ def main(argv=None):
     for name in a.variants.split(","):
         env = variant_env(name)
         v = {"name": name, "env": {k: env[k] for k in BLAS_VARS if k in env}}
-        ort_r, uni_r, b16_r = [], [], []
+        # the five contenders, interleaved round by round
+        cmds = {"ort": ["node", os.path.join(HERE, "ort_bench.mjs"), "--onnx", onnx,
+                        "--runs", R, "--threads", T],
+                "ort_int8": ["node", os.path.join(HERE, "ort_bench.mjs"), "--onnx", onnx8,
+                             "--runs", R, "--threads", T]}
+        for key, prec in (("unimed", "fp32"), ("unimed_bf16", "bf16"), ("unimed_int8", "int8")):
+            cmds[key] = [unimed, "bench", "--model", model, "--precision", prec, "--runs", R,
+                         "--threads", T]
+        got = {k: [] for k in cmds}
         for _ in range(a.rounds):
-            j, rss, _ = timed(["node", os.path.join(HERE, "ort_bench.mjs"), "--onnx", onnx,
-                               "--runs", R, "--threads", T], env, cwd=HERE)
-            j["peak_rss_kb"] = rss
-            ort_r.append(j)
-            j, rss, _ = timed([unimed, "bench", "--model", model, "--runs", R, "--threads", T],
-                              env)
-            j["peak_rss_kb"] = rss
-            uni_r.append(j)
-            j, rss, _ = timed([unimed, "bench", "--model", model, "--precision", "bf16",
-                               "--runs", R, "--threads", T], env)
-            j["peak_rss_kb"] = rss
-            b16_r.append(j)
-        v["ort"], v["unimed"], v["unimed_bf16"] = combine(ort_r), combine(uni_r), combine(b16_r)
+            for key, cmd in cmds.items():
+                j, rss, _ = timed(cmd, env, cwd=HERE)
+                j["peak_rss_kb"] = rss
+                got[key].append(j)
+        for key in cmds:
+            v[key] = combine(got[key])
         if a.no_torch:
             v["torch"] = {k: dict(NAN_STATS) for k in KEYS}
             v["torch"]["peak_rss_kb"] = float("nan")
@@ -408,15 +462,20 @@ def main(argv=None):
         if cpu_bench and not res["variants"]:
             # Single-thread CPU time: how much work each does per image, which
             # other processes on a shared machine disturb far less than wall time.
-            j, rss, _ = timed(["node", os.path.join(HERE, "ort_bench.mjs"), "--onnx", onnx,
-                               "--runs", "3", "--threads", "1"], env, cwd=HERE)
-            v["ort_1t"] = j
-            j, rss, _ = timed([cpu_bench, model, "1", "3"], env)
-            v["unimed_1t"] = j
+            for key, d in (("ort_1t", onnx), ("ort_int8_1t", onnx8)):
+                v[key], _, _ = timed(["node", os.path.join(HERE, "ort_bench.mjs"), "--onnx", d,
+                                      "--runs", "3", "--threads", "1"], env, cwd=HERE)
+            for key, prec in (("unimed_1t", "fp32"), ("unimed_bf16_1t", "bf16"),
+                              ("unimed_int8_1t", "int8")):
+                v[key], _, _ = timed([cpu_bench, model, "1", "3", prec], env)
+            gemm = os.path.join(a.build_dir, "tests", "int8", "bench_gemm_i8")
+            if os.path.isfile(gemm) and "gemm_i8" not in res:
+                res["gemm_i8"], _, _ = timed([gemm, "7"], env)
         res["variants"].append(v)
-        for u in ("unimed", "unimed_bf16"):
-            log("%s: %s/ORT median b1 %.2f b8 %.2f prompt %.2f prompt in batch %.2f" % (
-                (name, u) + tuple(v[u][k]["median"] / v["ort"][k]["median"] for k in KEYS)))
+        for u in ("unimed", "unimed_bf16", "unimed_int8"):
+            for base in ("ort", "ort_int8"):
+                log("%s: %s/%s median b1 %.2f b8 %.2f prompt %.2f prompt in batch %.2f" % (
+                    (name, u, base) + tuple(ratio(v[u][k], v[base][k]) for k in KEYS)))
     res["loadavg_end"] = " ".join(open("/proc/loadavg").read().split()[:3])
     res["wall_s"] = round(time.time() - t_start)
     with open(os.path.join(a.work, "results.json"), "w") as f:

@@ -12,7 +12,8 @@
  *   linear: [n, E] = pooled · proj^T
  *
  * BF16 mode (m->bf16): bf16_layers / project_bf16 below, the same steps on
- * packed BF16 weights with q|k|v as one GEMM.
+ * packed BF16 weights with q|k|v as one GEMM. INT8 mode (m->int8): the same
+ * code, the encoder layers' weights quantized to int8 (split_linear).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -41,10 +42,12 @@ static size_t bert_layout(const unimed_config *c, int n, int N, int L, int slots
   size_t wide = 3 * D > IM ? 3 * D : IM;
   wide = wide > H2 ? wide : H2;
   wide = wide > (size_t)c->embed_dim ? wide : (size_t)c->embed_dim;
+  /* split_c: then one row of quantized A (wide bytes) */
   const size_t split = fused ? 2 * SPLIT_ROWS * wide : 0;
   size_t sizes[13] = {N * D,         (fused ? 3 : 1) * N * D, fused ? 0 : N * D, fused ? 0 : N * D,
                       N * D,         N * IM,         (size_t)n * D, (size_t)n * D,
-                      (size_t)n * H2, (size_t)slots * per, split, split, seq_floats};
+                      (size_t)n * H2, (size_t)slots * per, split, split ? split + wide : 0,
+                      seq_floats};
   float **slots_p[12] = {&b->x,     &b->q,  &b->k,      &b->v,      &b->ctx,     &b->inter,
                          &b->xc,    &b->pooled, &b->hidden, &b->scratch, &b->split_a,
                          &b->split_c};
@@ -100,7 +103,12 @@ static void embed(const unimed_model *m, const int *const *ids, const int *lens,
  * weights, BF16 activations in BERT moved near-tied zero-shot rankings
  * (docs/PERFORMANCE.md); text embeddings are computed once per label set and
  * cached, and a short prompt is bound by reading the weights, so the extra
- * arithmetic costs little where it matters. */
+ * arithmetic costs little where it matters.
+ *
+ * INT8 mode splits the same way with int8 parts: the high part is A on its
+ * row's 8-bit grid (as um_linear_i8 quantizes it), the low part the rest,
+ * quantized on a grid some 255 times finer; the error left is again mostly
+ * the weights'. */
 enum { T_BIAS, T_ACC, T_GELU };
 
 static inline float bf16_hi(float x) { return um_bf16_round(x); }
@@ -116,25 +124,36 @@ static int split_enabled(void) {
 }
 
 static void split_linear(const bert_buffers *b, const float *A, int M, int K,
-                         const um_bf16_weight *W, const float *bias, int N, float *C, int epi) {
+                         const um_bf16_weight *W, const um_i8_weight *W8, const float *bias,
+                         int N, float *C, int epi) {
   if (!split_enabled()) {
-    if (epi == T_ACC) um_linear_bf16_acc(A, M, K, W, bias, N, C);
-    else if (epi == T_GELU) um_linear_bf16_gelu(A, M, K, W, bias, N, C);
-    else um_linear_bf16(A, M, K, W, bias, N, C);
+    um_linear_packed(W, W8, A, M, K, bias, N, C,
+                     epi == T_ACC ? UM_EPI_ACC : epi == T_GELU ? UM_EPI_GELU : UM_EPI_BIAS);
     return;
   }
   float *a2 = b->split_a, *c2 = b->split_c;
+  unsigned char *q = (unsigned char *)(c2 + (size_t)2 * SPLIT_ROWS * N); /* K bytes */
   for (int r0 = 0; r0 < M; r0 += SPLIT_ROWS) {
     const int mr = M - r0 < SPLIT_ROWS ? M - r0 : SPLIT_ROWS;
     for (int i = 0; i < mr; i++) {
       const float *a = A + (size_t)(r0 + i) * K;
       float *hi = a2 + (size_t)i * K, *lo = a2 + (size_t)(mr + i) * K;
+      if (W8) {
+        float scale;
+        int zero;
+        um_i8_quantize_row(a, K, &scale, &zero, q);
+        for (int k = 0; k < K; k++) {
+          hi[k] = scale * (float)((int)q[k] - zero);
+          lo[k] = a[k] - hi[k];
+        }
+        continue;
+      }
       for (int k = 0; k < K; k++) {
         hi[k] = bf16_hi(a[k]);
         lo[k] = a[k] - hi[k];
       }
     }
-    um_linear_bf16(a2, 2 * mr, K, W, NULL, N, c2);
+    um_linear_packed(W, W8, a2, 2 * mr, K, NULL, N, c2, UM_EPI_BIAS);
     for (int i = 0; i < mr; i++) {
       const float *h = c2 + (size_t)i * N, *l = c2 + (size_t)(mr + i) * N;
       float *c = C + (size_t)(r0 + i) * N;
@@ -167,7 +186,7 @@ static void bf16_layers(const unimed_model *m, const int *const *ids, const int 
     const bert_layer_weights *lw = &w->layers[l];
     const bert_layer_bf16 *l16 = &w16->layers[l];
     const int last = l == layers - 1;
-    split_linear(&b, b.x, N, D, l16->qkv, l16->qkv_b, 3 * D, qkv, T_BIAS);
+    split_linear(&b, b.x, N, D, l16->qkv, l16->qkv8, l16->qkv_b, 3 * D, qkv, T_BIAS);
     if (last)
       for (int s = 0, start = 0; s < n; start += lens[s], s++)
         memcpy(b.xc + (size_t)s * D, b.x + (size_t)start * D, (size_t)D * sizeof(float));
@@ -180,10 +199,10 @@ static void bf16_layers(const unimed_model *m, const int *const *ids, const int 
     um_mha(b.seqs, n, 3 * D, 3 * D, D, H, hd, b.scratch, b.scratch_per_thread, slots);
     float *x = last ? b.xc : b.x;
     const int rows = last ? n : N;
-    split_linear(&b, b.ctx, rows, D, l16->attn_out, lw->attn_out_b, D, x, T_ACC);
+    split_linear(&b, b.ctx, rows, D, l16->attn_out, l16->attn_out8, lw->attn_out_b, D, x, T_ACC);
     um_layernorm_bias(x, NULL, x, rows, D, lw->attn_ln_w, lw->attn_ln_b, eps);
-    split_linear(&b, x, rows, D, l16->inter, lw->inter_b, IM, b.inter, T_GELU);
-    split_linear(&b, b.inter, rows, IM, l16->out, lw->out_b, D, x, T_ACC);
+    split_linear(&b, x, rows, D, l16->inter, l16->inter8, lw->inter_b, IM, b.inter, T_GELU);
+    split_linear(&b, b.inter, rows, IM, l16->out, l16->out8, lw->out_b, D, x, T_ACC);
     um_layernorm_bias(x, NULL, x, rows, D, lw->out_ln_w, lw->out_ln_b, eps);
   }
   if (layers == 0)
@@ -198,11 +217,11 @@ static void project_bf16(const unimed_model *m, const bert_buffers *b, int n, fl
   const int D = c->text.hidden_size, E = c->embed_dim, H2 = (D + E) / 2;
   switch (c->text.projection) {
   case UNIMED_PROJ_MLP:
-    split_linear(b, b->xc, n, D, w16->proj0, NULL, H2, b->hidden, T_GELU);
-    split_linear(b, b->hidden, n, H2, w16->proj2, NULL, E, out, T_BIAS);
+    split_linear(b, b->xc, n, D, w16->proj0, NULL, NULL, H2, b->hidden, T_GELU);
+    split_linear(b, b->hidden, n, H2, w16->proj2, NULL, NULL, E, out, T_BIAS);
     break;
   case UNIMED_PROJ_LINEAR:
-    split_linear(b, b->xc, n, D, w16->proj, NULL, E, out, T_BIAS);
+    split_linear(b, b->xc, n, D, w16->proj, NULL, NULL, E, out, T_BIAS);
     break;
   case UNIMED_PROJ_NONE:
     memcpy(out, b->xc, (size_t)n * D * sizeof(float));

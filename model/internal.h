@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "gemm_bf16.h"
+#include "gemm_i8.h"
 #include "safetensors.h"
 #include "tokenizer.h"
 #include "unimed_model.h"
@@ -54,9 +55,12 @@ typedef struct {
 
 /* BF16 mode: the linear weights packed for um_linear_bf16 (the float
  * pointers of the same weights above are NULL then; biases, LayerNorms and
- * embeddings stay FP32). */
+ * embeddings stay FP32). INT8 mode: the same, with the *8 weights quantized
+ * for um_linear_i8 in place of the BF16 ones for the layers that run INT8
+ * (each layer has exactly one of the two; docs/MODEL.md says which). */
 typedef struct {
   um_bf16_weight *in_proj, *out_proj, *fc, *cproj;
+  um_i8_weight *in_proj8, *out_proj8, *fc8, *cproj8;
 } vit_block_bf16;
 
 typedef struct {
@@ -69,6 +73,7 @@ typedef struct {
   um_bf16_weight *qkv;    /* [3D, D]: query | key | value */
   float *qkv_b;           /* [3D] */
   um_bf16_weight *attn_out, *inter, *out;
+  um_i8_weight *qkv8, *attn_out8, *inter8, *out8;
 } bert_layer_bf16;
 
 typedef struct {
@@ -77,12 +82,13 @@ typedef struct {
 } bert_weights_bf16;
 
 /* The packed weights of one safetensors file, shared by every model object
- * loaded from it in BF16 mode (model.c keeps a registry keyed by the file's
- * identity), freed with the last of them. */
+ * loaded from it in the same mode, BF16 or INT8 (model.c keeps a registry
+ * keyed by the file's identity and the mode), freed with the last of them. */
 typedef struct um_bf16_set um_bf16_set;
 struct um_bf16_set {
   um_bf16_set *next;      /* registry list */
   int refs, registered;
+  int int8, int8_text;    /* INT8 mode's set; text tower INT8 too */
   unsigned long long dev, ino, size;
   long long mtime_s, mtime_ns;
   int vit_layers, text_layers;
@@ -104,7 +110,9 @@ struct unimed_model {
   int n_owned, cap_owned;
   size_t owned_bytes;     /* converted copies */
   unimed_precision precision, requested;
-  int bf16;               /* precision == BF16: the *_bf16 weights are used */
+  int bf16;               /* precision BF16 or INT8: the *_bf16 weights are used */
+  int int8;               /* precision == INT8: and their *8 members */
+  int int8_text;          /* INT8 mode with the text tower INT8 too */
   um_bf16_set *w16;       /* BF16 mode: the packed weights (shared) */
   const uint16_t *word_emb16; /* BF16 file in BF16 mode: [V, D] in the mapping */
   char cache_key[17];     /* hash, mixed with the precision when not FP32 */
@@ -169,6 +177,11 @@ int um_blas_in_forward(void);
 typedef void (*um_task_fn)(void *ctx, int task, int thread);
 void um_parallel_for(int n_tasks, int max_threads, um_task_fn fn, void *ctx);
 
+/* The calling thread's GEMM scratch buffer of at least n bytes (64-byte
+ * aligned, kept until the thread exits; gemm_bf16.c). One buffer per thread,
+ * shared by the BF16 and INT8 GEMMs: valid until that thread's next call. */
+void *um_gemm_scratch(size_t n);
+
 /* ---- kernels (ops.c), continued ---- */
 
 /* C[M,N] = act(A[M,K] · W[N,K]^T + bias[N]) */
@@ -192,6 +205,27 @@ typedef struct {
 size_t um_mha_scratch_floats(int max_lk, int hd);
 void um_mha(const um_attn_seq *seqs, int n, int ldq, int ldkv, int ldo, int H, int hd,
             float *scratch, size_t scratch_per_thread, int max_threads);
+
+/* ---- packed linear layers: BF16 or INT8, whichever the layer has ---- */
+
+enum { UM_EPI_BIAS, UM_EPI_ACC, UM_EPI_QUICK_GELU, UM_EPI_GELU };
+
+/* C (=, +=) epi(A W^T + bias) with W = w8 when not NULL, else w16. */
+static inline void um_linear_packed(const um_bf16_weight *w16, const um_i8_weight *w8,
+                                    const float *A, int M, int K, const float *bias, int N,
+                                    float *C, int epi) {
+  if (w8) {
+    if (epi == UM_EPI_ACC) um_linear_i8_acc(A, M, K, w8, bias, N, C);
+    else if (epi == UM_EPI_QUICK_GELU) um_linear_i8_quick_gelu(A, M, K, w8, bias, N, C);
+    else if (epi == UM_EPI_GELU) um_linear_i8_gelu(A, M, K, w8, bias, N, C);
+    else um_linear_i8(A, M, K, w8, bias, N, C);
+  } else {
+    if (epi == UM_EPI_ACC) um_linear_bf16_acc(A, M, K, w16, bias, N, C);
+    else if (epi == UM_EPI_QUICK_GELU) um_linear_bf16_quick_gelu(A, M, K, w16, bias, N, C);
+    else if (epi == UM_EPI_GELU) um_linear_bf16_gelu(A, M, K, w16, bias, N, C);
+    else um_linear_bf16(A, M, K, w16, bias, N, C);
+  }
+}
 
 /* ---- towers ---- */
 size_t um_vit_workspace_floats(const unimed_config *c, int batch);

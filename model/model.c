@@ -24,8 +24,8 @@ typedef struct {
   char *err;
   size_t errlen;
   int failed;
-  int shared; /* BF16 mode, weights already packed by another model object:
-                 packed tensors are only checked */
+  int shared; /* BF16/INT8 mode, weights already packed by another model
+                 object: packed tensors are only checked */
 } binder;
 
 /* Finds tensor `name` and checks it has exactly the shape want[0..ndim). */
@@ -117,7 +117,7 @@ static const float *bind(binder *b, const char *name, int ndim, ...) {
   return v;
 }
 
-/* BF16 mode: the file's pages of a packed tensor are not needed any more.
+/* BF16/INT8 mode: the file's pages of a packed tensor are not needed any more.
  * Dropping them keeps them out of the resident set (the mapping is private
  * and never written: a later read would fetch them from the file again). */
 static void drop_pages(const unimed_model *m, const void *p, size_t n) {
@@ -138,11 +138,23 @@ static um_bf16_weight *pack(binder *b, const char *name, const float *W, int N, 
   return w;
 }
 
-/* BF16 mode: the linear weight `name` of the given shape, packed into *dst
- * as [N = shape[0], K = the other dims' product] (nn.Linear / conv layout),
- * or with transposed = 1 a 2-D [K, N] tensor (visual.proj). */
-static void bind_packed(binder *b, um_bf16_weight **dst, const char *name, int transposed,
-                        int ndim, ...) {
+static um_i8_weight *pack8(binder *b, const char *name, const float *W, int N, int K) {
+  um_i8_weight *w = um_i8_pack(W, N, K);
+  if (!w) {
+    um_set_err(b->err, b->errlen, "%s: out of memory quantizing '%s' as INT8", b->file, name);
+    b->failed = 1;
+    return NULL;
+  }
+  b->m->w16->bytes += um_i8_bytes(w);
+  return w;
+}
+
+/* BF16/INT8 mode: the linear weight `name` of the given shape, packed into
+ * *dst as [N = shape[0], K = the other dims' product] (nn.Linear / conv
+ * layout), or with transposed = 1 a 2-D [K, N] tensor (visual.proj). In INT8
+ * mode a layer given a dst8 is quantized into *dst8 instead. */
+static void bind_packed(binder *b, um_bf16_weight **dst, um_i8_weight **dst8, const char *name,
+                        int transposed, int ndim, ...) {
   int64_t want[ST_MAX_DIMS];
   va_list ap;
   va_start(ap, ndim);
@@ -168,14 +180,18 @@ static void bind_packed(binder *b, um_bf16_weight **dst, const char *name, int t
       for (int64_t n = 0; n < N; n++) tr[n * K + k] = W[k * N + n];
     W = tr;
   }
-  *dst = pack(b, name, W, (int)N, (int)K);
+  if (dst8 && b->m->int8)
+    *dst8 = pack8(b, name, W, (int)N, (int)K);
+  else
+    *dst = pack(b, name, W, (int)N, (int)K);
   free(tr);
   free(tmp);
   drop_pages(b->m, t->data, t->nbytes);
 }
 
-/* BF16 mode: BERT's query, key and value weights [D, D] stacked into one
- * packed [3D, D], and their biases into one owned [3D]. */
+/* BF16/INT8 mode: BERT's query, key and value weights [D, D] stacked into
+ * one packed [3D, D] (INT8 in INT8 mode), and their biases into one owned
+ * [3D]. */
 static void bind_qkv(binder *b, const char *prefix, int64_t D, bert_layer_bf16 *out) {
   static const char *const parts[3] = {"query", "key", "value"};
   char name[256];
@@ -214,7 +230,10 @@ static void bind_qkv(binder *b, const char *prefix, int64_t D, bert_layer_bf16 *
   }
   if (b->failed) goto done;
   snprintf(name, sizeof name, "%sattention.self.query|key|value.weight", prefix);
-  out->qkv = pack(b, name, W, (int)(3 * D), (int)D);
+  if (b->m->int8_text)
+    out->qkv8 = pack8(b, name, W, (int)(3 * D), (int)D);
+  else
+    out->qkv = pack(b, name, W, (int)(3 * D), (int)D);
   if (b->failed) goto done;
   out->qkv_b = bias;
   b->m->w16->bytes += (size_t)(3 * D) * sizeof(float);
@@ -234,7 +253,7 @@ static void bind_vision(binder *b) {
   vit_weights *w = &m->vit;
   vit_weights_bf16 *w16 = m->bf16 ? &m->w16->vit : NULL;
   if (m->bf16)
-    bind_packed(b, &w16->conv1, "visual.conv1.weight", 0, 4, D, I64(3), P, P);
+    bind_packed(b, &w16->conv1, NULL, "visual.conv1.weight", 0, 4, D, I64(3), P, P);
   else
     w->conv1_w = bind(b, "visual.conv1.weight", 4, D, I64(3), P, P);
   w->class_emb = bind(b, "visual.class_embedding", 1, D);
@@ -244,7 +263,7 @@ static void bind_vision(binder *b) {
   w->ln_post_w = bind(b, "visual.ln_post.weight", 1, D);
   w->ln_post_b = bind(b, "visual.ln_post.bias", 1, D);
   if (m->bf16)
-    bind_packed(b, &w16->proj, "visual.proj", 1, 2, D, I64(c->embed_dim));
+    bind_packed(b, &w16->proj, NULL, "visual.proj", 1, 2, D, I64(c->embed_dim));
   else
     w->proj = bind(b, "visual.proj", 2, D, I64(c->embed_dim));
   w->blocks = calloc((size_t)c->vision.layers, sizeof *w->blocks);
@@ -262,10 +281,11 @@ static void bind_vision(binder *b) {
 #define VB(field, suffix, ...)                                                   \
   (snprintf(n, sizeof n, "visual.transformer.resblocks.%d.%s", l, suffix),        \
    bw->field = bind(b, n, __VA_ARGS__))
-  /* a linear weight: FP32 pointer, or packed in BF16 mode */
+  /* a linear weight: FP32 pointer, or packed in BF16 / INT8 mode */
 #define VW(field, field16, suffix, ...)                                          \
   (snprintf(n, sizeof n, "visual.transformer.resblocks.%d.%s", l, suffix),        \
-   m->bf16 ? bind_packed(b, &w16->blocks[l].field16, n, 0, __VA_ARGS__)           \
+   m->bf16 ? bind_packed(b, &w16->blocks[l].field16, &w16->blocks[l].field16##8, n, 0, \
+                         __VA_ARGS__)                                             \
            : (void)(bw->field = bind(b, n, __VA_ARGS__)))
   for (int l = 0; l < c->vision.layers && !b->failed; l++) {
     vit_block_weights *bw = &w->blocks[l];
@@ -334,7 +354,9 @@ static void bind_text(binder *b) {
    lw->dst = bind(b, n, __VA_ARGS__))
 #define LW(dst, dst16, suffix, ...)                                                 \
   (snprintf(n, sizeof n, "%sencoder.layer.%d.%s", pre, l, suffix),                  \
-   m->bf16 ? bind_packed(b, &w16->layers[l].dst16, n, 0, __VA_ARGS__)               \
+   m->bf16 ? bind_packed(b, &w16->layers[l].dst16,                                  \
+                         m->int8_text ? &w16->layers[l].dst16##8 : NULL, n, 0,     \
+                         __VA_ARGS__)                                               \
            : (void)(lw->dst = bind(b, n, __VA_ARGS__)))
   for (int l = 0; l < c->text.layers && !b->failed; l++) {
     bert_layer_weights *lw = &w->layers[l];
@@ -372,8 +394,8 @@ static void bind_text(binder *b) {
   switch (c->text.projection) {
   case UNIMED_PROJ_MLP:
     if (m->bf16) {
-      bind_packed(b, &w16->proj0, "text_encoder.proj.0.weight", 0, 2, (D + E) / 2, D);
-      bind_packed(b, &w16->proj2, "text_encoder.proj.2.weight", 0, 2, E, (D + E) / 2);
+      bind_packed(b, &w16->proj0, NULL, "text_encoder.proj.0.weight", 0, 2, (D + E) / 2, D);
+      bind_packed(b, &w16->proj2, NULL, "text_encoder.proj.2.weight", 0, 2, E, (D + E) / 2);
     } else {
       w->proj0 = bind(b, "text_encoder.proj.0.weight", 2, (D + E) / 2, D);
       w->proj2 = bind(b, "text_encoder.proj.2.weight", 2, E, (D + E) / 2);
@@ -381,7 +403,7 @@ static void bind_text(binder *b) {
     break;
   case UNIMED_PROJ_LINEAR:
     if (m->bf16)
-      bind_packed(b, &w16->proj, "text_encoder.proj.weight", 0, 2, E, D);
+      bind_packed(b, &w16->proj, NULL, "text_encoder.proj.weight", 0, 2, E, D);
     else
       w->proj = bind(b, "text_encoder.proj.weight", 2, E, D);
     break;
@@ -390,7 +412,7 @@ static void bind_text(binder *b) {
   }
 }
 
-/* ---- BF16 weight sets shared between model objects ---- */
+/* ---- BF16 / INT8 weight sets shared between model objects ---- */
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static um_bf16_set *registry;
@@ -403,6 +425,10 @@ static void free_set(um_bf16_set *s) {
       um_bf16_free(b->out_proj);
       um_bf16_free(b->fc);
       um_bf16_free(b->cproj);
+      um_i8_free(b->in_proj8);
+      um_i8_free(b->out_proj8);
+      um_i8_free(b->fc8);
+      um_i8_free(b->cproj8);
     }
   free(s->vit.blocks);
   um_bf16_free(s->vit.conv1);
@@ -415,6 +441,10 @@ static void free_set(um_bf16_set *s) {
       um_bf16_free(b->attn_out);
       um_bf16_free(b->inter);
       um_bf16_free(b->out);
+      um_i8_free(b->qkv8);
+      um_i8_free(b->attn_out8);
+      um_i8_free(b->inter8);
+      um_i8_free(b->out8);
     }
   free(s->bert.layers);
   um_bf16_free(s->bert.proj0);
@@ -472,7 +502,8 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
                                      char *err, size_t errlen) {
   const unimed_load_options defaults = {.precision = UNIMED_PRECISION_FP32};
   if (!opts) opts = &defaults;
-  if (opts->precision != UNIMED_PRECISION_FP32 && opts->precision != UNIMED_PRECISION_BF16) {
+  if (opts->precision != UNIMED_PRECISION_FP32 && opts->precision != UNIMED_PRECISION_BF16 &&
+      opts->precision != UNIMED_PRECISION_INT8) {
     um_set_err(err, errlen, "%s: unknown precision %d", dir, (int)opts->precision);
     return NULL;
   }
@@ -482,9 +513,20 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
     return NULL;
   }
   m->requested = opts->precision;
-  /* BF16 without the instructions would be slower than FP32: run FP32. */
-  m->bf16 = opts->precision == UNIMED_PRECISION_BF16 && um_bf16_available();
-  m->precision = m->bf16 ? UNIMED_PRECISION_BF16 : UNIMED_PRECISION_FP32;
+  /* BF16 without the instructions would be slower than FP32: run FP32.
+   * INT8 without VNNI runs BF16 where that is native, else FP32. INT8 mode
+   * keeps some layers BF16 (on a CPU with VNNI but no avx512_bf16 those
+   * run gemm_bf16's portable path). */
+  m->int8 = opts->precision == UNIMED_PRECISION_INT8 && um_i8_available() > 0;
+  m->bf16 = m->int8 || (opts->precision != UNIMED_PRECISION_FP32 && um_bf16_available());
+  /* The text tower stays BF16 in INT8 mode (docs/MODEL.md: INT8 weights
+   * there moved zero-shot rankings); UNIMED_INT8_TEXT=1 quantizes it too,
+   * to measure that. */
+  const char *int8_text = getenv("UNIMED_INT8_TEXT");
+  m->int8_text = m->int8 && int8_text && int8_text[0] == '1';
+  m->precision = m->int8   ? UNIMED_PRECISION_INT8
+                 : m->bf16 ? UNIMED_PRECISION_BF16
+                           : UNIMED_PRECISION_FP32;
   snprintf(m->dir, sizeof m->dir, "%s", dir);
   char path[1200];
   snprintf(path, sizeof path, "%s/config.json", dir);
@@ -515,7 +557,8 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
       if (s->dev == (unsigned long long)fst.st_dev && s->ino == (unsigned long long)fst.st_ino &&
           s->size == (unsigned long long)fst.st_size &&
           s->mtime_s == (long long)fst.st_mtim.tv_sec &&
-          s->mtime_ns == (long long)fst.st_mtim.tv_nsec) {
+          s->mtime_ns == (long long)fst.st_mtim.tv_nsec && s->int8 == m->int8 &&
+          s->int8_text == m->int8_text) {
         m->w16 = s;
         s->refs++;
         b.shared = 1;
@@ -523,6 +566,8 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
       }
     if (!m->w16 && (m->w16 = calloc(1, sizeof *m->w16)) != NULL) {
       m->w16->refs = 1;
+      m->w16->int8 = m->int8;
+      m->w16->int8_text = m->int8_text;
       if (known) {
         m->w16->dev = (unsigned long long)fst.st_dev;
         m->w16->ino = (unsigned long long)fst.st_ino;
@@ -555,7 +600,7 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
   if (m->bf16) {
     /* Cached label-set embeddings depend on the precision too. */
     uint64_t h = 1469598103934665603ULL;
-    const char *key = m->hash, *suffix = "/bf16";
+    const char *key = m->hash, *suffix = m->int8 ? "/int8" : "/bf16";
     for (const char *p = key; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
     for (const char *p = suffix; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
     snprintf(m->cache_key, sizeof m->cache_key, "%016llx", (unsigned long long)h);
@@ -597,9 +642,10 @@ size_t unimed_model_owned_bytes(const unimed_model *m) {
 }
 const char *um_model_cache_key(const unimed_model *m) { return m->cache_key; }
 int unimed_bf16_supported(void) { return um_bf16_available(); }
+int unimed_int8_supported(void) { return um_i8_available() > 0; }
 
 const char *unimed_precision_name(unimed_precision p) {
-  return p == UNIMED_PRECISION_BF16 ? "bf16" : "fp32";
+  return p == UNIMED_PRECISION_INT8 ? "int8" : p == UNIMED_PRECISION_BF16 ? "bf16" : "fp32";
 }
 
 int unimed_precision_parse(const char *s, unimed_precision *out) {
@@ -610,6 +656,10 @@ int unimed_precision_parse(const char *s, unimed_precision *out) {
   }
   if (!strcasecmp(s, "bf16") || !strcasecmp(s, "bfloat16")) {
     *out = UNIMED_PRECISION_BF16;
+    return 0;
+  }
+  if (!strcasecmp(s, "int8")) {
+    *out = UNIMED_PRECISION_INT8;
     return 0;
   }
   return -1;

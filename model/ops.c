@@ -10,8 +10,8 @@
  * rows. So only one set of threads is ever busy. Outside a forward pass the
  * linear layers call OpenBLAS with its own threads, as before.
  *
- * SIMD. The hot loops have an AVX2+FMA version (and the few-rows GEMM an
- * AVX-512F one) chosen at run time (__builtin_cpu_supports) next to the
+ * SIMD. The hot loops have an AVX2+FMA version (and the few-rows GEMM and the
+ * attention an AVX-512F one) chosen at run time (__builtin_cpu_supports) next to the
  * portable C one; UNIMED_SIMD=0 in the environment forces the portable code,
  * UNIMED_SIMD=2 stops at AVX2. All compute the same functions (exact-erf GELU
  * included); results differ only by float rounding. */
@@ -26,10 +26,12 @@
 #include <immintrin.h>
 #define UM_X86 1
 #define UM_AVX2 __attribute__((target("avx2,fma")))
+#define UM_AVX512 __attribute__((target("avx512f")))
 #else
 #define UM_X86 0
 #endif
 
+#include "act512.h"
 #include "internal.h"
 
 /* ---- CPU features ---- */
@@ -726,7 +728,7 @@ static int round16(int n) { return (n + 15) & ~15; }
 
 size_t um_mha_scratch_floats(int max_lk, int hd) {
   const size_t lkp = (size_t)round16(max_lk);
-  return ((size_t)hd * lkp + 4 * lkp + 15) & ~(size_t)15;
+  return ((size_t)hd * lkp + 8 * lkp + 15) & ~(size_t)15; /* K^T, 8 rows of scores */
 }
 
 /* One head of one sequence, portable: scores row by row. */
@@ -866,6 +868,108 @@ UM_AVX2 static void attn_head_avx2(const float *q, int ldq, const float *k, cons
 }
 #endif
 
+#if UM_X86
+/* The AVX-512F version of attn_head_avx2: blocks of 8 query rows, scores by
+ * an 8x32 register kernel (8x16 for the last 16 keys), out = P V by an 8x32
+ * kernel per 32 columns (hd a multiple of 32). Each score and output element
+ * sums over d (or the keys) in the same order as attn_head_avx2. */
+UM_AVX512 static void attn_head_avx512(const float *q, int ldq, const float *k, const float *v,
+                                       int ldkv, int lq, int lk, int hd, float scale, float *out,
+                                       int ldo, float *scratch) {
+  enum { R = 8 };
+  const int lkp = round16(lk);
+  float *kt = scratch, *s = scratch + (size_t)hd * lkp;
+  for (int j = 0; j < lk; j++) {
+    const float *kj = k + (size_t)j * ldkv;
+    for (int d = 0; d < hd; d++) kt[(size_t)d * lkp + j] = kj[d];
+  }
+  for (int d = 0; d < hd; d++)
+    for (int j = lk; j < lkp; j++) kt[(size_t)d * lkp + j] = 0.f;
+  const __m512 sc = _mm512_set1_ps(scale);
+  for (int i0 = 0; i0 < lq; i0 += R) {
+    const int nr = lq - i0 < R ? lq - i0 : R;
+    const float *qr[R];
+    float *sr[R];
+    for (int r = 0; r < R; r++) {
+      qr[r] = q + (size_t)(i0 + (r < nr ? r : nr - 1)) * ldq;
+      sr[r] = s + (size_t)(r < nr ? r : nr - 1) * lkp;
+    }
+    int j = 0;
+    for (; j + 32 <= lkp; j += 32) {
+      __m512 a[R][2];
+      for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+      const float *kp = kt + j;
+      for (int d = 0; d < hd; d++, kp += lkp) {
+        const __m512 k0 = _mm512_loadu_ps(kp), k1 = _mm512_loadu_ps(kp + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+          const __m512 b = _mm512_set1_ps(qr[r][d]);
+          a[r][0] = _mm512_fmadd_ps(b, k0, a[r][0]);
+          a[r][1] = _mm512_fmadd_ps(b, k1, a[r][1]);
+        }
+      }
+      /* rows r >= nr are duplicates of row nr-1: stored into the same row */
+      for (int r = R - 1; r >= 0; r--) {
+        _mm512_storeu_ps(sr[r] + j, _mm512_mul_ps(a[r][0], sc));
+        _mm512_storeu_ps(sr[r] + j + 16, _mm512_mul_ps(a[r][1], sc));
+      }
+    }
+    if (j < lkp) { /* the last 16 keys */
+      __m512 a[R];
+      for (int r = 0; r < R; r++) a[r] = _mm512_setzero_ps();
+      const float *kp = kt + j;
+      for (int d = 0; d < hd; d++, kp += lkp) {
+        const __m512 k0 = _mm512_loadu_ps(kp);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(qr[r][d]), k0, a[r]);
+      }
+      for (int r = R - 1; r >= 0; r--) _mm512_storeu_ps(sr[r] + j, _mm512_mul_ps(a[r], sc));
+    }
+    __m512 inv[R];
+    for (int r = 0; r < nr; r++) {
+      float *row = s + (size_t)r * lkp;
+      const __mmask16 tail = (__mmask16)((1u << (lk % 16)) - 1);
+      int jj = 0;
+      __m512 m16 = _mm512_set1_ps(-INFINITY);
+      for (; jj + 16 <= lk; jj += 16) m16 = _mm512_max_ps(m16, _mm512_loadu_ps(row + jj));
+      if (jj < lk) m16 = _mm512_mask_max_ps(m16, tail, m16, _mm512_loadu_ps(row + jj));
+      const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(m16));
+      __m512 s16 = _mm512_setzero_ps();
+      for (jj = 0; jj + 16 <= lk; jj += 16) {
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(row + jj), mv));
+        _mm512_storeu_ps(row + jj, e);
+        s16 = _mm512_add_ps(s16, e);
+      }
+      if (jj < lk) {
+        const __m512 e = _mm512_maskz_mov_ps(tail, exp512(_mm512_sub_ps(_mm512_loadu_ps(row + jj), mv)));
+        _mm512_storeu_ps(row + jj, e);
+        s16 = _mm512_add_ps(s16, e);
+      }
+      inv[r] = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(s16));
+    }
+    for (int c = 0; c < hd; c += 32) {
+      __m512 a[R][2];
+      for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+      const float *vp = v + c;
+      for (int jv = 0; jv < lk; jv++, vp += ldkv) {
+        const __m512 v0 = _mm512_loadu_ps(vp), v1 = _mm512_loadu_ps(vp + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+          const __m512 b = _mm512_set1_ps(sr[r][jv]);
+          a[r][0] = _mm512_fmadd_ps(b, v0, a[r][0]);
+          a[r][1] = _mm512_fmadd_ps(b, v1, a[r][1]);
+        }
+      }
+      for (int r = 0; r < nr; r++) {
+        float *o = out + (size_t)(i0 + r) * ldo + c;
+        _mm512_storeu_ps(o, _mm512_mul_ps(a[r][0], inv[r]));
+        _mm512_storeu_ps(o + 16, _mm512_mul_ps(a[r][1], inv[r]));
+      }
+    }
+  }
+}
+#endif
+
 typedef struct {
   const um_attn_seq *seqs;
   int ldq, ldkv, ldo, H, hd;
@@ -883,6 +987,10 @@ static void mha_task(void *c, int task, int thread) {
               *v = sq->v + (size_t)h * hd;
   float *out = sq->out + (size_t)h * hd;
 #if UM_X86
+  if (hd % 32 == 0 && use_avx512()) {
+    attn_head_avx512(q, m->ldq, k, v, m->ldkv, sq->lq, sq->lk, hd, scale, out, m->ldo, scratch);
+    return;
+  }
   if (hd % 16 == 0 && use_avx2()) {
     attn_head_avx2(q, m->ldq, k, v, m->ldkv, sq->lq, sq->lk, hd, scale, out, m->ldo, scratch);
     return;

@@ -62,8 +62,19 @@ void unimed_model_free(unimed_model *m);
  *        kept: about half the memory, and faster where the CPU has
  *        avx512_bf16. On other CPUs a BF16 request loads the model as FP32
  *        (same API and results as FP32); unimed_model_precision tells which
- *        one runs. */
-typedef enum { UNIMED_PRECISION_FP32 = 0, UNIMED_PRECISION_BF16 = 1 } unimed_precision;
+ *        one runs.
+ *  INT8: the encoder layers' linear weights of both towers quantized once
+ *        at load to int8 (symmetric, per output channel), their inputs
+ *        quantized per call to uint8 (per row, asymmetric), integer products
+ *        summed exactly (AVX-512 VNNI vpdpbusd, or AVX-VNNI); the patch
+ *        embedding and the projection heads run BF16, the rest as in BF16
+ *        (docs/MODEL.md lists the layers and the accuracy). Without VNNI an
+ *        INT8 request runs BF16 where that is native, else FP32. */
+typedef enum {
+  UNIMED_PRECISION_FP32 = 0,
+  UNIMED_PRECISION_BF16 = 1,
+  UNIMED_PRECISION_INT8 = 2
+} unimed_precision;
 
 typedef struct {
   unimed_precision precision; /* requested; default (zeroed struct) FP32 */
@@ -79,13 +90,16 @@ unimed_precision unimed_model_precision_requested(const unimed_model *m);
  * copies, and the packed BF16 weights (shared with other model objects of
  * the same file, counted in each). */
 size_t unimed_model_owned_bytes(const unimed_model *m);
-/* "fp32" / "bf16". */
+/* "fp32" / "bf16" / "int8". */
 const char *unimed_precision_name(unimed_precision p);
-/* Parses "fp32" / "bf16" (any case); 0, or -1 for anything else. */
+/* Parses "fp32" / "bf16" / "int8" (any case); 0, or -1 for anything else. */
 int unimed_precision_parse(const char *s, unimed_precision *out);
 /* 1 when BF16 runs natively on this CPU (avx512_bf16, and UNIMED_SIMD is not
  * 0 in the environment). */
 int unimed_bf16_supported(void);
+/* 1 when INT8 runs on this CPU (avx512_vnni or avx_vnni, and UNIMED_SIMD is
+ * not 0 in the environment). */
+int unimed_int8_supported(void);
 
 const unimed_config *unimed_model_config(const unimed_model *m);
 /* 16 hex digits identifying the weights and config (for caches, reports).

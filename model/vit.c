@@ -10,7 +10,8 @@
  * FP32: OpenBLAS and our kernels (ops.c). BF16 (m->bf16): the same steps
  * with every linear layer a um_linear_bf16 call on packed weights, its bias,
  * residual add or activation fused into the GEMM; LayerNorm and attention
- * stay FP32.
+ * stay FP32. INT8 (m->int8): as BF16, with the blocks' four linear layers
+ * um_linear_i8 calls (um_linear_packed picks whichever weight is packed).
  */
 #include <string.h>
 
@@ -116,7 +117,8 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
     um_layernorm_bias(b.x, pending, b.ln, BT, D, bw->ln_1_w, bw->ln_1_b, eps);
     const vit_block_bf16 *b16 = w16 ? &w16->blocks[l] : NULL;
     if (b16)
-      um_linear_bf16(b.ln, BT, D, b16->in_proj, bw->in_proj_b, 3 * D, b.qkv);
+      um_linear_packed(b16->in_proj, b16->in_proj8, b.ln, BT, D, bw->in_proj_b, 3 * D, b.qkv,
+                       UM_EPI_BIAS);
     else
       um_linear(b.ln, BT, D, bw->in_proj_w, bw->in_proj_b, 3 * D, b.qkv);
     for (int i = 0; i < B; i++) {
@@ -134,14 +136,15 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
       rows = B;
     }
     if (b16) {
-      um_linear_bf16_acc(b.attn, rows, D, b16->out_proj, bw->out_proj_b, D, x);
+      um_linear_packed(b16->out_proj, b16->out_proj8, b.attn, rows, D, bw->out_proj_b, D, x,
+                       UM_EPI_ACC);
       /* MLP: x += c_proj(act(c_fc(ln_2(x)))) */
       um_layernorm_bias(x, NULL, b.ln, rows, D, bw->ln_2_w, bw->ln_2_b, eps);
-      if (c->vision.activation == UNIMED_ACT_QUICK_GELU)
-        um_linear_bf16_quick_gelu(b.ln, rows, D, b16->fc, bw->fc_b, F, b.hidden);
-      else
-        um_linear_bf16_gelu(b.ln, rows, D, b16->fc, bw->fc_b, F, b.hidden);
-      um_linear_bf16_acc(b.hidden, rows, F, b16->cproj, bw->cproj_b, D, x);
+      um_linear_packed(b16->fc, b16->fc8, b.ln, rows, D, bw->fc_b, F, b.hidden,
+                       c->vision.activation == UNIMED_ACT_QUICK_GELU ? UM_EPI_QUICK_GELU
+                                                                     : UM_EPI_GELU);
+      um_linear_packed(b16->cproj, b16->cproj8, b.hidden, rows, F, bw->cproj_b, D, x,
+                       UM_EPI_ACC);
       continue;
     }
     um_linear_acc(b.attn, rows, D, bw->out_proj_w, D, x);

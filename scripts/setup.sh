@@ -20,6 +20,8 @@ PACKAGES=(
   orthanc orthanc-dev dicom3tools
   # references for the tests (Debian's /usr/bin/python3)
   python3 python3-torch python3-numpy python3-pydicom python3-pil python3-gdcm
+  # bench/run.py: builds the ONNX Runtime INT8 model from the exported ONNX
+  python3-onnx
   # tokenizer parity (HuggingFace's JavaScript tokenizer from npm) and the
   # Orthanc Explorer test (Debian's Chromium driven by playwright-core)
   nodejs npm chromium

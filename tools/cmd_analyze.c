@@ -20,7 +20,7 @@ static void help_analyze(FILE *out) {
           "                      [--sr OUT.dcm] [--xml OUT.xml]\n"
           "                      [--out-dir DIR] [--max-slices K] [--aggregate mean|max]\n"
           "                      [--cache DIR | --no-cache] [--threads N]\n"
-          "                      [--precision fp32|bf16] PATH...\n\n"
+          "                      [--precision fp32|bf16|int8] PATH...\n\n"
           "PATH: DICOM files or folders of one study. Every image series is analysed:\n"
           "K frames (default 8) along the slice normal, encoded, and scored against each\n"
           "label set that applies to it (modality, body part, SOP class). Without\n"
@@ -33,7 +33,9 @@ static void help_analyze(FILE *out) {
           "DIR/<StudyInstanceUID>.dcm. Label-set text embeddings are cached in\n"
           "$XDG_CACHE_HOME/unimed (or ~/.cache/unimed) unless --cache or --no-cache.\n"
           "--precision bf16 packs the model's linear weights as BF16 (half the memory,\n"
-          "faster on CPUs with avx512_bf16; elsewhere it runs fp32, the default).\n"
+          "faster on CPUs with avx512_bf16; elsewhere it runs fp32, the default);\n"
+          "--precision int8 runs the image encoder's linear layers in int8 (CPUs with VNNI;\n"
+          "elsewhere it runs bf16 or fp32).\n"
           "Prints the findings JSON of each study on one line.\n",
           UNIMED_DEFAULT_LABELSET_DIR);
 }
@@ -115,7 +117,7 @@ int cmd_analyze(int argc, char **argv) {
       i++;
     } else if (strcmp(a, "--precision") == 0 && v) {
       if (unimed_precision_parse(v, &precision) != 0) {
-        fprintf(stderr, "unimed: --precision takes fp32 or bf16, got '%s'\n", v);
+        fprintf(stderr, "unimed: --precision takes fp32, bf16 or int8, got '%s'\n", v);
         rc = 2;
       }
       i++;

@@ -13,7 +13,7 @@ static void help_evaluate(FILE *out) {
   fprintf(out,
           "usage: unimed evaluate --model DIR --archive ZIP|DIR [--archive ...] --labels CSV\n"
           "                       --label-set FILE [--key COLUMN] [--max-slices K]\n"
-          "                       [--threads N] [--verbose]\n\n"
+          "                       [--threads N] [--precision fp32|bf16|int8] [--verbose]\n\n"
           "Zero-shot evaluation: class embeddings from the label set's prompts, one\n"
           "embedding per CSV row (the mean of up to K frames per image series, default 8,\n"
           "as `unimed analyze`), the label set's scoring, and the arg-max as prediction.\n"
@@ -21,7 +21,8 @@ static void help_evaluate(FILE *out) {
           "SOPInstanceUID) and a 'label' column with names (or synonyms) of the set's labels\n"
           "('|' between several). Prints one JSON object: n, accuracy, balanced_accuracy,\n"
           "auc (mean one-vs-rest ROC AUC), auc_per_label, labels, confusion_matrix\n"
-          "(rows: true label, columns: prediction) and what was skipped.\n");
+          "(rows: true label, columns: prediction), the precision that ran and what was\n"
+          "skipped.\n");
 }
 
 static void log_stderr(void *ctx, const char *line) {
@@ -37,6 +38,7 @@ int cmd_evaluate(int argc, char **argv) {
   const char *model = NULL, *labels = NULL, *set_path = NULL, *key = NULL;
   const char **archives = calloc((size_t)argc, sizeof(char *));
   int n_arch = 0, max_slices = 8, threads = 0, verbose = 0, rc = 0;
+  unimed_load_options lo = {.precision = UNIMED_PRECISION_FP32};
   for (int i = 1; i < argc && rc == 0; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (cli_is_help(a)) {
@@ -56,6 +58,12 @@ int cmd_evaluate(int argc, char **argv) {
     } else if (!strcmp(a, "--threads") && v) {
       if ((threads = cli_parse_positive(a, v)) < 0) rc = 2;
       i++;
+    } else if (!strcmp(a, "--precision") && v) {
+      if (unimed_precision_parse(v, &lo.precision) != 0) {
+        fprintf(stderr, "unimed: --precision takes fp32, bf16 or int8, got '%s'\n", v);
+        rc = 2;
+      }
+      i++;
     } else {
       fprintf(stderr, "unimed: unknown option or missing value: '%s'\n\n", a);
       help_evaluate(stderr);
@@ -73,7 +81,7 @@ int cmd_evaluate(int argc, char **argv) {
   }
   if (threads) unimed_set_threads(threads);
   char err[1024];
-  unimed_model *m = unimed_model_load(model, err, sizeof err);
+  unimed_model *m = unimed_model_load_opts(model, &lo, err, sizeof err);
   unimed_label_set *ls = m ? unimed_label_set_load(set_path, err, sizeof err) : NULL;
   if (!m || !ls) {
     fprintf(stderr, "unimed: %s\n", err);
@@ -117,6 +125,7 @@ int cmd_evaluate(int argc, char **argv) {
     cJSON_AddItemToObject(js, "skipped", skipped);
     cJSON_AddStringToObject(js, "model", c->name);
     cJSON_AddStringToObject(js, "model_hash", unimed_model_hash(m));
+    cJSON_AddStringToObject(js, "precision", unimed_precision_name(unimed_model_precision(m)));
     cJSON_AddNumberToObject(js, "images", d.n_images);
     cJSON_AddNumberToObject(js, "seconds", (cli_now_ms() - t0) / 1000.0);
     cli_print_json(js);

@@ -28,7 +28,7 @@ typedef struct {
 
 /* Options a command accepts: a string of letters, m=--model t=--tensor
  * p=--prompt c=--class r=--runs j=--threads s=--max-slices a=positional.
- * --precision fp32|bf16 goes with --model. */
+ * --precision fp32|bf16|int8 goes with --model. */
 static int parse(int argc, char **argv, const char *accepts, options *o,
                  void (*help)(FILE *)) {
   memset(o, 0, sizeof *o);
@@ -60,7 +60,7 @@ static int parse(int argc, char **argv, const char *accepts, options *o,
       i++;
     } else if (TAKES('m', "--precision") && v) {
       if (unimed_precision_parse(v, &o->precision) != 0) {
-        fprintf(stderr, "unimed: --precision takes fp32 or bf16, got '%s'\n", v);
+        fprintf(stderr, "unimed: --precision takes fp32, bf16 or int8, got '%s'\n", v);
         return 2;
       }
       i++;
@@ -122,13 +122,14 @@ static float *read_tensor(const char *path, int S) {
   return t;
 }
 
-/* "precision": what runs; "precision_requested", "bf16_cpu",
+/* "precision": what runs; "precision_requested", "bf16_cpu", "int8_cpu",
  * "weights_held_mb" (packed or converted weights besides the mapped file). */
 static void add_precision(cJSON *j, const unimed_model *m) {
   cJSON_AddStringToObject(j, "precision", unimed_precision_name(unimed_model_precision(m)));
   cJSON_AddStringToObject(j, "precision_requested",
                           unimed_precision_name(unimed_model_precision_requested(m)));
   cJSON_AddBoolToObject(j, "bf16_cpu", unimed_bf16_supported());
+  cJSON_AddBoolToObject(j, "int8_cpu", unimed_int8_supported());
   cJSON_AddNumberToObject(j, "weights_held_mb",
                           round(unimed_model_owned_bytes(m) / 1e5) / 10);
 }
@@ -136,9 +137,10 @@ static void add_precision(cJSON *j, const unimed_model *m) {
 /* ---- info ---- */
 
 static void help_info(FILE *out) {
-  fprintf(out, "usage: unimed info --model DIR [--precision fp32|bf16]\n\n"
+  fprintf(out, "usage: unimed info --model DIR [--precision fp32|bf16|int8]\n\n"
                "Prints the model's identity, architecture and preprocessing as JSON, and\n"
-               "the precision that runs (\"bf16\" needs avx512_bf16; else it runs fp32).\n");
+               "the precision that runs (\"bf16\" needs avx512_bf16; else it runs fp32;\n"
+               "\"int8\" needs avx512_vnni or avx_vnni; else it runs bf16 or fp32).\n");
 }
 
 int cmd_info(int argc, char **argv) {
@@ -236,7 +238,7 @@ int cmd_tokenize(int argc, char **argv) {
 /* ---- embed-text ---- */
 
 static void help_embed_text(FILE *out) {
-  fprintf(out, "usage: unimed embed-text --model DIR [--precision fp32|bf16] [--threads N] TEXT...\n\n"
+  fprintf(out, "usage: unimed embed-text --model DIR [--precision fp32|bf16|int8] [--threads N] TEXT...\n\n"
                "Prints {\"text\": ..., \"embedding\": [...]} per text (L2-normalised).\n");
 }
 
@@ -280,9 +282,9 @@ int cmd_embed_text(int argc, char **argv) {
 
 static void help_embed_image(FILE *out) {
   fprintf(out,
-          "usage: unimed embed-image --model DIR [--precision fp32|bf16] [--threads N]\n"
+          "usage: unimed embed-image --model DIR [--precision fp32|bf16|int8] [--threads N]\n"
           "                          [--max-slices K] PATH...\n"
-          "       unimed embed-image --model DIR [--precision fp32|bf16] [--threads N]\n"
+          "       unimed embed-image --model DIR [--precision fp32|bf16|int8] [--threads N]\n"
           "                          --tensor FILE [--tensor FILE]...\n\n"
           "PATH: DICOM files or folders (a folder = the studies and series under it).\n"
           "Each image series gets one line: its frames ordered along the slice normal,\n"
@@ -379,7 +381,7 @@ int cmd_embed_image(int argc, char **argv) {
 
 static void help_zero_shot(FILE *out) {
   fprintf(out,
-          "usage: unimed zero-shot --model DIR [--precision fp32|bf16] --tensor FILE [--tensor FILE]...\n"
+          "usage: unimed zero-shot --model DIR [--precision fp32|bf16|int8] --tensor FILE [--tensor FILE]...\n"
           "                        (--prompt TEXT | --class 'NAME=PROMPT|PROMPT...')...\n\n"
           "Scores each image against the classes: a --prompt is a class of one prompt;\n"
           "a --class averages its prompts' normalised embeddings (prompt ensemble).\n"
@@ -512,7 +514,7 @@ int cmd_zero_shot(int argc, char **argv) {
 
 static void help_bench(FILE *out) {
   fprintf(out,
-          "usage: unimed bench --model DIR [--precision fp32|bf16] [--runs N] [--threads N]\n\n"
+          "usage: unimed bench --model DIR [--precision fp32|bf16|int8] [--runs N] [--threads N]\n\n"
           "Times the image tower at batch 1 and 8 and the text tower on a 16-token\n"
           "prompt, then on 32 such prompts encoded in one call (as a label set's\n"
           "embeddings are built), after one warm-up run each. Prints min/median/max\n"

@@ -1,18 +1,21 @@
-/* BF16 inference against FP32 (ours) on real images and the shipped label
- * sets.
+/* BF16 (or INT8) inference against FP32 (ours) on real images, sample
+ * prompts and the shipped label sets.
  *
  * usage: test_model_bf16 MODEL_DIR LABELSET_DIR [options] TENSOR...
+ *   --precision P   bf16 (default) or int8: the precision checked against FP32
+ *   --prompts FILE  also every line of FILE: text embedding cos >= --min-cos
  *   --min-cos X     every image embedding: cos(BF16, FP32) >= X (0.999)
  *   --min-top1 X    zero-shot top-1 identical on >= X of the (image, label
  *                   set) pairs (0.99)
  *   --bf16-file DIR also load DIR (the same model stored as BF16) in BF16
  *                   mode: image embeddings within --min-cos of FP32 too
- *   --fallback      for a run with UNIMED_SIMD=0: a BF16 request must load
- *                   as FP32 and give exactly the FP32 embeddings
+ *   --fallback      for a run with UNIMED_SIMD=0: a BF16 (INT8) request must
+ *                   load as FP32 and give exactly the FP32 embeddings
  *   --json FILE     write the figures as JSON
  * TENSOR: preprocessed images (raw float32 3×S×S, `unimed preprocess`).
  *
- * Exit 77 (skipped) when the CPU has no avx512_bf16 (unless --fallback). */
+ * Exit 77 (skipped) when the CPU has no avx512_bf16 (INT8: no VNNI), unless
+ * --fallback. */
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -85,6 +88,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *model_dir = argv[1], *set_dir = argv[2], *bf16_dir = NULL, *json = NULL;
+  const char *prompts = NULL;
+  unimed_precision prec = UNIMED_PRECISION_BF16;
   double min_cos = 0.999, min_top1 = 0.99;
   int fallback = 0;
   const char **tensors = calloc((size_t)argc, sizeof *tensors);
@@ -95,10 +100,27 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--bf16-file") && i + 1 < argc) bf16_dir = argv[++i];
     else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     else if (!strcmp(argv[i], "--fallback")) fallback = 1;
+    else if (!strcmp(argv[i], "--prompts") && i + 1 < argc) prompts = argv[++i];
+    else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+      if (unimed_precision_parse(argv[++i], &prec) != 0 || prec == UNIMED_PRECISION_FP32) {
+        fprintf(stderr, "--precision takes bf16 or int8\n");
+        return 2;
+      }
+    }
     else tensors[n_img++] = argv[i];
   }
-  if (!fallback && !unimed_bf16_supported()) {
+  const char *pn = unimed_precision_name(prec);
+  if (!fallback && prec == UNIMED_PRECISION_BF16 && !unimed_bf16_supported()) {
     printf("SKIP: this CPU has no avx512_bf16 (or UNIMED_SIMD=0): BF16 requests run as FP32\n");
+    return 77;
+  }
+  if (!fallback && prec == UNIMED_PRECISION_INT8 && !unimed_int8_supported()) {
+    printf("SKIP: this CPU has no avx512_vnni / avx_vnni (or UNIMED_SIMD=0): INT8 requests "
+           "run as BF16 or FP32\n");
+    return 77;
+  }
+  if (fallback && (unimed_bf16_supported() || unimed_int8_supported())) {
+    printf("SKIP: --fallback needs UNIMED_SIMD=0 in the environment\n");
     return 77;
   }
   char err[512];
@@ -107,25 +129,24 @@ int main(int argc, char **argv) {
     fprintf(stderr, "load (fp32): %s\n", err);
     return 1;
   }
-  unimed_load_options o = {.precision = UNIMED_PRECISION_BF16};
+  unimed_load_options o = {.precision = prec};
   unimed_model *b16 = unimed_model_load_opts(model_dir, &o, err, sizeof err);
   if (!b16) {
-    fprintf(stderr, "load (bf16): %s\n", err);
+    fprintf(stderr, "load (%s): %s\n", pn, err);
     return 1;
   }
   const unimed_config *c = unimed_model_config(f32);
   const int E = c->embed_dim, S = c->image_size;
   const size_t per = (size_t)3 * S * S;
-  printf("model %s (%s): %s requested bf16, runs %s; %.1f MB of weights held (fp32: %.1f MB)\n",
-         c->name, unimed_model_hash(f32), model_dir,
+  printf("model %s (%s): %s requested %s, runs %s; %.1f MB of weights held (fp32: %.1f MB)\n",
+         c->name, unimed_model_hash(f32), model_dir, pn,
          unimed_precision_name(unimed_model_precision(b16)),
          unimed_model_owned_bytes(b16) / 1e6, unimed_model_owned_bytes(f32) / 1e6);
   check("requested precision is reported",
-        unimed_model_precision_requested(b16) == UNIMED_PRECISION_BF16);
-  check(fallback ? "BF16 request runs as FP32 without avx512_bf16"
-                 : "BF16 request runs as BF16",
-        unimed_model_precision(b16) ==
-            (fallback ? UNIMED_PRECISION_FP32 : UNIMED_PRECISION_BF16));
+        unimed_model_precision_requested(b16) == prec);
+  check(fallback ? "request runs as FP32 without the instructions"
+                 : "request runs in the precision asked for",
+        unimed_model_precision(b16) == (fallback ? UNIMED_PRECISION_FP32 : prec));
   check("same model hash in both precisions",
         !strcmp(unimed_model_hash(f32), unimed_model_hash(b16)));
   if (n_img == 0) {
@@ -166,7 +187,7 @@ int main(int argc, char **argv) {
     }
   }
   char line[256];
-  snprintf(line, sizeof line, "%d images: cos(bf16, fp32) min %.6f mean %.6f", n_img, cmin,
+  snprintf(line, sizeof line, "%d images: cos(%s, fp32) min %.6f mean %.6f", n_img, pn, cmin,
            csum / n_img);
   if (fallback) {
     int same = memcmp(e32, e16, (size_t)n_img * E * sizeof(float)) == 0;
@@ -175,7 +196,7 @@ int main(int argc, char **argv) {
   } else {
     check(line, cmin >= min_cos);
   }
-  snprintf(line, sizeof line, "  bf16 batch of 8 vs one at a time: max|d| %.3g", single);
+  snprintf(line, sizeof line, "  %s batch of 8 vs one at a time: max|d| %.3g", pn, single);
   check(line, single <= 1e-5);
 
   /* A second BF16 model object from the same file shares the packed
@@ -183,7 +204,7 @@ int main(int argc, char **argv) {
   {
     unimed_model *again = unimed_model_load_opts(model_dir, &o, err, sizeof err);
     if (!again) {
-      fprintf(stderr, "load (bf16, again): %s\n", err);
+      fprintf(stderr, "load (%s, again): %s\n", pn, err);
       return 1;
     }
     unimed_model_free(b16);
@@ -194,10 +215,42 @@ int main(int argc, char **argv) {
       double x = fabs((double)one[k] - e16[k]);
       dd = x > dd ? x : dd;
     }
-    snprintf(line, sizeof line, "  second BF16 load (shared weights), first freed: max|d| %.3g",
-             dd);
+    snprintf(line, sizeof line, "  second %s load (shared weights), first freed: max|d| %.3g",
+             pn, dd);
     check(line, same && dd <= 1e-5);
     b16 = again;
+  }
+
+  /* Sample prompts: text embeddings. */
+  if (prompts) {
+    FILE *fp = fopen(prompts, "r");
+    if (!fp) {
+      fprintf(stderr, "%s: cannot open\n", prompts);
+      return 1;
+    }
+    char text[1024];
+    float *t32 = malloc((size_t)E * sizeof(float)), *t16 = malloc((size_t)E * sizeof(float));
+    double pmin = 1;
+    int np = 0;
+    while (fgets(text, sizeof text, fp)) {
+      text[strcspn(text, "\r\n")] = 0;
+      if (!text[0]) continue;
+      const char *one_text[1] = {text};
+      if (unimed_encode_texts(f32, one_text, 1, t32, err, sizeof err) != 0 ||
+          unimed_encode_texts(b16, one_text, 1, t16, err, sizeof err) != 0) {
+        fprintf(stderr, "encode_texts: %s\n", err);
+        return 1;
+      }
+      const double cs = cosine(t32, t16, E);
+      pmin = cs < pmin ? cs : pmin;
+      np++;
+    }
+    fclose(fp);
+    snprintf(line, sizeof line, "%d prompts of %s: text cos(%s, fp32) min %.6f", np, prompts, pn,
+             pmin);
+    check(line, np > 0 && (fallback ? pmin == 1.0 : pmin >= min_cos));
+    free(t32);
+    free(t16);
   }
 
   /* Label sets: class embeddings and zero-shot top-1. */
@@ -300,9 +353,9 @@ int main(int argc, char **argv) {
   snprintf(line, sizeof line, "zero-shot top-1 identical on %d/%d (%.2f%%), max|dp| %.3g", agree,
            pairs, 100.0 * agree / (pairs ? pairs : 1), pmax);
   check(line, pairs > 0 && agree >= min_top1 * pairs);
-  printf("  BF16 image + FP32 classes: %d/%d same; FP32 image + BF16 classes: %d/%d same;\n"
-         "  where top-1 differs, FP32 put the BF16 pick at most %.3g below its top-1\n",
-         agree_img, pairs, agree_txt, pairs, margin_max);
+  printf("  %s image + FP32 classes: %d/%d same; FP32 image + %s classes: %d/%d same;\n"
+         "  where top-1 differs, FP32 put the %s pick at most %.3g below its top-1\n",
+         pn, agree_img, pairs, pn, agree_txt, pairs, pn, margin_max);
   if (js)
     fprintf(js, "], \"class_cos_min\": %.8f, \"top1_same\": %d, \"pairs\": %d, "
                 "\"top1_same_bf16_image_only\": %d, \"top1_same_bf16_text_only\": %d, "

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""BF16 inference vs FP32 on real DICOM images (driver for test_model_bf16).
+"""BF16 or INT8 inference vs FP32 on real DICOM images (driver for
+test_model_bf16; --precision int8 for INT8, --prompts for sample prompts).
 
 Preprocesses every image file of the given DICOM folders (Debian's pydicom
 test files, ../shared/data/dicom when present) with `unimed preprocess`, keeps
@@ -62,6 +63,8 @@ def main():
     ap.add_argument("--bf16-file", action="store_true")
     ap.add_argument("--fallback", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--prompts")
     a = ap.parse_args()
 
     files, tensors, failed = preprocess(a.unimed, a.model, a.dicom_dir,
@@ -80,6 +83,9 @@ def main():
         cmd += ["--bf16-file", bf]
     if a.fallback:
         cmd.append("--fallback")
+    cmd += ["--precision", a.precision]
+    if a.prompts:
+        cmd += ["--prompts", a.prompts]
     if a.json:
         cmd += ["--json", a.json]
     sys.stdout.flush()
