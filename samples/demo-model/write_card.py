@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Writes the demo model's model card (model-card.json, format in README.md)
+from the test evaluations that train.sh prints.
+
+usage: write_card.py MODEL_DIR EVALUATIONS
+
+EVALUATIONS has one line per label set: a key (pneumoniamnist, breastmnist,
+retinamnist, modality) and the JSON object of `unimed evaluate`.
+"""
+import json
+import os
+import sys
+
+# key -> (label set file, question, modalities, test data)
+SETS = {
+    "pneumoniamnist": ("labelsets/pneumonia.json", "pneumonia or normal on a paediatric chest X-ray",
+                       ["CR", "DX"], "PneumoniaMNIST test split"),
+    "breastmnist": ("labelsets/breast.json", "malignant or benign/normal on a breast ultrasound",
+                    ["US"], "BreastMNIST test split"),
+    "retinamnist": ("labelsets/retina.json", "diabetic retinopathy grade 0-4 on a colour fundus photograph",
+                    ["OP"], "RetinaMNIST test split"),
+    "modality": ("labelsets/modality.json", "which of the three kinds of image it is",
+                 ["CR", "DX", "US", "OP"], "the three test splits together"),
+}
+
+
+def main(argv):
+    if len(argv) != 3:
+        sys.stderr.write(__doc__)
+        return 2
+    model, evaluations = argv[1:]
+    results = {}
+    with open(evaluations) as f:
+        for line in f:
+            key, _, text = line.strip().partition(" ")
+            if key:
+                results[key] = json.loads(text)
+    missing = [k for k in SETS if k not in results]
+    if missing:
+        sys.stderr.write(f"{evaluations}: no evaluation of {', '.join(missing)}\n")
+        return 1
+    with open(os.path.join(model, "config.json")) as f:
+        config = json.load(f)
+    sets = []
+    for key, (path, question, modalities, data) in SETS.items():
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), path)) as f:
+            ls = json.load(f)
+        r = results[key]
+        sets.append({
+            "name": ls["name"], "version": ls["version"], "file": path, "question": question,
+            "modalities": modalities,
+            "test": {"data": data, "n": r["n"], "accuracy": round(r["accuracy"], 6),
+                     "balanced_accuracy": round(r["balanced_accuracy"], 6), "auc": round(r["auc"], 6)},
+        })
+    card = {
+        "format": "unimed-model-card/1",
+        "name": config.get("model_name", ""),
+        "version": config.get("model_version", ""),
+        "model_hash": results["modality"]["model_hash"],
+        "intended_use": "Demonstration of UniMed for Orthanc on the project's sample data: zero-shot "
+                        "answers to the questions below on small (28 x 28 pixel) images like MedMNIST's. "
+                        "NOT FOR CLINICAL USE; its answers mean nothing on other questions, other "
+                        "modalities or real-resolution findings.",
+        "clinical_use": False,
+        "training_data": "MedMNIST v2 (CC BY 4.0) train splits of PneumoniaMNIST, BreastMNIST and "
+                         "RetinaMNIST, 28 px; trained from scratch by unimed-train (train.sh)",
+        "label_sets": sets,
+    }
+    with open(os.path.join(model, "model-card.json"), "w") as f:
+        json.dump(card, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
