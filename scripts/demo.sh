@@ -93,7 +93,7 @@ if [ -n "$model" ]; then
   model_note="your model $model"
 elif [ -f samples/demo-model/model.safetensors ]; then
   model=samples/demo-model
-  model_note="the demo model (samples/demo-model: 0.9 M parameters trained on 28-pixel MedMNIST chest X-rays, breast ultrasound and fundus photographs; NOT for clinical use)"
+  model_note="the demo model (samples/demo-model: 0.9 M parameters trained on 28-pixel MedMNIST images; its model card says what it answers; NOT for clinical use)"
   warning="The demo model was trained on 28-pixel thumbnails; its scores on these synthetic pictures are illustrations only."
 else
   model=$out/random-model

@@ -4,8 +4,10 @@ from the test evaluations that train.sh prints.
 
 usage: write_card.py MODEL_DIR EVALUATIONS
 
-EVALUATIONS has one line per label set: a key (pneumoniamnist, breastmnist,
-retinamnist, modality) and the JSON object of `unimed evaluate`.
+EVALUATIONS has one line per validated label set: a key (pneumoniamnist,
+breastmnist, retinamnist, modality) and the JSON object of `unimed evaluate`
+on that test split (for modality: on the test splits of the other sets
+together). The card lists the label sets of these lines, in the order above.
 """
 import json
 import os
@@ -19,9 +21,11 @@ SETS = {
                     ["US"], "BreastMNIST test split"),
     "retinamnist": ("labelsets/retina.json", "diabetic retinopathy grade 0-4 on a colour fundus photograph",
                     ["OP"], "RetinaMNIST test split"),
-    "modality": ("labelsets/modality.json", "which of the three kinds of image it is",
+    "modality": ("labelsets/modality.json", "chest X-ray, breast ultrasound or fundus photograph",
                  ["CR", "DX", "US", "OP"], "the three test splits together"),
 }
+
+DATA = {"pneumoniamnist": "PneumoniaMNIST", "breastmnist": "BreastMNIST", "retinamnist": "RetinaMNIST"}
 
 
 def main(argv):
@@ -35,14 +39,18 @@ def main(argv):
             key, _, text = line.strip().partition(" ")
             if key:
                 results[key] = json.loads(text)
-    missing = [k for k in SETS if k not in results]
-    if missing:
-        sys.stderr.write(f"{evaluations}: no evaluation of {', '.join(missing)}\n")
+    unknown = [k for k in results if k not in SETS]
+    if unknown or not results:
+        sys.stderr.write(f"{evaluations}: expected lines of {', '.join(SETS)}; got {', '.join(results) or 'none'}\n")
         return 1
     with open(os.path.join(model, "config.json")) as f:
         config = json.load(f)
+    data = [DATA[k] for k in DATA if k in results]
+    names = ", ".join(data[:-1]) + " and " + data[-1] if len(data) > 1 else "".join(data)
     sets = []
     for key, (path, question, modalities, data) in SETS.items():
+        if key not in results:
+            continue
         with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), path)) as f:
             ls = json.load(f)
         r = results[key]
@@ -56,14 +64,14 @@ def main(argv):
         "format": "unimed-model-card/1",
         "name": config.get("model_name", ""),
         "version": config.get("model_version", ""),
-        "model_hash": results["modality"]["model_hash"],
+        "model_hash": next(iter(results.values()))["model_hash"],
         "intended_use": "Demonstration of UniMed for Orthanc on the project's sample data: zero-shot "
                         "answers to the questions below on small (28 x 28 pixel) images like MedMNIST's. "
                         "NOT FOR CLINICAL USE; its answers mean nothing on other questions, other "
                         "modalities or real-resolution findings.",
         "clinical_use": False,
-        "training_data": "MedMNIST v2 (CC BY 4.0) train splits of PneumoniaMNIST, BreastMNIST and "
-                         "RetinaMNIST, 28 px; trained from scratch by unimed-train (train.sh)",
+        "training_data": "MedMNIST v2 (CC BY 4.0), 28 px, train splits of " + names
+                         + "; trained from scratch by unimed-train (train.sh)",
         "label_sets": sets,
     }
     with open(os.path.join(model, "model-card.json"), "w") as f:
