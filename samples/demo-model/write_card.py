@@ -71,7 +71,7 @@ def main(argv):
                         "modalities or real-resolution findings.",
         "clinical_use": False,
         "training_data": "MedMNIST v2 (CC BY 4.0), 28 px, train splits of " + names
-                         + "; trained from scratch by unimed-train (train.sh)",
+                         + "; trained from scratch by unimed-train (recipe: README.md)",
         "label_sets": sets,
     }
     with open(os.path.join(model, "model-card.json"), "w") as f:
