@@ -5,6 +5,8 @@ generated here with numpy + pydicom — nothing is copied from elsewhere:
   chest-xray-clear/      DX, one chest-radiograph-like image (clear lungs)
   chest-xray-opacity/    DX, the same with patchy opacities in both lower lung zones
   ultrasound-breast/     US, one B-mode-like sector image with a dark irregular mass
+  fundus/                OP, one colour retinal fundus photograph (Ophthalmic Photography
+                         8 Bit: optic disc, vessels, macula, a few haemorrhages and exudates)
   ct-phantom/            CT, a series of 6 axial slices of a simple thorax phantom
   slide/                 SM, a tiled whole-slide pyramid (VL Whole Slide Microscopy,
                          TILED_FULL: two VOLUME levels + a THUMBNAIL), H&E-like colours
@@ -12,7 +14,8 @@ generated here with numpy + pydicom — nothing is copied from elsewhere:
 usage: samples/make_samples.py OUT_DIR
 
 The pictures are cartoons of the real thing: they exercise the DICOM paths
-(12-bit grey, 8-bit ultrasound, CT rescale, multi-frame tiled RGB) and look
+(12-bit grey, 8-bit ultrasound, 8-bit RGB photograph, CT rescale,
+multi-frame tiled RGB) and look
 roughly like what the demo model was trained on, but they are not patients.
 UIDs are derived from fixed seeds, so a second run makes the same studies.
 """
@@ -29,6 +32,7 @@ CLASS = {
     "DX": "1.2.840.10008.5.1.4.1.1.1.1",    # Digital X-Ray Image Storage - For Presentation
     "US": "1.2.840.10008.5.1.4.1.1.6.1",    # Ultrasound Image Storage
     "CT": "1.2.840.10008.5.1.4.1.1.2",      # CT Image Storage
+    "OP": "1.2.840.10008.5.1.4.1.1.77.1.5.1",  # Ophthalmic Photography 8 Bit Image Storage
     "SM": "1.2.840.10008.5.1.4.1.1.77.1.6",  # VL Whole Slide Microscopy Image Storage
 }
 
@@ -162,6 +166,75 @@ def write_us(out, name, seed):
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     grey_module(ds, ultrasound(seed), 8)
     return save(ds, out, name, "us.dcm")
+
+
+# ---- fundus photograph ---------------------------------------------------------
+
+def fundus(seed, n=512):
+    """RGB uint8 fundus photograph of a right eye: the orange-red retina in a
+    black circular field, the yellow optic disc on the nasal side, vessels
+    arcing out of it, the darker macula, and a few dot haemorrhages and hard
+    exudates (the look of moderate diabetic retinopathy)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:n, 0:n] / n
+    r = np.hypot(y - 0.5, x - 0.5)
+    field = r < 0.47
+    shade = 1.0 - 0.9 * (r / 0.47) ** 2.5                              # vignetting towards the rim
+    rgb = np.zeros((n, n, 3))
+    for c, v in enumerate((0.85, 0.38, 0.20)):                         # orange-red choroid
+        rgb[..., c] = v * shade
+    texture = smooth(rng.random((n, n)), 8) - 0.5
+    rgb *= 1 + 0.35 * texture[..., None]
+    dy, dx = 0.48, 0.70                                                # optic disc (nasal side)
+    d = np.hypot(y - dy, x - dx)
+    macula = np.hypot(y - 0.52, x - 0.40)
+    rgb *= (1 - 0.35 * np.exp(-(macula / 0.07) ** 2))[..., None]
+    vessels = np.zeros((n, n))
+    # temporal arcades curving around the macula, shorter nasal branches
+    for a0, bend, length in [(1.9, 1.0, 0.45), (-1.9, -1.0, 0.45), (2.5, 0.5, 0.35), (-2.5, -0.5, 0.35),
+                             (1.0, 0.3, 0.25), (-1.0, -0.3, 0.25), (0.3, 0.2, 0.2), (-0.3, -0.2, 0.2)]:
+        t = np.linspace(0, 1, 400)
+        ang = a0 + bend * t
+        vy = dy + 0.05 * np.sin(a0) + length * t * np.sin(ang)
+        vx = dx + 0.05 * np.cos(a0) + length * t * np.cos(ang)
+        width = 0.010 - 0.006 * t
+        for py, px, w in zip(vy[::4], vx[::4], width[::4]):
+            vessels = np.maximum(vessels, np.exp(-(np.hypot(y - py, x - px) / w) ** 2))
+    rgb *= (1 - 0.55 * vessels)[..., None]
+    rgb[..., 0] *= 1 - 0.1 * vessels
+    disc = np.exp(-(d / 0.055) ** 4)
+    for c, v in enumerate((1.0, 0.85, 0.55)):                         # pale yellow disc
+        rgb[..., c] = rgb[..., c] * (1 - disc) + v * disc
+    for _ in range(14):                                                # dot haemorrhages
+        cy, cx = 0.5 + rng.uniform(-0.3, 0.3, 2)
+        spot = np.exp(-(np.hypot(y - cy, x - cx) / rng.uniform(0.006, 0.014)) ** 2)
+        rgb *= (1 - 0.6 * spot)[..., None]
+    for _ in range(10):                                                # hard exudates near the macula
+        cy, cx = 0.52 + rng.normal(0, 0.06), 0.40 + rng.normal(0, 0.08)
+        spot = np.exp(-(np.hypot(y - cy, x - cx) / rng.uniform(0.004, 0.009)) ** 2)
+        for c, v in enumerate((0.95, 0.85, 0.40)):
+            rgb[..., c] = rgb[..., c] * (1 - spot) + v * spot
+    rgb[~field] = 0
+    rgb += rng.normal(0, 0.01, rgb.shape) * field[..., None]
+    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def write_fundus(out, name, seed):
+    ds = base(name, "OP", ("DEMO-FUNDUS-%d" % seed, "Demo^Fundus^Photograph"))
+    ds.SeriesDescription = "Fundus colour, right eye"
+    ds.BodyPartExamined = "EYE"
+    ds.ImageLaterality = "R"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    img = fundus(seed)
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.Rows, ds.Columns = img.shape[:2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = img.tobytes()
+    ds["PixelData"].VR = "OB"
+    return save(ds, out, name, "fundus.dcm")
 
 
 # ---- CT phantom ----------------------------------------------------------------
@@ -303,7 +376,7 @@ def save(ds, *parts):
     return path
 
 
-STUDIES = ["chest-xray-clear", "chest-xray-opacity", "ultrasound-breast", "ct-phantom", "slide"]
+STUDIES = ["chest-xray-clear", "chest-xray-opacity", "ultrasound-breast", "fundus", "ct-phantom", "slide"]
 
 
 def main(argv):
@@ -314,6 +387,7 @@ def main(argv):
     write_chest(out, "chest-xray-clear", False, 1)
     write_chest(out, "chest-xray-opacity", True, 2)
     write_us(out, "ultrasound-breast", 3)
+    write_fundus(out, "fundus", 4)
     write_ct(out, "ct-phantom")
     write_slide(out, "slide")
     for s in STUDIES:

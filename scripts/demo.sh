@@ -12,13 +12,16 @@
 # stops Orthanc and exits after the table (exit 1 if a study has no findings).
 #
 # Model: samples/demo-model (small, trained on MedMNIST thumbnails; see its
-# README) if present, else a RANDOM-weight model (meaningless scores).
+# README) if present, else a RANDOM-weight model (meaningless scores). When
+# the model directory has a model card (model-card.json), only the label sets
+# it lists are applied, and the table says which questions the model answers.
 #
 #   scripts/demo.sh [--model DIR] [--label-set FILE]... [--no-wait]
 #                   [--http-port N] [--dicom-port N] [--build-dir DIR] [--no-build] [--out DIR]
 #
 #   --model DIR        another model directory (e.g. the converted UniMed-CLIP
-#                      weights); scored against the shipped label sets
+#                      weights); scored against the label sets of its model card,
+#                      or the shipped label sets when it has none
 #   --label-set FILE   score against these label sets instead (repeatable)
 #   --http-port N, --dicom-port N   ports to try first (default 8042, 4242; 0 = any free)
 #   --no-wait          exit after the table (also when stdin is not a terminal)
@@ -84,16 +87,14 @@ mkdir -p "$out"
 
 # ---- the model --------------------------------------------------------------
 warning=""
+answers=""
+answered_modalities=""
 if [ -n "$model" ]; then
   model_note="your model $model"
 elif [ -f samples/demo-model/model.safetensors ]; then
   model=samples/demo-model
-  model_note="the demo model (samples/demo-model: 0.9 M parameters trained on 28-pixel MedMNIST chest X-rays and breast ultrasound; NOT for clinical use)"
-  if [ ${#labelsets[@]} -eq 0 ]; then
-    # What it was trained on, plus the modality check of the shipped sets.
-    labelsets=(samples/demo-model/labelsets/*.json labelsets/modality.json)
-  fi
-  warning="The demo model answers two questions on thumbnails (pneumonia on chest X-ray, malignancy on breast ultrasound); the other scores, and any score on these synthetic pictures, are illustrations only."
+  model_note="the demo model (samples/demo-model: 0.9 M parameters trained on 28-pixel MedMNIST images; its model card says what it answers; NOT for clinical use)"
+  warning="The demo model was trained on 28-pixel thumbnails; its scores on these synthetic pictures are illustrations only."
 else
   model=$out/random-model
   if [ ! -f "$model/model.safetensors" ]; then
@@ -104,6 +105,15 @@ else
   fi
   model_note="a RANDOM-weight model ($model, made by tests/reference/make_model.py)"
   warning="RANDOM WEIGHTS: every probability below is meaningless. It shows the plumbing only; see README.md for the real UniMed-CLIP weights."
+fi
+# A model card (model-card.json, see samples/demo-model/README.md) lists the
+# label sets the model was validated with: without --label-set the demo asks
+# only those questions, so no study gets an answer the model was not trained for.
+if [ ${#labelsets[@]} -eq 0 ] && [ -f "$model/model-card.json" ]; then
+  mapfile -t labelsets < <(/usr/bin/python3 scripts/demo_report.py card-label-sets "$model")
+  { read -r answers; read -r answered_modalities; } < <(/usr/bin/python3 scripts/demo_report.py card-summary "$model")
+elif [ ${#labelsets[@]} -eq 0 ] && [ "$model" = samples/demo-model ]; then
+  labelsets=(samples/demo-model/labelsets/*.json)   # a demo model without its card
 fi
 say "model: $model_note"
 "$unimed" info --model "$model" | /usr/bin/python3 scripts/demo_report.py info
@@ -127,4 +137,5 @@ args=(serve --plugin "$plugin" --model "$model" --workdir "$out/orthanc"
 for l in "${labelsets[@]}"; do args+=(--label-set "$l"); done
 [ "$no_wait" = 1 ] && args+=(--no-wait)
 [ -n "$warning" ] && args+=(--warning "$warning")
+[ -n "$answers" ] && args+=(--answers "$answers" --modalities "$answered_modalities")
 exec /usr/bin/python3 scripts/demo_report.py "${args[@]}"

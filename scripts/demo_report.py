@@ -2,16 +2,20 @@
 """The Orthanc half of scripts/demo.sh.
 
   demo_report.py info < `unimed info` JSON          one line about the model
+  demo_report.py card-label-sets MODEL_DIR          the label sets its model-card.json lists
+  demo_report.py card-summary MODEL_DIR             one line: the questions the model answers
   demo_report.py serve --plugin SO --model DIR --samples DIR [--label-set FILE]...
                  [--workdir DIR] [--http-port N] [--dicom-port N] [--no-wait]
-                 [--timeout S] [--warning TEXT]
+                 [--timeout S] [--warning TEXT] [--answers TEXT] [--modalities LIST]
 
 serve: starts Debian's Orthanc with the plugin (orthanc/run.py's Orthanc),
 sends every study folder of --samples with storescu (C-STORE), polls
 GET /unimed/studies/{id} until each is analysed, prints the findings and
 where to see them, then waits for Ctrl-C (or exits at once with --no-wait)
 and stops Orthanc cleanly. Exit 0 when every study was analysed with
-findings, 1 otherwise.
+findings, 1 otherwise. With --modalities (the modalities the model card's
+label sets cover), a study of another modality is expected to get no
+findings: its row says that the model does not answer it.
 """
 
 import argparse
@@ -36,6 +40,35 @@ def info():
         v = r.get("vision", {})
         print(f"model: {r.get('name')} {r.get('version', '')} (hash {r.get('hash')}), "
               f"image {v.get('image_size')} px, embedding {r.get('embed_dim')}, BLAS kernel {r.get('blas_core')}")
+    return 0
+
+
+# ---- model card (samples/demo-model/README.md describes model-card.json) ------
+
+def read_card(model_dir):
+    path = os.path.join(model_dir, "model-card.json")
+    with open(path) as f:
+        card = json.load(f)
+    sets = card.get("label_sets") or []
+    if not sets or not all(isinstance(e, dict) and e.get("file") for e in sets):
+        raise SystemExit(f"demo: {path}: \"label_sets\" must list objects with a \"file\"")
+    return card
+
+
+def card_label_sets(model_dir):
+    for e in read_card(model_dir)["label_sets"]:
+        print(os.path.join(os.path.abspath(model_dir), e["file"]))
+    return 0
+
+
+def card_summary(model_dir):
+    card = read_card(model_dir)
+    qs = [f"{e.get('question', e.get('name', e['file']))} ({', '.join(e.get('modalities') or ['any'])})"
+          for e in card["label_sets"]]
+    mods = sorted({m for e in card["label_sets"] for m in (e.get("modalities") or [])})
+    print("The model answers only (its model card): " + "; ".join(qs)
+          + ". Studies of other modalities get no answer.")
+    print(",".join(mods))
     return 0
 
 
@@ -135,7 +168,7 @@ def modalities(result):
     return sorted({s.get("modality", "") for s in (result.get("findings") or {}).get("series") or []} - {""})
 
 
-def print_table(rows):
+def print_table(rows, answered_modalities=None):
     w = max([len(r["name"]) for r in rows] + [5])
     print(f"\n{'study':{w}}  {'modality':8}  {'images':>6}  findings (label set: top labels, probability)")
     print(f"{'-' * w}  {'-' * 8}  {'-' * 6}  {'-' * 60}")
@@ -148,7 +181,9 @@ def print_table(rows):
         else:
             for ls, top in top_findings(res).items():
                 lines.append(f"{ls}: " + ", ".join(f"{label} {p:.2f}" for label, p in top))
-            if not lines:
+            if not lines and answered_modalities is not None and not set(mods) & answered_modalities:
+                lines.append("- (not answered: no question of this model is about %s)" % "/".join(mods))
+            elif not lines:
                 lines.append("(no findings: no label set applies)")
         first = f"{r['name']:{w}}  {'/'.join(mods):8}  {r['frames']:>6}  "
         print(first + lines[0])
@@ -275,12 +310,16 @@ def serve(a):
             s["error"] = "not analysed within %d s" % a.timeout
 
         print("\n== findings (GET /unimed/studies/{id}; the same as in each study's SR)")
+        if a.answers:
+            print(a.answers)
         if a.warning:
             print("NOTE: " + a.warning)
-        print_table(samples)
+        answered = set(a.modalities.split(",")) - {""} if a.modalities is not None else None
+        print_table(samples, answered)
         for s in samples:
             res = s.get("result") or {}
-            if res.get("state") != "done" or not top_findings(res):
+            unanswered = answered is not None and not set(modalities(res) or [s["modality"]]) & answered
+            if res.get("state") != "done" or not (top_findings(res) or unanswered):
                 ok = False
         where(o, samples, "; ".join(notes))
         if a.no_wait:
@@ -305,6 +344,10 @@ def serve(a):
 def main(argv):
     if len(argv) > 1 and argv[1] == "info":
         return info()
+    if len(argv) == 3 and argv[1] == "card-label-sets":
+        return card_label_sets(argv[2])
+    if len(argv) == 3 and argv[1] == "card-summary":
+        return card_summary(argv[2])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("serve")
@@ -318,6 +361,9 @@ def main(argv):
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--warning", default="")
+    p.add_argument("--answers", default="", help="one line: the questions the model answers")
+    p.add_argument("--modalities", help="comma-separated modalities the model answers; other "
+                   "studies are expected to have no findings")
     a = ap.parse_args(argv[1:])
     return serve(a)
 

@@ -597,23 +597,85 @@ def case_init_modes():
     print("lock-image and projections modes freeze what they should")
 
 
+# the demo model's label sets (samples/demo-model/labelsets) -> the MedMNIST
+# test split they are measured on; the modality set on those of the others
+MEDMNIST_TASKS = {"labelsets/pneumonia.json": "pneumoniamnist", "labelsets/breast.json": "breastmnist",
+                  "labelsets/retina.json": "retinamnist"}
+MEDMNIST_MODALITY = {"pneumoniamnist": "chest X-ray", "breastmnist": "breast ultrasound",
+                     "retinamnist": "fundus photograph"}
+
+
+def evaluate(demo, archives, labels, label_set):
+    args = [A.unimed, "evaluate", "--model", demo]
+    for a in archives:
+        args += ["--archive", a]
+    args += ["--labels", labels, "--label-set", os.path.join(demo, label_set), "--threads", "1"]
+    return json.loads(run(args, 0).stdout)
+
+
+def check_figures(what, r, want):
+    # kernels may be re-tuned (summation order): allow one flipped prediction
+    tol = {"n": 0, "accuracy": 1.01 / want["n"], "auc": 0.005}
+    for k in ("n", "accuracy", "auc"):
+        if abs(r[k] - want[k]) > tol[k]:
+            fail("%s %s: %s, documented %s" % (what, k, r[k], want[k]))
+
+
 def case_medmnist():
     m = A.medmnist
     if not m or not os.path.isdir(m):
         skip("../shared/data/medmnist is absent")
     demo = A.demo
     fig = json.load(open(os.path.join(demo, "metrics.json")))
-    # the shipped demo model reproduces its documented BreastMNIST test figures
-    p = run([A.unimed, "evaluate", "--model", demo, "--archive", os.path.join(m, "breastmnist-test.zip"),
-             "--labels", os.path.join(m, "breastmnist-test-labels.csv"), "--label-set",
-             os.path.join(demo, "labelsets", "breast.json"), "--threads", "1"], 0)
-    r = json.loads(p.stdout)
-    want = fig["test"]["breastmnist"]
-    # kernels may be re-tuned (summation order): allow one flipped prediction
-    tol = {"n": 0, "accuracy": 1.01 / want["n"], "auc": 0.005}
-    for k in ("n", "accuracy", "auc"):
-        if abs(r[k] - want[k]) > tol[k]:
-            fail("breastmnist test %s: %s, documented %s" % (k, r[k], want[k]))
+    card = json.load(open(os.path.join(demo, "model-card.json")))
+    ref = fig["reference_resnet18_28px"]
+    listed = [e["file"] for e in card["label_sets"]]
+    tasks = [f for f in listed if f in MEDMNIST_TASKS]
+    if not tasks or any(f not in MEDMNIST_TASKS and f != "labelsets/modality.json" for f in listed):
+        fail("model-card.json lists %s; expected task sets of %s" % (listed, sorted(MEDMNIST_TASKS)))
+    if card["model_hash"] != fig["model_hash"]:
+        fail("model-card.json is for model %s, metrics.json for %s" % (card["model_hash"], fig["model_hash"]))
+    # every label set of the card: its test figures are reproduced, equal the
+    # card's and metrics.json's, and (task sets) are compared with MedMNIST
+    # v2's ResNet-18 (28 px)
+    below = []
+    for e in card["label_sets"]:
+        ls = json.load(open(os.path.join(demo, e["file"])))
+        if (e["name"], e["version"]) != (ls["name"], ls["version"]):
+            fail("model-card.json lists %s as %s %s, the file says %s %s" % (
+                e["file"], e["name"], e["version"], ls["name"], ls["version"]))
+        if e["file"] in MEDMNIST_TASKS:
+            key = MEDMNIST_TASKS[e["file"]]
+            r = evaluate(demo, [os.path.join(m, key + "-test.zip")], os.path.join(m, key + "-test-labels.csv"),
+                         e["file"])
+        else:  # the modality set, on the test splits of the task sets together
+            key = "modality"
+            keys = [MEDMNIST_TASKS[f] for f in tasks]
+            csv_path = os.path.join(fresh("medmnist_modality"), "modality.csv")
+            os.makedirs(os.path.dirname(csv_path))
+            with open(csv_path, "w", newline="") as out:
+                w = csv.writer(out)
+                w.writerow(["StudyInstanceUID", "label"])
+                for k in keys:
+                    with open(os.path.join(m, k + "-test-labels.csv"), newline="") as f:
+                        for row in csv.DictReader(f):
+                            w.writerow([row["StudyInstanceUID"], MEDMNIST_MODALITY[k]])
+            r = evaluate(demo, [os.path.join(m, k + "-test.zip") for k in keys], csv_path, e["file"])
+            if r["accuracy"] < 0.97:
+                fail("modality accuracy %.4f on the test splits is below 0.97" % r["accuracy"])
+        check_figures(key + " test", r, fig["test"][key])
+        for k in ("n", "accuracy", "auc"):
+            if abs(e["test"][k] - fig["test"][key][k]) > 1e-6:
+                fail("model-card.json %s test %s %s, metrics.json %s" % (e["file"], k, e["test"][k],
+                                                                        fig["test"][key][k]))
+        line = "medmnist: %s test accuracy %.4f AUC %.4f" % (key, r["accuracy"], r["auc"])
+        if key in ref:
+            line += " (ResNet-18: %.3f / %.3f)" % (ref[key]["accuracy"], ref[key]["auc"])
+            below += ["%s %s" % (key, k) for k in ("accuracy", "auc") if r[k] < ref[key][k]]
+        print(line)
+    # the documented comparison with ResNet-18 is the measured one
+    if sorted(below) != sorted(fig.get("below_resnet18", [])):
+        fail("below ResNet-18: %s; metrics.json says %s" % (below, fig.get("below_resnet18", [])))
     # and a two-step training smoke run on a real archive
     out = fresh("medmnist_smoke")
     p = run([A.train, "--archive", os.path.join(m, "breastmnist-val.zip"), "--labels",
@@ -621,7 +683,6 @@ def case_medmnist():
              os.path.join(demo, "labelsets", "breast.json"), "--init", demo, "--out", out,
              "--batch", "8", "--max-steps", "2", "--threads", "1", "--quiet"], 0)
     need(p.stderr, "training data: 78 rows", "stopped at step 2")
-    print("medmnist: demo model reproduces breastmnist test accuracy %.4f AUC %.4f" % (r["accuracy"], r["auc"]))
 
 
 def main():
