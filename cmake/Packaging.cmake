@@ -25,7 +25,7 @@ if(UNIMED_PACKAGE AND TARGET OrthancUniMed)
     install(FILES ${UNIMED_DEMO_MODEL_SRC}/config.json ${UNIMED_DEMO_MODEL_SRC}/model.safetensors
                   ${UNIMED_DEMO_MODEL_SRC}/vocab.txt
             DESTINATION ${CMAKE_INSTALL_DATADIR}/unimed/demo-model)
-    foreach(_f README.md metrics.json train-config.json)
+    foreach(_f README.md metrics.json train-config.json model-card.json)
       if(EXISTS ${UNIMED_DEMO_MODEL_SRC}/${_f})
         install(FILES ${UNIMED_DEMO_MODEL_SRC}/${_f} DESTINATION ${CMAKE_INSTALL_DATADIR}/unimed/demo-model)
       endif()
