@@ -64,6 +64,11 @@ static void udcm_global_init()
         OFLog::configure(OFLogger::WARN_LOG_LEVEL);
     /* Keep the codec's colour model decisions visible through
      * getUncompressedFrame's decompressedColorModel. */
+    /* Standard attributes written as UN (archives that turned Implicit into
+     * Explicit VR without a dictionary) are read with their dictionary VR,
+     * as pydicom does; DCMTK decodes the value in the transfer syntax's byte
+     * order. */
+    dcmEnableUnknownVRConversion.set(OFTrue);
     DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation);
     DJLSDecoderRegistration::registerCodecs();
     /* RLE is decoded by udcm_rle.cpp: DCMTK's RLE codec is deliberately not
@@ -79,6 +84,9 @@ extern "C" void udcm_limits_default(udcm_limits *l)
     l->max_frame_pixels = (uint64_t)1 << 28;
     l->max_frame_bytes = (uint64_t)1 << 30;
     l->max_input_bytes = (uint64_t)1 << 33;
+    l->max_sequence_depth = 64;
+    l->max_elements = 4000000;
+    l->max_decode_bytes = (uint64_t)1 << 29;
 }
 
 extern "C" void udcm_free(void *p) { free(p); }
@@ -495,6 +503,31 @@ static bool meta_says_stream_compressed(const std::string &path)
     return DcmXfer(uid).getStreamCompression() != ESC_none;
 }
 
+/* The structure guard (udcm_guard.cpp) over the bytes DCMTK is about to
+ * parse: the file, the scratch copy of a memory input, or the inflated data
+ * set.  Returns "" or the reason. */
+static std::string guard_file(const std::string &path, const udcm_limits &lim)
+{
+    if (!lim.max_sequence_depth && !lim.max_elements) return "";
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        std::string e = std::string("cannot read: ") + strerror(errno);
+        if (fd >= 0) close(fd);
+        return e;
+    }
+    if (sb.st_size <= 0) {
+        close(fd);
+        return ""; /* DCMTK reports the empty file */
+    }
+    void *map = mmap(nullptr, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return std::string("cannot map the file: ") + strerror(errno);
+    std::string e = udcm::structure_guard(static_cast<const uint8_t *>(map), (size_t)sb.st_size, lim);
+    munmap(map, (size_t)sb.st_size);
+    return e;
+}
+
 /* Parse `path` (the input: a file, or the scratch file holding a memory
  * input).  A Deflated data set never reaches DCMTK's stream inflater: it is
  * inflated here (bounded by max_input_bytes and 1 GiB) into a scratch
@@ -542,6 +575,14 @@ static udcm_handle *load_and_finish(udcm_handle *h, std::string path, const void
             return nullptr;
         }
         h->deflated = true;
+    }
+    {
+        std::string e = guard_file(path, h->limits);
+        if (!e.empty()) {
+            set_error(h->name, err, errlen, "%s", e.c_str());
+            delete h;
+            return nullptr;
+        }
     }
     /* Values longer than 4 KiB stay in the file until used: only the
      * fragments / bytes of the requested frame are ever read. */
@@ -733,6 +774,29 @@ static bool is_ijg_jpeg(E_TransferSyntax x)
            x != EXS_JPEGLSLossy;
 }
 
+/* A JPEG / JPEG-LS stream starts with SOI (FF D8); writers may pad before it. */
+static bool has_soi(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++)
+        if (p[i] == 0xFF && p[i + 1] == 0xD8) return true;
+    return false;
+}
+
+/* DCMTK's own message for such data names an unrelated cause ("Pixel
+ * representation cannot be changed"). */
+static std::string no_soi_message(const udcm_info &in, uint32_t frame, size_t len)
+{
+    const uint64_t raw = (uint64_t)in.rows * (uint64_t)in.columns * (uint64_t)in.samples_per_pixel *
+                         (uint64_t)std::max(1, in.bits_allocated / 8);
+    char b[256];
+    snprintf(b, sizeof b, "cannot decode frame: the %zu bytes of frame %u hold no JPEG stream (no SOI marker FF D8)%s",
+             len, frame, raw == len ? "; it is the size of the uncompressed frame" : "");
+    return b;
+}
+
+/* Transfer syntaxes decoded by DCMTK's dcmjpls (CharLS) codec. */
+static bool is_jpeg_ls(E_TransferSyntax x) { return x == EXS_JPEGLSLossless || x == EXS_JPEGLSLossy; }
+
 /* Locate the fragments of each frame of an encapsulated J2K, RLE or JPEG
  * object: from the Extended / Basic Offset Table when it is consistent,
  * else one fragment per frame, else by looking for the start of a frame
@@ -740,7 +804,7 @@ static bool is_ijg_jpeg(E_TransferSyntax x)
 static std::string map_frames(udcm_handle *h, DcmPixelSequence *seq)
 {
     const bool rle = h->xfer == EXS_RLELossless;
-    const bool jpeg = is_ijg_jpeg(h->xfer);
+    const bool jpeg = is_ijg_jpeg(h->xfer) || is_jpeg_ls(h->xfer); /* both start with SOI */
     const unsigned rle_nseg = (unsigned)h->info.samples_per_pixel * (unsigned)(h->info.bits_allocated / 8);
     const uint32_t nframes = (uint32_t)h->info.frames;
     const unsigned long nitems = seq->card();
@@ -965,8 +1029,9 @@ static std::string decode_j2k_frame(udcm_handle *h, uint32_t frame, std::vector<
     pi = in.photometric;
     if (img.comps == 3) {
         if (img.mct) pi = "RGB";
-        else if (pi == "YBR_ICT") pi = "YBR_FULL";
-        else if (pi == "YBR_RCT") pi = "RGB"; /* no MCT in the codestream: components are R,G,B */
+        /* YBR_ICT / YBR_RCT declared but no MCT in the codestream: the
+         * components are stored untransformed, R, G, B (as GDCM reads them) */
+        else if (pi == "YBR_ICT" || pi == "YBR_RCT") pi = "RGB";
     }
     return "";
 }
@@ -1096,7 +1161,24 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
         Uint8 *p = nullptr;
         const Uint32 L = first->getLength();
         if (L == 0 || first->getUint8Array(p).bad() || !p) return "cannot decode frame: empty JPEG fragment";
+        if (!has_soi(p, L)) return no_soi_message(in, frame, L);
         if (jpeg_marker_walk_stalls(p, L)) return "cannot decode frame: JPEG stream has a TEM marker before its frame header";
+        start = fr.first;
+    } else if (is_jpeg_ls(h->xfer)) {
+        /* DCMTK finds a later frame's first fragment from the Basic Offset
+         * Table only; without one it needs the previous frame decoded
+         * first.  The frame-to-fragment map (offset tables, else SOI
+         * markers) gives it directly. */
+        DcmPixelSequence *seq = nullptr;
+        std::pair<uint32_t, uint32_t> fr;
+        std::string e = frame_fragments(h, frame, seq, fr);
+        if (!e.empty()) return e;
+        DcmPixelItem *first = nullptr;
+        Uint8 *p = nullptr;
+        if (seq->getItem(first, fr.first).bad() || !first || first->getLength() == 0 ||
+            first->getUint8Array(p).bad() || !p)
+            return "cannot decode frame: empty JPEG-LS fragment";
+        if (!has_soi(p, first->getLength())) return no_soi_message(in, frame, first->getLength());
         start = fr.first;
     }
     OFString cm;

@@ -91,6 +91,12 @@ bool rle_header_plausible(const uint8_t *first8, size_t frag_len, unsigned nseg)
  * Returns "" or the reason. */
 std::string write_inflated_file(const uint8_t *buf, size_t len, uint64_t max_inflated, int fd);
 
+/* The structure guard (udcm_guard.cpp): walks the element headers of a
+ * Part 10 file or raw data set buf[0, len) and returns the reason when the
+ * sequence nesting or the element count exceeds lim, else "" (also when the
+ * walk cannot follow the data: DCMTK reports damage itself). */
+std::string structure_guard(const uint8_t *buf, size_t len, const udcm_limits &lim);
+
 /* Item of a functional group macro for a frame: per-frame first, then
  * shared.  NULL when absent. */
 DcmItem *functional_group(DcmDataset *ds, uint32_t frame, const DcmTagKey &macro);

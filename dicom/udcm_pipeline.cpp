@@ -284,6 +284,12 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
         std::vector<double> t(mv);
         double lo = percentile(t, o.percentile_low);
         double hi = percentile(t, o.percentile_high);
+        if (!(hi > lo)) {
+            /* a nearly constant frame (e.g. a sparse mask: both bounds
+             * fall on the background value): use the value range */
+            lo = *std::min_element(t.begin(), t.end());
+            hi = *std::max_element(t.begin(), t.end());
+        }
         if (hi > lo) {
             const double s = 255.0 / (hi - lo);
             for (size_t i = 0; i < n; i++) g[i] = to8((mv[i] - lo) * s);
