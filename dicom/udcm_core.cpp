@@ -351,6 +351,20 @@ static std::string check_image(udcm_handle *h)
         return b;
     }
     if (fb > 0xFFFFFFF0ull) return "frame larger than 4 GiB";
+    h->over_budget.clear();
+    if (L.max_decode_bytes) {
+        const uint64_t need = px * (uint64_t)in.samples_per_pixel * UDCM_DECODE_BYTES_PER_SAMPLE;
+        if (need > L.max_decode_bytes) {
+            snprintf(b, sizeof b,
+                     "frame of %dx%dx%d needs about %llu MiB to decode, over the decode budget of %llu MiB "
+                     "(max_decode_bytes)",
+                     in.columns, in.rows, in.samples_per_pixel, (unsigned long long)(need >> 20),
+                     (unsigned long long)(L.max_decode_bytes >> 20));
+            h->over_budget = b;
+            /* JPEG 2000 can be decoded at a reduced resolution level */
+            if (!is_j2k(h->xfer)) return b;
+        }
+    }
     if (!in.encapsulated) {
         if (!strncmp(in.photometric, "YBR_", 4) && strstr(in.photometric, "_42") && in.columns % 2)
             return "subsampled YBR with an odd number of columns";
@@ -994,10 +1008,19 @@ static std::string decode_j2k_frame(udcm_handle *h, uint32_t frame, std::vector<
     std::string e0 = encapsulated_frame_bytes(h, frame, cs);
     if (!e0.empty()) return e0;
     udcm::J2KImage img;
-    std::string e = udcm::j2k_decode(cs.data(), cs.size(), h->limits.max_frame_pixels, img);
-    if (!e.empty()) return "JPEG 2000: " + e;
     const udcm_info &in = h->info;
-    if (img.width != in.columns || img.height != in.rows) {
+    std::string e = udcm::j2k_decode_within(cs.data(), cs.size(), h->limits.max_frame_pixels,
+                                            h->over_budget.empty() ? 0 : h->limits.max_decode_bytes, img);
+    if (!e.empty()) return "JPEG 2000: " + e;
+    const int rw = (int)(((int64_t)in.columns + (1 << img.reduce) - 1) >> img.reduce);
+    const int rh = (int)(((int64_t)in.rows + (1 << img.reduce) - 1) >> img.reduce);
+    if (img.reduce > 0 && (std::abs(img.width - rw) > 1 || std::abs(img.height - rh) > 1)) {
+        char b[200];
+        snprintf(b, sizeof b, "JPEG 2000 codestream reduced %d times is %dx%d, header says %dx%d", img.reduce,
+                 img.width, img.height, in.columns, in.rows);
+        return b;
+    }
+    if (img.reduce == 0 && (img.width != in.columns || img.height != in.rows)) {
         char b[160];
         snprintf(b, sizeof b, "JPEG 2000 codestream is %dx%d, header says %dx%d", img.width, img.height, in.columns,
                  in.rows);
@@ -1026,6 +1049,8 @@ static std::string decode_j2k_frame(udcm_handle *h, uint32_t frame, std::vector<
         memcpy(&s, &v, 4);
         out[i] = s;
     }
+    h->decoded_width = img.width;
+    h->decoded_height = img.height;
     pi = in.photometric;
     if (img.comps == 3) {
         if (img.mct) pi = "RGB";
@@ -1040,6 +1065,9 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
 {
     const udcm_info &in = h->info;
     if (!h->not_decodable.empty()) return h->not_decodable;
+    if (!h->over_budget.empty() && !h->allow_reduce) return h->over_budget;
+    h->decoded_width = in.columns;
+    h->decoded_height = in.rows;
     if (frame >= (uint32_t)in.frames) {
         char b[96];
         snprintf(b, sizeof b, "frame %u out of range (%d frames)", frame, in.frames);
@@ -1233,6 +1261,7 @@ extern "C" int udcm_decode_stored(udcm_handle *h, uint32_t frame, int32_t *out, 
     }
     std::vector<int32_t> v;
     std::string pi;
+    h->allow_reduce = false; /* full-size stored values only */
     std::string e = udcm::decode_frame_internal(h, frame, v, pi);
     if (e.empty() && v.size() != n) e = "internal error: decoded size mismatch";
     if (!e.empty()) {

@@ -417,13 +417,15 @@ extern "C" int udcm_frame_rgb8(udcm_handle *h, uint32_t frame, const udcm_pipeli
     try {
         std::vector<int32_t> sv;
         std::string pi;
+        h->allow_reduce = true; /* JPEG 2000 over the decode budget: a reduced level */
         std::string e = udcm::decode_frame_internal(h, frame, sv, pi);
+        h->allow_reduce = false;
         if (!e.empty()) {
             set_error(h->name, err, errlen, "%s", e.c_str());
             return -1;
         }
         const udcm_info &in = h->info;
-        int W = in.columns, H = in.rows;
+        int W = h->decoded_width, H = h->decoded_height;
         std::vector<uint8_t> rgb;
         if (in.samples_per_pixel == 1 && pi != "PALETTE COLOR") {
             std::vector<uint8_t> g;

@@ -42,17 +42,16 @@ typedef struct udcm_limits {
     /* Decode budget: the peak bytes decoding one frame through the pixel
      * pipeline takes (compressed frame, codec output, stored values and the
      * pipeline's intermediates; UDCM_DECODE_BYTES_PER_SAMPLE per sample of
-     * the frame plus its compressed size), computed from the header before
-     * anything is allocated.  A frame over it is refused, except JPEG 2000
+     * the frame), computed from the header before anything is allocated.  A frame over it is refused, except JPEG 2000
      * frames, which udcm_frame_rgb8 / udcm_frame_tensor decode at the
      * largest reduced resolution level that fits.  Default 2^29 (512 MiB). */
     uint64_t max_decode_bytes;
 } udcm_limits;
 
 /* Bytes per decoded sample counted by max_decode_bytes: the codec's output
- * (up to 4), the int32 stored value (4), the pipeline's float value (4) and
- * its 8-bit result (1), rounded up. */
-#define UDCM_DECODE_BYTES_PER_SAMPLE 14
+ * (up to 4, OpenJPEG's int32 planes), our copy of it (4), the int32 stored
+ * values (4) and the pipeline's double value (8) with its 8-bit results. */
+#define UDCM_DECODE_BYTES_PER_SAMPLE 20
 
 void udcm_limits_default(udcm_limits *limits);
 

@@ -294,6 +294,68 @@ if os.path.isfile(sr_path):
           srds.SpecificCharacterSet == "ISO_IR 192" and str(srds.PatientName) == "Müller^Zoë",
           f"{srds.get('SpecificCharacterSet')} {srds.get('PatientName')}")
 
+# ---- issue 12 item 6: the decode budget --------------------------------------
+def rle_big_file(path, rows, cols):
+    """8-bit RLE frame of rows x cols zeros: runs of 128 (2 bytes each)."""
+    n = rows * cols
+    runs, rest = divmod(n, 128)
+    seg = bytes([0x81, 0]) * runs + (bytes([257 - rest, 0]) if rest else b"")
+    header = struct.pack("<16I", 1, 64, *([0] * 14))
+    ds = image(4, 4, bits=8, modality="OT", sop="1.2.840.10008.5.1.4.1.1.7")
+    ds.Rows, ds.Columns = rows, cols
+    ds.PixelData = encapsulate([header + seg + (b"\0" if len(seg) % 2 else b"")])
+    ds.file_meta = meta_for(ds, "1.2.840.10008.1.2.5")
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    ds.save_as(path, write_like_original=False)
+
+
+big = os.path.join(TMP, "rle_16384x16383.dcm")
+rle_big_file(big, 16383, 16384)
+time_out = os.path.join(TMP, "time.txt")
+r = run(["/usr/bin/time", "-v", "-o", time_out, DUMP, "rgb", big, os.path.join(TMP, "big.ppm")])
+rss_kb = 0
+with open(time_out) as f:
+    for line in f:
+        if "Maximum resident set size" in line:
+            rss_kb = int(line.split(":")[1])
+check("issue 12.6: a %d kB RLE file declaring 16384 x 16383 pixels is refused by the decode budget"
+      % (os.path.getsize(big) // 1024),
+      r.returncode == 1 and "over the decode budget of 512 MiB (max_decode_bytes)" in r.stderr, r.stderr.strip())
+check("issue 12.6: ... with a peak RSS under 100 MiB", 0 < rss_kb < 100 * 1024, f"{rss_kb} kB")
+print(f"     RLE 16384 x 16383: peak RSS {rss_kb} kB")
+
+# JPEG 2000 over the budget: decoded at a reduced resolution level; the
+# reference is Pillow's OpenJPEG decode with the same reduce factor.
+j2k_src = (np.add.outer(np.arange(512), np.arange(512)) % 251).astype(np.uint8)
+bio = io.BytesIO()
+Image.fromarray(j2k_src).save(bio, "JPEG2000", no_jp2=True, irreversible=False, num_resolutions=6)
+j = image(512, 512, bits=8, modality="OT", sop="1.2.840.10008.5.1.4.1.1.7")
+j.PixelData = encapsulate([bio.getvalue()])
+j2k_path = save(j, "j2k_512.dcm", JPEG2000Lossless)
+ref = Image.open(io.BytesIO(bio.getvalue()))
+ref.reduce = 2  # 512 x 512 x 20 B = 5 MiB; 256 x 256 x 20 B = 1.25 MiB; 128 x 128 fits 1 MiB
+ref.load()
+ref = np.asarray(ref)
+env = dict(os.environ, UDCM_MAX_DECODE_BYTES=str(1 << 20))
+r = subprocess.run([DUMP, "rgb", j2k_path, os.path.join(TMP, "j2k.ppm")], capture_output=True, text=True, env=env,
+                   timeout=120)
+got = None
+if r.returncode == 0:
+    with open(os.path.join(TMP, "j2k.ppm"), "rb") as f:
+        head = f.read().split(b"\n", 3)
+    w, h = map(int, head[1].split())
+    got = np.frombuffer(head[3], dtype=np.uint8).reshape(h, w, 3)[:, :, 0]
+lo, hi = np.percentile(ref.astype(float), [0.5, 99.5])
+want = np.clip(np.floor((ref.astype(float) - lo) * (255.0 / (hi - lo)) + 0.5), 0, 255) if hi > lo else None
+check("issue 12.6: a JPEG 2000 frame over the budget is decoded at reduction 2 (128 x 128)",
+      got is not None and got.shape == (128, 128), r.stderr.strip() or r.stdout.strip())
+check("issue 12.6: ... equal to OpenJPEG's reduced decode (Pillow), through the pipeline",
+      got is not None and want is not None and got.shape == want.shape and np.abs(got - want).max() <= 1)
+r = subprocess.run([DUMP, "stored", j2k_path, os.path.join(TMP, "j2k.raw")], capture_output=True, text=True, env=env,
+                   timeout=120)
+check("issue 12.6: full-size stored values of that frame are refused by the budget",
+      r.returncode == 1 and "over the decode budget of 1 MiB" in r.stderr, r.stderr.strip())
+
 if failures:
     print(f"{len(failures)} failure(s):", *failures, sep="\n  ")
     sys.exit(1)

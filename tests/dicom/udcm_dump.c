@@ -126,7 +126,11 @@ int main(int argc, char **argv)
     if (argc < 4) return usage();
     const char *out = argv[3];
     long one = argc > 4 ? atol(argv[4]) : -1;
-    udcm_handle *h = udcm_open_file(path, NULL, err, sizeof err);
+    /* UDCM_MAX_DECODE_BYTES: a decode budget other than the default */
+    udcm_limits lim;
+    udcm_limits_default(&lim);
+    if (getenv("UDCM_MAX_DECODE_BYTES")) lim.max_decode_bytes = strtoull(getenv("UDCM_MAX_DECODE_BYTES"), NULL, 10);
+    udcm_handle *h = udcm_open_file(path, &lim, err, sizeof err);
     if (!h) {
         fprintf(stderr, "%s\n", err);
         return 1;
