@@ -796,6 +796,33 @@ static bool has_soi(const uint8_t *p, size_t n)
     return false;
 }
 
+/* Width and height in the frame header (SOFn, or SOF55 for JPEG-LS) of the
+ * JPEG stream starting in p[0, n).  False when no frame header is found
+ * before the first scan. */
+static bool jpeg_frame_size(const uint8_t *p, size_t n, int &w, int &h)
+{
+    size_t i = 0;
+    while (i + 1 < n && !(p[i] == 0xFF && p[i + 1] == 0xD8)) i++;
+    i += 2;
+    while (i + 3 < n) {
+        if (p[i] != 0xFF) return false;
+        const uint8_t m = p[i + 1];
+        if (m == 0xFF) { i++; continue; } /* fill byte */
+        if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
+        if (m == 0xDA || m == 0xD9) return false;
+        const size_t len = ((size_t)p[i + 2] << 8) | p[i + 3];
+        const bool sof = (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) || m == 0xF7;
+        if (sof) {
+            if (i + 9 > n || len < 7) return false;
+            h = (p[i + 5] << 8) | p[i + 6];
+            w = (p[i + 7] << 8) | p[i + 8];
+            return true;
+        }
+        i += 2 + len;
+    }
+    return false;
+}
+
 /* DCMTK's own message for such data names an unrelated cause ("Pixel
  * representation cannot be changed"). */
 static std::string no_soi_message(const udcm_info &in, uint32_t frame, size_t len)
@@ -1172,6 +1199,7 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
         return "out of memory";
     }
     Uint32 start = 0;
+    int jpeg_w = 0, jpeg_h = 0; /* frame header of the stream, when found */
     auto it = h->start_fragment.find(frame);
     if (it != h->start_fragment.end()) start = it->second;
     if (is_ijg_jpeg(h->xfer)) {
@@ -1191,6 +1219,7 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
         if (L == 0 || first->getUint8Array(p).bad() || !p) return "cannot decode frame: empty JPEG fragment";
         if (!has_soi(p, L)) return no_soi_message(in, frame, L);
         if (jpeg_marker_walk_stalls(p, L)) return "cannot decode frame: JPEG stream has a TEM marker before its frame header";
+        jpeg_frame_size(p, L, jpeg_w, jpeg_h);
         start = fr.first;
     } else if (is_jpeg_ls(h->xfer)) {
         /* DCMTK finds a later frame's first fragment from the Basic Offset
@@ -1207,7 +1236,18 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
             first->getUint8Array(p).bad() || !p)
             return "cannot decode frame: empty JPEG-LS fragment";
         if (!has_soi(p, first->getLength())) return no_soi_message(in, frame, first->getLength());
+        jpeg_frame_size(p, first->getLength(), jpeg_w, jpeg_h);
         start = fr.first;
+    }
+    /* A stream smaller than Rows x Columns (whole-slide edge tiles): DCMTK
+     * packs its rows into the frame buffer; they are put back in place below.
+     * A larger one would not fit. */
+    const bool small_tile = jpeg_w > 0 && jpeg_h > 0 && (jpeg_w < in.columns || jpeg_h < in.rows);
+    if (jpeg_w > in.columns || jpeg_h > in.rows) {
+        char b[160];
+        snprintf(b, sizeof b, "cannot decode frame: the JPEG stream of frame %u is %dx%d, larger than Columns x Rows %dx%d",
+                 frame, jpeg_w, jpeg_h, in.columns, in.rows);
+        return b;
     }
     OFString cm;
     Uint32 bsz = (Uint32)((fbytes + 1) & ~(size_t)1);
@@ -1224,6 +1264,21 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
     get_int(h->ds, DCM_PlanarConfiguration, pc);
     out.resize(px * spp);
     cells_to_stored(buf.data(), px * spp, in, out.data());
+    if (small_tile) {
+        /* the decoded jpeg_w x jpeg_h picture occupies the start of the
+         * buffer (per plane when planar): place it top-left, zero elsewhere */
+        const size_t tw = (size_t)jpeg_w, th = (size_t)jpeg_h, cols = (size_t)in.columns;
+        std::vector<int32_t> placed(px * spp, 0);
+        if (spp == 3 && pc == 1) {
+            for (size_t c = 0; c < 3; c++)
+                for (size_t y = 0; y < th; y++)
+                    memcpy(&placed[c * px + y * cols], &out[c * tw * th + y * tw], tw * sizeof(int32_t));
+        } else {
+            for (size_t y = 0; y < th; y++)
+                memcpy(&placed[y * cols * spp], &out[y * tw * spp], tw * spp * sizeof(int32_t));
+        }
+        out.swap(placed);
+    }
     if (spp == 3 && pc == 1) planar_to_interleaved(out, px);
     if (!cm.empty()) pi = cm.c_str();
     if (spp == 3 && (pi == "YBR_FULL_422" || pi == "YBR_PARTIAL_422")) {

@@ -259,6 +259,32 @@ img, info = rgb(ict)
 check("class 4: YBR_ICT without MCT is decoded as the RGB it holds",
       img is not None and np.array_equal(img, rgb_src), info)
 
+# ---- 5. whole-slide edge tiles smaller than Rows x Columns -----------------
+tile_src = [(np.add.outer(np.arange(32), np.arange(32)) * 4 % 256).astype(np.uint8),
+            (np.add.outer(np.arange(32), np.arange(12)) * 8 % 256).astype(np.uint8),   # 12 wide
+            (np.add.outer(np.arange(20), np.arange(12)) * 6 % 256).astype(np.uint8)]   # 12 x 20
+streams = []
+for t in tile_src:
+    bio = io.BytesIO()
+    Image.fromarray(t).save(bio, "JPEG", quality=95)
+    streams.append(bio.getvalue())
+wsi = image(32, 32, bits=8, modality="SM", sop="1.2.840.10008.5.1.4.1.1.77.1.6")
+wsi.NumberOfFrames = 3
+wsi.PixelData = encapsulate(streams)
+wsi_path = save(wsi, "edge_tiles.dcm", JPEGBaseline8Bit)
+for k, t in enumerate(tile_src):
+    ref = np.zeros((32, 32), dtype=np.int64)
+    decoded = np.asarray(Image.open(io.BytesIO(streams[k]))).astype(np.int64)
+    ref[:decoded.shape[0], :decoded.shape[1]] = decoded
+    v, info = stored(wsi_path, k)
+    check(f"class 5: JPEG frame {k} of {t.shape[1]}x{t.shape[0]} placed top-left in the 32x32 frame",
+          v is not None and np.abs(v.reshape(32, 32) - ref).max() <= 1, info)
+big_tile = image(16, 16, bits=8, modality="SM", sop="1.2.840.10008.5.1.4.1.1.77.1.6")
+big_tile.PixelData = encapsulate([streams[0]])
+r = dump("stored", save(big_tile, "tile_too_big.dcm", JPEGBaseline8Bit))
+check("class 5: a JPEG stream larger than Rows x Columns is refused",
+      r.returncode == 1 and "is 32x32, larger than Columns x Rows 16x16" in r.stderr, r.stderr.strip())
+
 # ---- 7. a sparse mask; a "JPEG" holding no JPEG stream ----------------------
 mask = np.zeros((128, 128), dtype=np.uint16)
 mask.ravel()[np.random.default_rng(1).choice(128 * 128, 11, replace=False)] = 1
