@@ -373,8 +373,36 @@ static std::string check_image(udcm_handle *h)
     return "";
 }
 
+/* The parse stopped for want of the Sequence Delimitation Item that ends
+ * encapsulated Pixel Data, at the end of the file, after a complete last
+ * fragment that ends a JPEG / JPEG-LS / JPEG 2000 stream (FF D9: EOI or
+ * EOC, possibly followed by one padding byte): nothing is missing but the delimiter (fo-dicom GH1339), and the
+ * fragments read are used as they are, as pydicom and GDCM do. */
+static bool only_final_delimiter_missing(udcm_handle *h, OFCondition st)
+{
+    if (st != EC_SequDelimitationItemMissing) return false;
+    DcmDataset *d = h->ff.getDataset();
+    if (!d || d->card() == 0) return false;
+    DcmPixelData *pd = dynamic_cast<DcmPixelData *>(d->getElement(d->card() - 1));
+    const E_TransferSyntax x = d->getOriginalXfer();
+    if (!pd || pd->getTag().getXTag() != DCM_PixelData || !DcmXfer(x).isEncapsulated() || x == EXS_RLELossless)
+        return false;
+    DcmPixelSequence *seq = nullptr;
+    if (pd->getEncapsulatedRepresentation(x, nullptr, seq).bad() || !seq || seq->card() < 2) return false;
+    DcmPixelItem *last = nullptr;
+    if (seq->getItem(last, seq->card() - 1).bad() || !last) return false;
+    const Uint32 L = last->getLength();
+    uint8_t t[4] = {0, 0, 0, 0};
+    if (L < 4 || L != last->getLengthField() ||
+        last->getPartialValue(t, L - 4, 4, &h->cache, EBO_LittleEndian).bad())
+        return false;
+    /* FF D9, or FF D9 and the zero byte padding an odd stream */
+    return (t[2] == 0xFF && t[3] == 0xD9) || (t[1] == 0xFF && t[2] == 0xD9 && t[3] == 0);
+}
+
 static udcm_handle *finish_open(udcm_handle *h, OFCondition st, char *err, size_t errlen)
 {
+    if (st.bad() && only_final_delimiter_missing(h, st)) st = EC_Normal;
     if (st.bad()) {
         /* Name the element the parser stopped in: a truncated file usually
          * stops inside Pixel Data. */
@@ -517,12 +545,17 @@ static bool meta_says_stream_compressed(const std::string &path)
     return DcmXfer(uid).getStreamCompression() != ESC_none;
 }
 
+static bool write_all(int fd, const void *buf, size_t len);
+static bool make_scratch_file(udcm_handle *h, std::string &path);
+static void release_scratch_file(udcm_handle *h);
+
 /* The structure guard (udcm_guard.cpp) over the bytes DCMTK is about to
  * parse: the file, the scratch copy of a memory input, or the inflated data
- * set.  Returns "" or the reason. */
-static std::string guard_file(const std::string &path, const udcm_limits &lim)
+ * set.  Items standing among the top-level elements are removed: the data
+ * set without them goes to a new scratch file and `path` names it.  Returns
+ * "" or the reason. */
+static std::string guard_file(udcm_handle *h, std::string &path, const udcm_limits &lim)
 {
-    if (!lim.max_sequence_depth && !lim.max_elements) return "";
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) != 0) {
@@ -537,8 +570,25 @@ static std::string guard_file(const std::string &path, const udcm_limits &lim)
     void *map = mmap(nullptr, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) return std::string("cannot map the file: ") + strerror(errno);
-    std::string e = udcm::structure_guard(static_cast<const uint8_t *>(map), (size_t)sb.st_size, lim);
-    munmap(map, (size_t)sb.st_size);
+    const uint8_t *bytes = static_cast<const uint8_t *>(map);
+    const size_t n = (size_t)sb.st_size;
+    std::vector<std::pair<size_t, size_t>> strays;
+    std::string e = udcm::structure_guard(bytes, n, lim, &strays);
+    if (e.empty() && !strays.empty()) {
+        /* the mapping outlives the descriptor of a scratch file it maps */
+        release_scratch_file(h);
+        std::string np;
+        bool ok = make_scratch_file(h, np);
+        size_t at = 0;
+        for (const auto &s : strays) {
+            ok = ok && write_all(h->memfd, bytes + at, s.first - at);
+            at = s.first + s.second;
+        }
+        ok = ok && write_all(h->memfd, bytes + at, n - at);
+        if (ok) path = np;
+        else e = std::string("cannot store the data set without its stray items: ") + strerror(errno);
+    }
+    munmap(map, n);
     return e;
 }
 
@@ -591,7 +641,7 @@ static udcm_handle *load_and_finish(udcm_handle *h, std::string path, const void
         h->deflated = true;
     }
     {
-        std::string e = guard_file(path, h->limits);
+        std::string e = guard_file(h, path, h->limits);
         if (!e.empty()) {
             set_error(h->name, err, errlen, "%s", e.c_str());
             delete h;

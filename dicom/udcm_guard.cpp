@@ -7,7 +7,9 @@
  * depth or an element count over the limits.  Anything it cannot follow
  * (a length beyond the data, an odd VR, a stray delimiter) ends the walk
  * without a verdict: reporting such damage is left to DCMTK's parser, which
- * checks each length against the bytes left before allocating. */
+ * checks each length against the bytes left before allocating.  Items found
+ * among the top-level elements (outside any sequence) are reported to the
+ * caller, which removes them before DCMTK parses the data. */
 #include "udcm_internal.h"
 
 #include <cstring>
@@ -55,9 +57,9 @@ struct Frame {
 
 namespace udcm {
 
-std::string structure_guard(const uint8_t *buf, size_t len, const udcm_limits &lim)
+std::string structure_guard(const uint8_t *buf, size_t len, const udcm_limits &lim,
+                            std::vector<std::pair<size_t, size_t>> *stray_items)
 {
-    if (!lim.max_sequence_depth && !lim.max_elements) return "";
     size_t pos = 0;
     /* Part 10: preamble, "DICM", then group 0002 in Explicit VR Little Endian. */
     bool explicit_vr = true, little = true, deflated = false;
@@ -118,6 +120,14 @@ std::string structure_guard(const uint8_t *buf, size_t len, const udcm_limits &l
                 stack.pop_back();
                 continue;
             }
+            if (e == 0xE000 && stack.size() == 1 && L != kUndefined && (uint64_t)pos + L <= len) {
+                /* an item among the top-level elements, outside any sequence
+                 * (fo-dicom GH364, FreezePattern): DCMTK stops there
+                 * ("Invalid tag"); pydicom reads on.  Noted, and stepped over. */
+                if (stray_items) stray_items->emplace_back(pos - 8, (size_t)L + 8);
+                pos += L;
+                continue;
+            }
             if (e != 0xE000 || !top.is_sequence) return "";
             /* an item: a data set at the same depth as its sequence */
             if (L != kUndefined && (uint64_t)pos + L > len) return "";
@@ -149,6 +159,9 @@ std::string structure_guard(const uint8_t *buf, size_t len, const udcm_limits &l
                 }
                 is_sq = vr[0] == 'S' && vr[1] == 'Q';
                 is_un = vr[0] == 'U' && vr[1] == 'N';
+                /* DCMTK reads a UN element of a dictionary SQ tag as the
+                 * sequence it is (dcmEnableUnknownVRConversion) */
+                if (is_un && DcmTag(DcmTagKey(g, e)).getEVR() == EVR_SQ) is_sq = true;
             } else {
                 L = r.u32(pos + 4);
                 hdr = 8;

@@ -109,8 +109,11 @@ std::string write_inflated_file(const uint8_t *buf, size_t len, uint64_t max_inf
 /* The structure guard (udcm_guard.cpp): walks the element headers of a
  * Part 10 file or raw data set buf[0, len) and returns the reason when the
  * sequence nesting or the element count exceeds lim, else "" (also when the
- * walk cannot follow the data: DCMTK reports damage itself). */
-std::string structure_guard(const uint8_t *buf, size_t len, const udcm_limits &lim);
+ * walk cannot follow the data: DCMTK reports damage itself).  stray_items
+ * (may be NULL) receives (offset, size) of each item met among the top-level
+ * elements, outside any sequence, which DCMTK cannot parse past. */
+std::string structure_guard(const uint8_t *buf, size_t len, const udcm_limits &lim,
+                            std::vector<std::pair<size_t, size_t>> *stray_items = nullptr);
 
 /* Item of a functional group macro for a frame: per-frame first, then
  * shared.  NULL when absent. */

@@ -165,6 +165,17 @@ inline uint8_t to8(double y)
     return (uint8_t)std::floor(y + 0.5);
 }
 
+/* A LUT item whose LUT Descriptor and LUT Data are both absent or empty
+ * (written by some archives in place of no Modality LUT): ignored, as other
+ * readers do, and the Rescale attributes apply. */
+bool empty_lut_item(DcmItem *it)
+{
+    DcmElement *e = nullptr;
+    for (const DcmTagKey &k : {DCM_LUTDescriptor, DCM_LUTData})
+        if (it->findAndGetElement(k, e).good() && e && e->getLength() > 0) return false;
+    return true;
+}
+
 /* numpy-style linear percentile of a copy of v */
 double percentile(std::vector<double> &v, double p)
 {
@@ -225,7 +236,8 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
     };
     if (pvt && get_rs(pvt)) {
         rescale = true;
-    } else if (ds->findAndGetSequenceItem(DCM_ModalityLUTSequence, mlut, 0).good() && mlut) {
+    } else if (ds->findAndGetSequenceItem(DCM_ModalityLUTSequence, mlut, 0).good() && mlut &&
+               !empty_lut_item(mlut)) {
         Lut L;
         std::string e = read_lut(mlut, DCM_LUTDescriptor, DCM_LUTData, nullptr, in.pixel_representation == 1, L);
         if (!e.empty()) return "Modality LUT Sequence: " + e;
@@ -233,6 +245,7 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
     } else {
         rescale = get_rs(ds);
     }
+    if (mlut && empty_lut_item(mlut)) mlut = nullptr;
     if (!mlut) {
         if (rescale)
             for (size_t i = 0; i < n; i++) mv[i] = (double)sv[i] * slope + icpt;

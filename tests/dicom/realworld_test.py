@@ -157,6 +157,24 @@ for implicit in (False, True):
     v, info = stored(ok_file)
     check(f"class 1: {tag} nesting of 60 levels is read", v is not None and v.size == 64, info)
 
+# the same nesting inside a standard sequence written as UN with a defined
+# length (DCMTK converts it back to SQ and recurses into it)
+full = image()
+full["PixelData"].VR = "OW"
+low, high = Dataset(), Dataset()
+for el in full:
+    (low if el.tag < 0x00400275 else high).add(el)
+inner_open = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + struct.pack("<HHI", 0x0040, 0x0275, 0xFFFFFFFF)
+inner_close = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0) + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+body = inner_open * 100000 + struct.pack("<HHI", 0xFFFE, 0xE000, 0) + inner_close * 100000
+un_seq = struct.pack("<HH2sHI", 0x0040, 0x0275, b"UN", 0, len(body)) + body
+deep_un = os.path.join(TMP, "deep_un_sequence.dcm")
+with open(deep_un, "wb") as f:
+    f.write(part10(low, un_seq, high, ExplicitVRLittleEndian))
+r = dump("stored", deep_un)
+check("class 1: deep nesting inside a defined-length UN sequence refused",
+      r.returncode == 1 and "nested more than 64 levels" in r.stderr, f"rc={r.returncode} {r.stderr.strip()}")
+
 # one bad instance fails alone: `unimed analyze DIR`
 if os.path.isfile(os.path.join(MODEL, "config.json")):
     study = generate_uid()
@@ -284,6 +302,76 @@ big_tile.PixelData = encapsulate([streams[0]])
 r = dump("stored", save(big_tile, "tile_too_big.dcm", JPEGBaseline8Bit))
 check("class 5: a JPEG stream larger than Rows x Columns is refused",
       r.returncode == 1 and "is 32x32, larger than Columns x Rows 16x16" in r.stderr, r.stderr.strip())
+
+# ---- 6. refused although decodable ------------------------------------------
+# the final Sequence Delimitation Item is missing after a complete last fragment
+src6 = (np.add.outer(np.arange(16), np.arange(16)) * 8 % 256).astype(np.uint8)
+bio = io.BytesIO()
+Image.fromarray(src6).save(bio, "JPEG", quality=95)
+j6 = image(16, 16, bits=8, modality="OT", sop="1.2.840.10008.5.1.4.1.1.7")
+j6.PixelData = encapsulate([bio.getvalue()])
+whole = save(j6, "jpeg_with_delimiter.dcm", JPEGBaseline8Bit)
+with open(whole, "rb") as f:
+    data = f.read()
+check("class 6: the test file ends with the Sequence Delimitation Item", data[-8:] == bytes.fromhex("feffdde000000000"))
+no_delim = os.path.join(TMP, "jpeg_no_final_delimiter.dcm")
+with open(no_delim, "wb") as f:
+    f.write(data[:-8])
+want6 = np.asarray(Image.open(io.BytesIO(bio.getvalue()))).astype(np.int64).ravel()
+for mode in ("stored", "mem"):
+    r = dump(mode, no_delim)
+    check(f"class 6: missing final delimiter after a complete JPEG fragment is read [{mode}]", r.returncode == 0,
+          r.stderr.strip())
+v, info = stored(no_delim)
+check("class 6: ... and decodes like the intact file", v is not None and np.abs(v - want6).max() <= 1, info)
+cut = os.path.join(TMP, "jpeg_cut_fragment.dcm")
+with open(cut, "wb") as f:
+    f.write(data[:-8 - 6])  # the last fragment loses its end: still refused
+r = dump("stored", cut)
+check("class 6: a truncated last fragment stays refused", r.returncode == 1 and "Pixel Data" in r.stderr,
+      r.stderr.strip())
+
+# an item among the top-level elements, outside any sequence: after an
+# element (fo-dicom GH364: the content of an Ultrasound Region item), and
+# after an empty sequence (FreezePattern: a zero-length item)
+full6 = image(8, 8, modality="US", sop="1.2.840.10008.5.1.4.1.1.6.1",
+              pixels=(np.arange(64) * 3).astype(np.uint16).reshape(8, 8))
+low6, high6 = Dataset(), Dataset()
+for el in full6:
+    (low6 if el.tag < 0x00180000 else high6).add(el)
+region = Dataset()
+region.RegionSpatialFormat, region.RegionDataType = 1, 1
+stray = raw_dataset(region, implicit=False)
+middle = (struct.pack("<HH2sH", 0x0018, 0x5020, b"LO", 12) + b"ABD_GENERAL "
+          + struct.pack("<HHI", 0xFFFE, 0xE000, len(stray)) + stray
+          + struct.pack("<HH2sHI", 0x0018, 0x6011, b"SQ", 0, 0) + struct.pack("<HHI", 0xFFFE, 0xE000, 0))
+stray_path = os.path.join(TMP, "stray_items.dcm")
+with open(stray_path, "wb") as f:
+    f.write(part10(low6, middle, high6, ExplicitVRLittleEndian))
+for mode in ("stored", "mem"):
+    r = dump(mode, stray_path)
+    check(f"class 6: items among the top-level elements are stepped over [{mode}]", r.returncode == 0,
+          r.stderr.strip())
+v, info = stored(stray_path)
+check("class 6: ... and the image after them decodes", v is not None and np.array_equal(v, np.arange(64) * 3), info)
+r = run([UNIMED, "inspect", stray_path])
+check("class 6: ... and its header is read", r.returncode == 0 and '"modality":"US"' in r.stdout, r.stderr.strip())
+
+# a Modality LUT Sequence item with an empty LUT Descriptor and LUT Data
+m6 = image(8, 8, modality="CR", sop="1.2.840.10008.5.1.4.1.1.1",
+           pixels=(np.arange(64) * 10).astype(np.uint16).reshape(8, 8))
+m6.RescaleSlope, m6.RescaleIntercept = 1, 0
+m6.WindowCenter, m6.WindowWidth = 320, 640
+item = Dataset()
+item.add_new(0x00283002, "US", None)  # LUT Descriptor, empty
+item.add_new(0x00283006, "US", None)  # LUT Data, empty
+item.ModalityLUTType = "US"
+m6.ModalityLUTSequence = [item]
+img, info = rgb(save(m6, "empty_modality_lut.dcm"))
+sv = (np.arange(64) * 10).astype(float)
+want = np.clip(np.floor(((sv - 320 + 0.5) / 639 + 0.5) * 255 + 0.5), 0, 255)
+check("class 6: an empty Modality LUT item is ignored (rescale and window apply)",
+      img is not None and np.abs(img[:, :, 0].ravel() - want).max() <= 1, info)
 
 # ---- 7. a sparse mask; a "JPEG" holding no JPEG stream ----------------------
 mask = np.zeros((128, 128), dtype=np.uint16)
