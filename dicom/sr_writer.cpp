@@ -248,7 +248,14 @@ std::unique_ptr<DcmDataset> load_source(const udcm_sr_request *req, std::string 
     }
     if (!h) fail(std::string("cannot read source instance: ") + err);
     std::unique_ptr<DcmDataset> copy(new DcmDataset(*h->ds));
+    // Values over 4 KiB are still in the handle's file (for a buffer, an
+    // anonymous file that closes with the handle): load them now, the pixels
+    // (never copied into the report) excepted.
+    for (const DcmTagKey &bulk : {DCM_PixelData, DCM_FloatPixelData, DCM_DoubleFloatPixelData})
+        copy->findAndDeleteElement(bulk, OFTrue /*all levels*/);
+    c = copy->loadAllDataIntoMemory();
     udcm_close(h);
+    if (c.bad()) fail(name + ": cannot read the source's attributes: " + c.text());
     DcmDataset *ds = copy.get();
     OFString study;
     if (ds->findAndGetOFString(DCM_StudyInstanceUID, study).bad() || study.empty())

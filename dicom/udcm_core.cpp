@@ -64,6 +64,11 @@ static void udcm_global_init()
         OFLog::configure(OFLogger::WARN_LOG_LEVEL);
     /* Keep the codec's colour model decisions visible through
      * getUncompressedFrame's decompressedColorModel. */
+    /* Standard attributes written as UN (archives that turned Implicit into
+     * Explicit VR without a dictionary) are read with their dictionary VR,
+     * as pydicom does; DCMTK decodes the value in the transfer syntax's byte
+     * order. */
+    dcmEnableUnknownVRConversion.set(OFTrue);
     DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation);
     DJLSDecoderRegistration::registerCodecs();
     /* RLE is decoded by udcm_rle.cpp: DCMTK's RLE codec is deliberately not
@@ -79,6 +84,9 @@ extern "C" void udcm_limits_default(udcm_limits *l)
     l->max_frame_pixels = (uint64_t)1 << 28;
     l->max_frame_bytes = (uint64_t)1 << 30;
     l->max_input_bytes = (uint64_t)1 << 33;
+    l->max_sequence_depth = 64;
+    l->max_elements = 4000000;
+    l->max_decode_bytes = (uint64_t)1 << 29;
 }
 
 extern "C" void udcm_free(void *p) { free(p); }
@@ -343,6 +351,20 @@ static std::string check_image(udcm_handle *h)
         return b;
     }
     if (fb > 0xFFFFFFF0ull) return "frame larger than 4 GiB";
+    h->over_budget.clear();
+    if (L.max_decode_bytes) {
+        const uint64_t need = px * (uint64_t)in.samples_per_pixel * UDCM_DECODE_BYTES_PER_SAMPLE;
+        if (need > L.max_decode_bytes) {
+            snprintf(b, sizeof b,
+                     "frame of %dx%dx%d needs about %llu MiB to decode, over the decode budget of %llu MiB "
+                     "(max_decode_bytes)",
+                     in.columns, in.rows, in.samples_per_pixel, (unsigned long long)(need >> 20),
+                     (unsigned long long)(L.max_decode_bytes >> 20));
+            h->over_budget = b;
+            /* JPEG 2000 can be decoded at a reduced resolution level */
+            if (!is_j2k(h->xfer)) return b;
+        }
+    }
     if (!in.encapsulated) {
         if (!strncmp(in.photometric, "YBR_", 4) && strstr(in.photometric, "_42") && in.columns % 2)
             return "subsampled YBR with an odd number of columns";
@@ -351,8 +373,36 @@ static std::string check_image(udcm_handle *h)
     return "";
 }
 
+/* The parse stopped for want of the Sequence Delimitation Item that ends
+ * encapsulated Pixel Data, at the end of the file, after a complete last
+ * fragment that ends a JPEG / JPEG-LS / JPEG 2000 stream (FF D9: EOI or
+ * EOC, possibly followed by one padding byte): nothing is missing but the delimiter (fo-dicom GH1339), and the
+ * fragments read are used as they are, as pydicom and GDCM do. */
+static bool only_final_delimiter_missing(udcm_handle *h, OFCondition st)
+{
+    if (st != EC_SequDelimitationItemMissing) return false;
+    DcmDataset *d = h->ff.getDataset();
+    if (!d || d->card() == 0) return false;
+    DcmPixelData *pd = dynamic_cast<DcmPixelData *>(d->getElement(d->card() - 1));
+    const E_TransferSyntax x = d->getOriginalXfer();
+    if (!pd || pd->getTag().getXTag() != DCM_PixelData || !DcmXfer(x).isEncapsulated() || x == EXS_RLELossless)
+        return false;
+    DcmPixelSequence *seq = nullptr;
+    if (pd->getEncapsulatedRepresentation(x, nullptr, seq).bad() || !seq || seq->card() < 2) return false;
+    DcmPixelItem *last = nullptr;
+    if (seq->getItem(last, seq->card() - 1).bad() || !last) return false;
+    const Uint32 L = last->getLength();
+    uint8_t t[4] = {0, 0, 0, 0};
+    if (L < 4 || L != last->getLengthField() ||
+        last->getPartialValue(t, L - 4, 4, &h->cache, EBO_LittleEndian).bad())
+        return false;
+    /* FF D9, or FF D9 and the zero byte padding an odd stream */
+    return (t[2] == 0xFF && t[3] == 0xD9) || (t[1] == 0xFF && t[2] == 0xD9 && t[3] == 0);
+}
+
 static udcm_handle *finish_open(udcm_handle *h, OFCondition st, char *err, size_t errlen)
 {
+    if (st.bad() && only_final_delimiter_missing(h, st)) st = EC_Normal;
     if (st.bad()) {
         /* Name the element the parser stopped in: a truncated file usually
          * stops inside Pixel Data. */
@@ -495,6 +545,53 @@ static bool meta_says_stream_compressed(const std::string &path)
     return DcmXfer(uid).getStreamCompression() != ESC_none;
 }
 
+static bool write_all(int fd, const void *buf, size_t len);
+static bool make_scratch_file(udcm_handle *h, std::string &path);
+static void release_scratch_file(udcm_handle *h);
+
+/* The structure guard (udcm_guard.cpp) over the bytes DCMTK is about to
+ * parse: the file, the scratch copy of a memory input, or the inflated data
+ * set.  Items standing among the top-level elements are removed: the data
+ * set without them goes to a new scratch file and `path` names it.  Returns
+ * "" or the reason. */
+static std::string guard_file(udcm_handle *h, std::string &path, const udcm_limits &lim)
+{
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        std::string e = std::string("cannot read: ") + strerror(errno);
+        if (fd >= 0) close(fd);
+        return e;
+    }
+    if (sb.st_size <= 0) {
+        close(fd);
+        return ""; /* DCMTK reports the empty file */
+    }
+    void *map = mmap(nullptr, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return std::string("cannot map the file: ") + strerror(errno);
+    const uint8_t *bytes = static_cast<const uint8_t *>(map);
+    const size_t n = (size_t)sb.st_size;
+    std::vector<std::pair<size_t, size_t>> strays;
+    std::string e = udcm::structure_guard(bytes, n, lim, &strays);
+    if (e.empty() && !strays.empty()) {
+        /* the mapping outlives the descriptor of a scratch file it maps */
+        release_scratch_file(h);
+        std::string np;
+        bool ok = make_scratch_file(h, np);
+        size_t at = 0;
+        for (const auto &s : strays) {
+            ok = ok && write_all(h->memfd, bytes + at, s.first - at);
+            at = s.first + s.second;
+        }
+        ok = ok && write_all(h->memfd, bytes + at, n - at);
+        if (ok) path = np;
+        else e = std::string("cannot store the data set without its stray items: ") + strerror(errno);
+    }
+    munmap(map, n);
+    return e;
+}
+
 /* Parse `path` (the input: a file, or the scratch file holding a memory
  * input).  A Deflated data set never reaches DCMTK's stream inflater: it is
  * inflated here (bounded by max_input_bytes and 1 GiB) into a scratch
@@ -542,6 +639,14 @@ static udcm_handle *load_and_finish(udcm_handle *h, std::string path, const void
             return nullptr;
         }
         h->deflated = true;
+    }
+    {
+        std::string e = guard_file(h, path, h->limits);
+        if (!e.empty()) {
+            set_error(h->name, err, errlen, "%s", e.c_str());
+            delete h;
+            return nullptr;
+        }
     }
     /* Values longer than 4 KiB stay in the file until used: only the
      * fragments / bytes of the requested frame are ever read. */
@@ -733,6 +838,56 @@ static bool is_ijg_jpeg(E_TransferSyntax x)
            x != EXS_JPEGLSLossy;
 }
 
+/* A JPEG / JPEG-LS stream starts with SOI (FF D8); writers may pad before it. */
+static bool has_soi(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++)
+        if (p[i] == 0xFF && p[i + 1] == 0xD8) return true;
+    return false;
+}
+
+/* Width and height in the frame header (SOFn, or SOF55 for JPEG-LS) of the
+ * JPEG stream starting in p[0, n).  False when no frame header is found
+ * before the first scan. */
+static bool jpeg_frame_size(const uint8_t *p, size_t n, int &w, int &h)
+{
+    size_t i = 0;
+    while (i + 1 < n && !(p[i] == 0xFF && p[i + 1] == 0xD8)) i++;
+    i += 2;
+    while (i + 3 < n) {
+        if (p[i] != 0xFF) return false;
+        const uint8_t m = p[i + 1];
+        if (m == 0xFF) { i++; continue; } /* fill byte */
+        if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
+        if (m == 0xDA || m == 0xD9) return false;
+        const size_t len = ((size_t)p[i + 2] << 8) | p[i + 3];
+        const bool sof = (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) || m == 0xF7;
+        if (sof) {
+            if (i + 9 > n || len < 7) return false;
+            h = (p[i + 5] << 8) | p[i + 6];
+            w = (p[i + 7] << 8) | p[i + 8];
+            return true;
+        }
+        i += 2 + len;
+    }
+    return false;
+}
+
+/* DCMTK's own message for such data names an unrelated cause ("Pixel
+ * representation cannot be changed"). */
+static std::string no_soi_message(const udcm_info &in, uint32_t frame, size_t len)
+{
+    const uint64_t raw = (uint64_t)in.rows * (uint64_t)in.columns * (uint64_t)in.samples_per_pixel *
+                         (uint64_t)std::max(1, in.bits_allocated / 8);
+    char b[256];
+    snprintf(b, sizeof b, "cannot decode frame: the %zu bytes of frame %u hold no JPEG stream (no SOI marker FF D8)%s",
+             len, frame, raw == len ? "; it is the size of the uncompressed frame" : "");
+    return b;
+}
+
+/* Transfer syntaxes decoded by DCMTK's dcmjpls (CharLS) codec. */
+static bool is_jpeg_ls(E_TransferSyntax x) { return x == EXS_JPEGLSLossless || x == EXS_JPEGLSLossy; }
+
 /* Locate the fragments of each frame of an encapsulated J2K, RLE or JPEG
  * object: from the Extended / Basic Offset Table when it is consistent,
  * else one fragment per frame, else by looking for the start of a frame
@@ -740,7 +895,7 @@ static bool is_ijg_jpeg(E_TransferSyntax x)
 static std::string map_frames(udcm_handle *h, DcmPixelSequence *seq)
 {
     const bool rle = h->xfer == EXS_RLELossless;
-    const bool jpeg = is_ijg_jpeg(h->xfer);
+    const bool jpeg = is_ijg_jpeg(h->xfer) || is_jpeg_ls(h->xfer); /* both start with SOI */
     const unsigned rle_nseg = (unsigned)h->info.samples_per_pixel * (unsigned)(h->info.bits_allocated / 8);
     const uint32_t nframes = (uint32_t)h->info.frames;
     const unsigned long nitems = seq->card();
@@ -930,10 +1085,19 @@ static std::string decode_j2k_frame(udcm_handle *h, uint32_t frame, std::vector<
     std::string e0 = encapsulated_frame_bytes(h, frame, cs);
     if (!e0.empty()) return e0;
     udcm::J2KImage img;
-    std::string e = udcm::j2k_decode(cs.data(), cs.size(), h->limits.max_frame_pixels, img);
-    if (!e.empty()) return "JPEG 2000: " + e;
     const udcm_info &in = h->info;
-    if (img.width != in.columns || img.height != in.rows) {
+    std::string e = udcm::j2k_decode_within(cs.data(), cs.size(), h->limits.max_frame_pixels,
+                                            h->over_budget.empty() ? 0 : h->limits.max_decode_bytes, img);
+    if (!e.empty()) return "JPEG 2000: " + e;
+    const int rw = (int)(((int64_t)in.columns + (1 << img.reduce) - 1) >> img.reduce);
+    const int rh = (int)(((int64_t)in.rows + (1 << img.reduce) - 1) >> img.reduce);
+    if (img.reduce > 0 && (std::abs(img.width - rw) > 1 || std::abs(img.height - rh) > 1)) {
+        char b[200];
+        snprintf(b, sizeof b, "JPEG 2000 codestream reduced %d times is %dx%d, header says %dx%d", img.reduce,
+                 img.width, img.height, in.columns, in.rows);
+        return b;
+    }
+    if (img.reduce == 0 && (img.width != in.columns || img.height != in.rows)) {
         char b[160];
         snprintf(b, sizeof b, "JPEG 2000 codestream is %dx%d, header says %dx%d", img.width, img.height, in.columns,
                  in.rows);
@@ -962,11 +1126,14 @@ static std::string decode_j2k_frame(udcm_handle *h, uint32_t frame, std::vector<
         memcpy(&s, &v, 4);
         out[i] = s;
     }
+    h->decoded_width = img.width;
+    h->decoded_height = img.height;
     pi = in.photometric;
     if (img.comps == 3) {
         if (img.mct) pi = "RGB";
-        else if (pi == "YBR_ICT") pi = "YBR_FULL";
-        else if (pi == "YBR_RCT") pi = "RGB"; /* no MCT in the codestream: components are R,G,B */
+        /* YBR_ICT / YBR_RCT declared but no MCT in the codestream: the
+         * components are stored untransformed, R, G, B (as GDCM reads them) */
+        else if (pi == "YBR_ICT" || pi == "YBR_RCT") pi = "RGB";
     }
     return "";
 }
@@ -975,6 +1142,9 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
 {
     const udcm_info &in = h->info;
     if (!h->not_decodable.empty()) return h->not_decodable;
+    if (!h->over_budget.empty() && !h->allow_reduce) return h->over_budget;
+    h->decoded_width = in.columns;
+    h->decoded_height = in.rows;
     if (frame >= (uint32_t)in.frames) {
         char b[96];
         snprintf(b, sizeof b, "frame %u out of range (%d frames)", frame, in.frames);
@@ -1079,6 +1249,7 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
         return "out of memory";
     }
     Uint32 start = 0;
+    int jpeg_w = 0, jpeg_h = 0; /* frame header of the stream, when found */
     auto it = h->start_fragment.find(frame);
     if (it != h->start_fragment.end()) start = it->second;
     if (is_ijg_jpeg(h->xfer)) {
@@ -1096,8 +1267,37 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
         Uint8 *p = nullptr;
         const Uint32 L = first->getLength();
         if (L == 0 || first->getUint8Array(p).bad() || !p) return "cannot decode frame: empty JPEG fragment";
+        if (!has_soi(p, L)) return no_soi_message(in, frame, L);
         if (jpeg_marker_walk_stalls(p, L)) return "cannot decode frame: JPEG stream has a TEM marker before its frame header";
+        jpeg_frame_size(p, L, jpeg_w, jpeg_h);
         start = fr.first;
+    } else if (is_jpeg_ls(h->xfer)) {
+        /* DCMTK finds a later frame's first fragment from the Basic Offset
+         * Table only; without one it needs the previous frame decoded
+         * first.  The frame-to-fragment map (offset tables, else SOI
+         * markers) gives it directly. */
+        DcmPixelSequence *seq = nullptr;
+        std::pair<uint32_t, uint32_t> fr;
+        std::string e = frame_fragments(h, frame, seq, fr);
+        if (!e.empty()) return e;
+        DcmPixelItem *first = nullptr;
+        Uint8 *p = nullptr;
+        if (seq->getItem(first, fr.first).bad() || !first || first->getLength() == 0 ||
+            first->getUint8Array(p).bad() || !p)
+            return "cannot decode frame: empty JPEG-LS fragment";
+        if (!has_soi(p, first->getLength())) return no_soi_message(in, frame, first->getLength());
+        jpeg_frame_size(p, first->getLength(), jpeg_w, jpeg_h);
+        start = fr.first;
+    }
+    /* A stream smaller than Rows x Columns (whole-slide edge tiles): DCMTK
+     * packs its rows into the frame buffer; they are put back in place below.
+     * A larger one would not fit. */
+    const bool small_tile = jpeg_w > 0 && jpeg_h > 0 && (jpeg_w < in.columns || jpeg_h < in.rows);
+    if (jpeg_w > in.columns || jpeg_h > in.rows) {
+        char b[160];
+        snprintf(b, sizeof b, "cannot decode frame: the JPEG stream of frame %u is %dx%d, larger than Columns x Rows %dx%d",
+                 frame, jpeg_w, jpeg_h, in.columns, in.rows);
+        return b;
     }
     OFString cm;
     Uint32 bsz = (Uint32)((fbytes + 1) & ~(size_t)1);
@@ -1114,6 +1314,21 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
     get_int(h->ds, DCM_PlanarConfiguration, pc);
     out.resize(px * spp);
     cells_to_stored(buf.data(), px * spp, in, out.data());
+    if (small_tile) {
+        /* the decoded jpeg_w x jpeg_h picture occupies the start of the
+         * buffer (per plane when planar): place it top-left, zero elsewhere */
+        const size_t tw = (size_t)jpeg_w, th = (size_t)jpeg_h, cols = (size_t)in.columns;
+        std::vector<int32_t> placed(px * spp, 0);
+        if (spp == 3 && pc == 1) {
+            for (size_t c = 0; c < 3; c++)
+                for (size_t y = 0; y < th; y++)
+                    memcpy(&placed[c * px + y * cols], &out[c * tw * th + y * tw], tw * sizeof(int32_t));
+        } else {
+            for (size_t y = 0; y < th; y++)
+                memcpy(&placed[y * cols * spp], &out[y * tw * spp], tw * spp * sizeof(int32_t));
+        }
+        out.swap(placed);
+    }
     if (spp == 3 && pc == 1) planar_to_interleaved(out, px);
     if (!cm.empty()) pi = cm.c_str();
     if (spp == 3 && (pi == "YBR_FULL_422" || pi == "YBR_PARTIAL_422")) {
@@ -1151,6 +1366,7 @@ extern "C" int udcm_decode_stored(udcm_handle *h, uint32_t frame, int32_t *out, 
     }
     std::vector<int32_t> v;
     std::string pi;
+    h->allow_reduce = false; /* full-size stored values only */
     std::string e = udcm::decode_frame_internal(h, frame, v, pi);
     if (e.empty() && v.size() != n) e = "internal error: decoded size mismatch";
     if (!e.empty()) {

@@ -41,6 +41,14 @@ struct udcm_handle {
     /* temporary file used instead of memfd when the system has none
      * (removed at close), or "" */
     std::string tmp_path;
+    /* a frame is over limits.max_decode_bytes: full-size decoding is
+     * refused with this reason; JPEG 2000 may still be decoded at a reduced
+     * resolution level (allow_reduce, set by the pixel pipeline) */
+    std::string over_budget;
+    bool allow_reduce = false;
+    /* size of the last decoded frame (smaller than Rows x Columns after a
+     * reduced JPEG 2000 decode) */
+    int decoded_width = 0, decoded_height = 0;
     ~udcm_handle();
 };
 
@@ -60,6 +68,7 @@ struct J2KImage {
     bool sgnd = false;
     bool mct = false; /* the codestream used a multiple component transform,
                          which OpenJPEG inverted: the output is RGB */
+    int reduce = 0; /* resolution levels discarded (each halves both sides) */
     std::vector<int32_t> data;
 };
 
@@ -67,6 +76,12 @@ struct J2KImage {
  * bounds width*height before OpenJPEG allocates the output.  Returns empty
  * string on success, else the reason. */
 std::string j2k_decode(const uint8_t *buf, size_t len, uint64_t max_pixels, J2KImage &out);
+/* The same at the lowest resolution reduction r (0 = full size) whose
+ * decoded size costs at most budget_bytes (UDCM_DECODE_BYTES_PER_SAMPLE per
+ * sample), within the codestream's resolution levels; budget_bytes 0: full
+ * size.  out.reduce receives r. */
+std::string j2k_decode_within(const uint8_t *buf, size_t len, uint64_t max_pixels, uint64_t budget_bytes,
+                              J2KImage &out);
 
 /* RLE Lossless (PS3.5 Annex G, udcm_rle.cpp).  Decodes the frame held in
  * buf[0, len) (header and segments, fragments concatenated) of px =
@@ -90,6 +105,15 @@ bool rle_header_plausible(const uint8_t *first8, size_t frag_len, unsigned nseg)
  * once without being stored to check that before anything is written.
  * Returns "" or the reason. */
 std::string write_inflated_file(const uint8_t *buf, size_t len, uint64_t max_inflated, int fd);
+
+/* The structure guard (udcm_guard.cpp): walks the element headers of a
+ * Part 10 file or raw data set buf[0, len) and returns the reason when the
+ * sequence nesting or the element count exceeds lim, else "" (also when the
+ * walk cannot follow the data: DCMTK reports damage itself).  stray_items
+ * (may be NULL) receives (offset, size) of each item met among the top-level
+ * elements, outside any sequence, which DCMTK cannot parse past. */
+std::string structure_guard(const uint8_t *buf, size_t len, const udcm_limits &lim,
+                            std::vector<std::pair<size_t, size_t>> *stray_items = nullptr);
 
 /* Item of a functional group macro for a frame: per-frame first, then
  * shared.  NULL when absent. */

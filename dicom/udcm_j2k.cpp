@@ -65,6 +65,12 @@ namespace udcm {
 
 std::string j2k_decode(const uint8_t *buf, size_t len, uint64_t max_pixels, J2KImage &out)
 {
+    return j2k_decode_within(buf, len, max_pixels, 0, out);
+}
+
+std::string j2k_decode_within(const uint8_t *buf, size_t len, uint64_t max_pixels, uint64_t budget_bytes,
+                              J2KImage &out)
+{
     static const uint8_t jp2sig[12] = {0, 0, 0, 0x0C, 'j', 'P', ' ', ' ', 0x0D, 0x0A, 0x87, 0x0A};
     /* Some writers pad fragments before the codestream; find SOC. */
     OPJ_CODEC_FORMAT fmt;
@@ -112,11 +118,31 @@ std::string j2k_decode(const uint8_t *buf, size_t len, uint64_t max_pixels, J2KI
             err = "codestream size " + std::to_string(w) + "x" + std::to_string(h) + " refused by the limits";
         } else {
             opj_codestream_info_v2_t *ci = opj_get_cstr_info(codec);
+            uint32_t levels = 1;
             if (ci) {
                 out.mct = ci->m_default_tile_info.mct != 0;
+                if (ci->m_default_tile_info.tccp_info) levels = ci->m_default_tile_info.tccp_info[0].numresolutions;
                 opj_destroy_cstr_info(&ci);
             }
-            if (!opj_decode(codec, st, img) || !opj_end_decompress(codec, st)) fail("decoding failed");
+            /* the smallest reduction whose output fits the budget */
+            auto cost = [&](int r) {
+                const uint64_t rw = (w + (1ull << r) - 1) >> r, rh = (h + (1ull << r) - 1) >> r;
+                return rw * rh * (uint64_t)img->numcomps * UDCM_DECODE_BYTES_PER_SAMPLE;
+            };
+            int r = 0;
+            if (budget_bytes)
+                while (cost(r) > budget_bytes && (uint32_t)r + 1 < levels) r++;
+            if (budget_bytes && cost(r) > budget_bytes) {
+                err = "codestream of " + std::to_string(w) + "x" + std::to_string(h) + " exceeds the decode budget of " +
+                      std::to_string(budget_bytes >> 20) + " MiB even at its smallest resolution level (" +
+                      std::to_string(levels) + " levels)";
+            } else if (r > 0 && !opj_set_decoded_resolution_factor(codec, (OPJ_UINT32)r)) {
+                fail("cannot select a reduced resolution level");
+            } else {
+                out.reduce = r;
+            }
+            if (!err.empty()) {
+            } else if (!opj_decode(codec, st, img) || !opj_end_decompress(codec, st)) fail("decoding failed");
         }
     }
     if (err.empty()) {

@@ -165,6 +165,17 @@ inline uint8_t to8(double y)
     return (uint8_t)std::floor(y + 0.5);
 }
 
+/* A LUT item whose LUT Descriptor and LUT Data are both absent or empty
+ * (written by some archives in place of no Modality LUT): ignored, as other
+ * readers do, and the Rescale attributes apply. */
+bool empty_lut_item(DcmItem *it)
+{
+    DcmElement *e = nullptr;
+    for (const DcmTagKey &k : {DCM_LUTDescriptor, DCM_LUTData})
+        if (it->findAndGetElement(k, e).good() && e && e->getLength() > 0) return false;
+    return true;
+}
+
 /* numpy-style linear percentile of a copy of v */
 double percentile(std::vector<double> &v, double p)
 {
@@ -225,7 +236,8 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
     };
     if (pvt && get_rs(pvt)) {
         rescale = true;
-    } else if (ds->findAndGetSequenceItem(DCM_ModalityLUTSequence, mlut, 0).good() && mlut) {
+    } else if (ds->findAndGetSequenceItem(DCM_ModalityLUTSequence, mlut, 0).good() && mlut &&
+               !empty_lut_item(mlut)) {
         Lut L;
         std::string e = read_lut(mlut, DCM_LUTDescriptor, DCM_LUTData, nullptr, in.pixel_representation == 1, L);
         if (!e.empty()) return "Modality LUT Sequence: " + e;
@@ -233,6 +245,7 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
     } else {
         rescale = get_rs(ds);
     }
+    if (mlut && empty_lut_item(mlut)) mlut = nullptr;
     if (!mlut) {
         if (rescale)
             for (size_t i = 0; i < n; i++) mv[i] = (double)sv[i] * slope + icpt;
@@ -284,6 +297,12 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
         std::vector<double> t(mv);
         double lo = percentile(t, o.percentile_low);
         double hi = percentile(t, o.percentile_high);
+        if (!(hi > lo)) {
+            /* a nearly constant frame (e.g. a sparse mask: both bounds
+             * fall on the background value): use the value range */
+            lo = *std::min_element(t.begin(), t.end());
+            hi = *std::max_element(t.begin(), t.end());
+        }
         if (hi > lo) {
             const double s = 255.0 / (hi - lo);
             for (size_t i = 0; i < n; i++) g[i] = to8((mv[i] - lo) * s);
@@ -411,13 +430,15 @@ extern "C" int udcm_frame_rgb8(udcm_handle *h, uint32_t frame, const udcm_pipeli
     try {
         std::vector<int32_t> sv;
         std::string pi;
+        h->allow_reduce = true; /* JPEG 2000 over the decode budget: a reduced level */
         std::string e = udcm::decode_frame_internal(h, frame, sv, pi);
+        h->allow_reduce = false;
         if (!e.empty()) {
             set_error(h->name, err, errlen, "%s", e.c_str());
             return -1;
         }
         const udcm_info &in = h->info;
-        int W = in.columns, H = in.rows;
+        int W = h->decoded_width, H = h->decoded_height;
         std::vector<uint8_t> rgb;
         if (in.samples_per_pixel == 1 && pi != "PALETTE COLOR") {
             std::vector<uint8_t> g;

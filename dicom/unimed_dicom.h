@@ -35,7 +35,23 @@ typedef struct udcm_limits {
     uint64_t max_frame_pixels;  /* rows*columns of one frame, default 2^28 */
     uint64_t max_frame_bytes;   /* decoded bytes of one frame, default 2^30 */
     uint64_t max_input_bytes;   /* file / buffer size, default 2^33 (8 GiB) */
+    /* Structure, checked on the raw bytes before DCMTK parses them
+     * (docs/DICOM.md "Robustness"): */
+    uint32_t max_sequence_depth;/* sequences nested in sequences, default 64 */
+    uint64_t max_elements;      /* data elements + items in the file, default 4000000 */
+    /* Decode budget: the peak bytes decoding one frame through the pixel
+     * pipeline takes (compressed frame, codec output, stored values and the
+     * pipeline's intermediates; UDCM_DECODE_BYTES_PER_SAMPLE per sample of
+     * the frame), computed from the header before anything is allocated.  A frame over it is refused, except JPEG 2000
+     * frames, which udcm_frame_rgb8 / udcm_frame_tensor decode at the
+     * largest reduced resolution level that fits.  Default 2^29 (512 MiB). */
+    uint64_t max_decode_bytes;
 } udcm_limits;
+
+/* Bytes per decoded sample counted by max_decode_bytes: the codec's output
+ * (up to 4, OpenJPEG's int32 planes), our copy of it (4), the int32 stored
+ * values (4) and the pipeline's double value (8) with its 8-bit results. */
+#define UDCM_DECODE_BYTES_PER_SAMPLE 20
 
 void udcm_limits_default(udcm_limits *limits);
 

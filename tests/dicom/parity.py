@@ -36,7 +36,7 @@ import pydicom
 # Deliberately broken inputs, exercised by bad_input.py instead.
 BROKEN = {
     "MR_truncated.dcm": "Pixel Data truncated",
-    "pydicom-data__emri_small_jpeg_2k_lossless_too_short.dcm": "last fragment truncated",
+    "pydicom-data__emri_small_jpeg_2k_lossless_too_short.dcm": "final delimiter missing; compared with its twin there",
     "dcmjs__invalid-vr-length-test.dcm": "invalid VR length",
     "rtplan_truncated.dcm": "truncated non-image",
     "JPEG2000-embedded-sequence-delimiter.dcm": "codestream bytes deliberately overwritten",

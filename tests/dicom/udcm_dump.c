@@ -6,6 +6,8 @@
  *   udcm_dump rgb FILE OUT.ppm [FRAME]      pipeline output as binary PPM
  *   udcm_dump mem FILE                      open from memory, decode frame 0
  *                                          stored + rgb (bad-input tests)
+ *   udcm_dump sr-mem FILE OUT.dcm           write an SR whose source is FILE
+ *                                          given as a buffer
  *
  * Prints one line "key=value ..." describing the result on stdout.
  * Exit 0 on success, 1 on a decoding error (message on stderr), 2 on usage.
@@ -81,10 +83,54 @@ int main(int argc, char **argv)
         printf("ok\n");
         return 0;
     }
+    if (strcmp(mode, "sr-mem") == 0) {
+        /* a TID 1500 SR whose source is FILE given as a buffer (the
+         * plugin's path: the patient and study modules come from it) */
+        if (argc < 4) return usage();
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        if (read_all(path, &buf, &len) != 0) {
+            fprintf(stderr, "%s: cannot read\n", path);
+            return 1;
+        }
+        udcm_info in;
+        memset(&in, 0, sizeof in);
+        udcm_handle *h = udcm_open_memory(buf, len, path, NULL, err, sizeof err);
+        if (h) {
+            udcm_get_info(h, &in);
+            udcm_close(h);
+        }
+        const udcm_sr_finding finding = {"finding", {"233604007", "SCT", "Pneumonia"}, 0.5};
+        const udcm_sr_image_ref image = {NULL, in.series_uid, in.sop_class_uid, in.sop_instance_uid, 0};
+        const udcm_sr_group group = {"test", "1", "sha256:00", in.series_uid, &finding, 1, &image, 1};
+        udcm_sr_request req;
+        memset(&req, 0, sizeof req);
+        req.source_buffer = buf;
+        req.source_len = len;
+        req.model_name = "test model";
+        req.model_version = "1";
+        req.model_hash = "sha256:00";
+        req.content_datetime = "20260101000000";
+        req.groups = &group;
+        req.n_groups = 1;
+        req.complete = 1;
+        int rc = udcm_sr_write(&req, argv[3], NULL, NULL, NULL, NULL, NULL, err, sizeof err);
+        free(buf);
+        if (rc != 0) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        printf("ok\n");
+        return 0;
+    }
     if (argc < 4) return usage();
     const char *out = argv[3];
     long one = argc > 4 ? atol(argv[4]) : -1;
-    udcm_handle *h = udcm_open_file(path, NULL, err, sizeof err);
+    /* UDCM_MAX_DECODE_BYTES: a decode budget other than the default */
+    udcm_limits lim;
+    udcm_limits_default(&lim);
+    if (getenv("UDCM_MAX_DECODE_BYTES")) lim.max_decode_bytes = strtoull(getenv("UDCM_MAX_DECODE_BYTES"), NULL, 10);
+    udcm_handle *h = udcm_open_file(path, &lim, err, sizeof err);
     if (!h) {
         fprintf(stderr, "%s\n", err);
         return 1;
