@@ -220,11 +220,15 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
     DcmDataset *ds = h->ds;
     const udcm_info &in = h->info;
     const size_t n = sv.size();
-    std::vector<double> mv(n);
 
-    /* 2. Modality LUT */
+    /* 2. Modality LUT.  The modality value of a sample is recomputed where
+     * it is needed rather than kept for the whole frame: it is the same
+     * expression each time, so the results are identical, and a frame then
+     * costs its stored values plus 8-bit output instead of a further double
+     * per sample (the decode budget, max_decode_bytes, counts on that). */
     DcmItem *pvt = udcm::functional_group(ds, frame, DCM_PixelValueTransformationSequence);
     DcmItem *mlut = nullptr;
+    Lut modality_lut;
     double slope = 1, icpt = 0;
     bool rescale = false;
     auto get_rs = [&](DcmItem *it) {
@@ -238,20 +242,18 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
         rescale = true;
     } else if (ds->findAndGetSequenceItem(DCM_ModalityLUTSequence, mlut, 0).good() && mlut &&
                !empty_lut_item(mlut)) {
-        Lut L;
-        std::string e = read_lut(mlut, DCM_LUTDescriptor, DCM_LUTData, nullptr, in.pixel_representation == 1, L);
+        std::string e = read_lut(mlut, DCM_LUTDescriptor, DCM_LUTData, nullptr, in.pixel_representation == 1,
+                                 modality_lut);
         if (!e.empty()) return "Modality LUT Sequence: " + e;
-        for (size_t i = 0; i < n; i++) mv[i] = L.at(sv[i]);
     } else {
         rescale = get_rs(ds);
     }
     if (mlut && empty_lut_item(mlut)) mlut = nullptr;
-    if (!mlut) {
-        if (rescale)
-            for (size_t i = 0; i < n; i++) mv[i] = (double)sv[i] * slope + icpt;
-        else
-            for (size_t i = 0; i < n; i++) mv[i] = sv[i];
-    }
+    const bool use_lut = mlut != nullptr;
+    auto mv = [&](size_t i) -> double {
+        if (use_lut) return modality_lut.at(sv[i]);
+        return rescale ? (double)sv[i] * slope + icpt : (double)sv[i];
+    };
 
     /* 3. VOI */
     g.resize(n);
@@ -279,7 +281,7 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
                                      in.pixel_representation == 1 && !mlut && !rescale, L);
             if (e.empty()) {
                 const double mx = (double)((1u << L.bits) - 1);
-                for (size_t i = 0; i < n; i++) g[i] = to8((double)L.at(mv[i]) * 255.0 / mx);
+                for (size_t i = 0; i < n; i++) g[i] = to8((double)L.at(mv(i)) * 255.0 / mx);
                 goto done;
             }
             /* unusable VOI LUT: default below */
@@ -292,9 +294,12 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
         have_window = w >= 1;
     }
     if (have_window) {
-        for (size_t i = 0; i < n; i++) g[i] = to8(window(mv[i], c, w, kind));
+        for (size_t i = 0; i < n; i++) g[i] = to8(window(mv(i), c, w, kind));
     } else {
-        std::vector<double> t(mv);
+        /* the one frame-sized double buffer, only when the bounds come
+         * from the values themselves */
+        std::vector<double> t(n);
+        for (size_t i = 0; i < n; i++) t[i] = mv(i);
         double lo = percentile(t, o.percentile_low);
         double hi = percentile(t, o.percentile_high);
         if (!(hi > lo)) {
@@ -305,7 +310,7 @@ std::string grey_to8(udcm_handle *h, uint32_t frame, const udcm_pipeline_opts &o
         }
         if (hi > lo) {
             const double s = 255.0 / (hi - lo);
-            for (size_t i = 0; i < n; i++) g[i] = to8((mv[i] - lo) * s);
+            for (size_t i = 0; i < n; i++) g[i] = to8((mv(i) - lo) * s);
         } else {
             for (size_t i = 0; i < n; i++) g[i] = 0;
         }

@@ -50,7 +50,8 @@ typedef struct udcm_limits {
 
 /* Bytes per decoded sample counted by max_decode_bytes: the codec's output
  * (up to 4, OpenJPEG's int32 planes), our copy of it (4), the int32 stored
- * values (4) and the pipeline's double value (8) with its 8-bit results. */
+ * values (4), and at most one double per sample (8, only when the grey
+ * window comes from the frame's percentiles) with the 8-bit results. */
 #define UDCM_DECODE_BYTES_PER_SAMPLE 20
 
 void udcm_limits_default(udcm_limits *limits);
