@@ -42,6 +42,7 @@ typedef struct study {
   int nemb;
   double seconds;
   char analysed_at[32];
+  cJSON *failed_series; /* a failed analysis: the series and their decoder's reasons */
   struct study *next;
 } study_t;
 
@@ -61,6 +62,12 @@ void study_free_all(void);
 cJSON *embeddings_to_json(const unimed_study_result *r, int dim);
 
 /* ---- for REST (take g.mu) ---- */
+/* Paging of a list: the items [since, since + limit) of total. */
+typedef struct {
+  long since;
+  int limit;
+} page_t;
+
 typedef struct {
   long n[ST_COUNT];       /* studies per state */
   long long analyses;     /* engine runs */
@@ -73,8 +80,25 @@ cJSON *index_study_json(const char *id, int *pending);
 /* The studies whose best finding `label` has at least min_p (optionally of
  * one label set / modality), best first, at most limit. */
 cJSON *index_findings_json(const char *label, double min_p, const char *label_set,
-                           const char *modality, int limit);
+                           const char *modality, page_t page);
 /* The studies whose image embeddings are nearest to q (g.dim floats). */
-cJSON *index_search_json(const char *text, const float *q, const char *modality, int limit);
+cJSON *index_search_json(const char *text, const float *q, const char *modality, page_t page);
+
+/* ---- one schema for every route (docs/openapi.json) ---- */
+/* {"model": {name, version, hash}} parts and the label sets, as on every route. */
+cJSON *index_model_json(void);
+cJSON *index_label_sets_json(int with_labels);
+/* The scores (flat) and the failed series of an engine findings JSON. */
+cJSON *index_scores_json(const cJSON *findings);
+cJSON *index_failed_series_json(const cJSON *findings);
+/* GET studies: filters (NULL = any); analysed_since: ISO 8601 prefix
+ * compared with analysed_at. */
+typedef struct {
+  int state;               /* -1: any */
+  const char *label_set, *modality, *analysed_since;
+} study_filter_t;
+cJSON *index_list_json(const study_filter_t *f, page_t page);
+/* 1 when the plugin holds no state for the study (never analysed nor pending). */
+int index_is_unanalysed(const char *id);
 
 #endif

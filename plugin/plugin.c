@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "journal.h"
+#include "listing.h"
 #include "rest.h"
 #include "worker.h"
 
@@ -34,10 +35,13 @@ typedef struct {
 
 static const route_t routes[] = {
     {"status", rest_status},                    /* GET */
+    {"studies", rest_studies},                  /* GET ?state=&label_set=&modality=&analysed_since=&limit=&since= */
+    {"studies/analyze-all", rest_analyze_all},  /* POST */
     {"studies/([^/]+)", rest_study},            /* GET */
     {"studies/([^/]+)/analyze", rest_analyze},  /* POST */
-    {"findings", rest_findings},                /* GET ?label=&min-probability=&label-set=&modality=&limit= */
-    {"search", rest_search},                    /* GET ?text=&modality=&limit= */
+    {"studies/([^/]+)/report.html", rest_report_html}, /* GET */
+    {"findings", rest_findings},                /* GET ?label=&min_probability=&label_set=&modality=&limit=&since= */
+    {"search", rest_search},                    /* GET ?text=&modality=&limit=&since= */
     {"classify", rest_classify},                /* POST a DICOM file */
     {"label-sets", rest_label_sets},            /* GET */
     {".*", rest_unknown},
@@ -67,6 +71,7 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type,
       if (g.enabled) threads_start(worker_main, (void **)g.engines, g.cfg.workers);
       break;
     case OrthancPluginChangeType_OrthancStopped:
+      listing_stop();
       threads_stop();
       break;
     case OrthancPluginChangeType_NewStudy:
@@ -126,7 +131,7 @@ static int create_engines(char *err, size_t errlen) {
   o.max_slices = g.cfg.max_slices;
   o.threads = g.cfg.threads;
   o.precision = (unimed_precision)g.cfg.precision;
-  o.manufacturer = "UniMed for Orthanc";
+  o.manufacturer = UNIMED_SR_MANUFACTURER;
   o.software_version = UNIMED_PLUGIN_VERSION;
   if (o.cache_dir && mkdir_p(o.cache_dir) != 0) {
     log_warning("UniMed: cannot create CacheDirectory %s (%s): label-set embeddings are not cached",
@@ -210,11 +215,14 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
     OrthancPluginRegisterOnChangeCallback(context, on_change);
   } else {
     register_routes(disabled_routes, sizeof disabled_routes / sizeof disabled_routes[0]);
+    /* The panel says that the plugin is disabled, and why. */
+    rest_register_explorer();
   }
   return 0;
 }
 
 __attribute__((visibility("default"))) void OrthancPluginFinalize(void) {
+  listing_stop();
   threads_stop();
   if (g.engines)
     for (int i = 0; i < g.cfg.workers; i++) unimed_engine_free(g.engines[i]);

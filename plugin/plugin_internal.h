@@ -24,6 +24,8 @@
 #include "orthanc_io.h"
 
 #define UNIMED_PLUGIN_NAME "unimed"
+/* The SRs' Manufacturer: how the plugin knows its own reports in a study. */
+#define UNIMED_SR_MANUFACTURER "UniMed for Orthanc"
 #ifndef UNIMED_PLUGIN_VERSION
 #define UNIMED_PLUGIN_VERSION "0.1.0"
 #endif

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "journal.h"
+#include "sr_versions.h"
 #include "worker.h"
 
 typedef struct {
@@ -234,9 +235,22 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     blobs[nb].len = bufs[nb].len;
     nb++;
   }
+  /* The report stored now (if any) is the predecessor of the one written. */
+  sr_version_t *versions = NULL;
+  int n_versions = g.cfg.write_reports ? sr_versions_list(id, UNIMED_SR_MANUFACTURER, &versions) : 0;
+  unimed_sr_version version = {NULL, NULL, 1};
+  if (n_versions > 0) {
+    version.predecessor_series_uid = versions[0].series_uid;
+    version.predecessor_sop_instance_uid = versions[0].sop_instance_uid;
+    version.instance_number = versions[0].instance_number + 1;
+  }
   unimed_study_result r;
   memset(&r, 0, sizeof r);
-  int rc = nb ? unimed_engine_analyze_blobs(e, blobs, nb, g.cfg.write_reports, &r) : -1;
+  int rc = nb ? unimed_engine_analyze_blobs_version(e, blobs, nb, g.cfg.write_reports, &version, &r)
+              : -1;
+  /* Same content as the current report: it stays, unchanged. */
+  if (rc == 0 && n_versions > 0 && strcmp(r.sr_sop_instance_uid, versions[0].sop_instance_uid) == 0)
+    version.predecessor_sop_instance_uid = NULL;
   for (int i = 0; i < nb; i++) buf_free(&bufs[i]);
   free(bufs);
   free(blobs);
@@ -247,7 +261,12 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     o->state = ST_FAILED;
     snprintf(o->error, sizeof o->error, "%s", nb ? (r.error[0] ? r.error : "analysis failed")
                                                  : "no instance could be read from Orthanc");
+    o->findings = r.findings; /* the failed series and their reasons */
+    r.findings = NULL;
     unimed_study_result_free(&r);
+    /* The stored report no longer describes the study. */
+    if (nb && n_versions) sr_versions_remove_superseded(versions, n_versions, NULL);
+    free(versions);
     put_state(id, ST_FAILED, o, NULL);
     goto out;
   }
@@ -255,10 +274,17 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     if (store_sr(&r, o) != 0) {
       o->state = ST_FAILED;
       unimed_study_result_free(&r);
+      free(versions);
       put_state(id, ST_FAILED, o, NULL);
       goto out;
     }
+    /* The new version replaces the others (docs/REPORTS.md, "Versions"). */
+    int removed = sr_versions_remove_superseded(versions, n_versions, o->sr_uid);
+    if (removed)
+      log_info("UniMed: study %s: SR %s (Instance Number %d) replaces %d earlier version(s)", id,
+               o->sr_uid, version.instance_number, removed);
   }
+  free(versions);
   o->findings = r.findings;
   r.findings = NULL;
   o->emb = embeddings_to_json(&r, g.dim);
@@ -311,9 +337,17 @@ static void finish_locked(study_t *s, outcome_t *o, int had_failed) {
     if (o->emb) study_set_embeddings_json(s, o->emb);
     if (o->analysed) index_note_analysis_locked(o->seconds);
     study_apply_locked(s, EV_FINISH_DONE, 0);
+    cJSON *failed = o->analysed ? index_failed_series_json(s->findings) : NULL;
+    const cJSON *fs;
+    cJSON_ArrayForEach(fs, failed)
+      log_warning("UniMed: study %s: series %s left out: %s", s->id,
+                  cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fs, "series_instance_uid")),
+                  cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fs, "error")));
+    cJSON_Delete(failed);
   } else if (o->state == ST_FAILED) {
     study_clear_result(s);
     s->error = xstrdup(o->error);
+    if (o->findings) s->failed_series = index_failed_series_json(o->findings);
     snprintf(s->fingerprint, sizeof s->fingerprint, "%s", o->fingerprint);
     snprintf(s->analysed_at, sizeof s->analysed_at, "%s", o->time[0] ? o->time : "-");
     if (o->analysed) index_note_analysis_locked(o->seconds);
