@@ -88,7 +88,8 @@ const char *rest_arg(const OrthancPluginHttpRequest *req, const char *key, char 
 int rest_check_args(OrthancPluginRestOutput *out, const OrthancPluginHttpRequest *req,
                     const char *const *allowed) {
   for (uint32_t i = 0; i < req->getCount; i++) {
-    int known = 0;
+    /* "_": the cache buster browsers' XHR libraries add (jQuery's cache: false). */
+    int known = strcmp(req->getKeys[i], "_") == 0;
     for (int k = 0; allowed[k] && !known; k++) known = strcmp(req->getKeys[i], allowed[k]) == 0;
     if (known) continue;
     char list[512] = "";
