@@ -48,7 +48,8 @@ extern "C" int udcm_sr_render_html(const void *buf, size_t len, const char *name
             html_err(err, errlen, "%s: not a structured report DCMTK can read (%s)", nm.c_str(), c.text());
         } else {
             std::ostringstream out;
-            c = doc.renderHTML(out, DSRTypes::HF_renderDcmtkFootnote);
+            // Children inline: each probability next to its finding, not in an annex.
+            c = doc.renderHTML(out, DSRTypes::HF_renderDcmtkFootnote | DSRTypes::HF_alwaysExpandChildrenInline);
             if (c.bad()) {
                 html_err(err, errlen, "%s: cannot render the report (%s)", nm.c_str(), c.text());
             } else {

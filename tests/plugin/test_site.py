@@ -154,6 +154,7 @@ def main():
            and ds1.CompletionFlag == "COMPLETE" and ds1.SoftwareVersions == s["version"],
            "first SR: Instance Number 1, COMPLETE, no predecessor, Software Versions %s"
            % (ds1.SoftwareVersions if ds1 else None))
+        shot(o, sid, "normal", ok)
         upload(o, [make_instance(study_uid, series_uid, "CT", 3, rng)])
         st, r2 = wait_for(lambda: (lambda x: x if x[0] == 200 and x[1].get("sr") and
                                    x[1]["sr"]["sop_instance_uid"] != r1["sr"]["sop_instance_uid"] else None)(
@@ -181,7 +182,6 @@ def main():
         ok(fs and fs[0]["error"], "REST failed_series names the series and the reason: %s" % fs)
         check_api("/studies/{id}", "get", 200, r3)
         shot(o, sid, "failed-series", ok, report=True)
-        shot(o, sid, "normal", ok)
 
         # ---- 4. reasons travel: a study nothing of which can be read ----
         _, bad = make_study("CT", 1, 2, seed=43, broken=True, patient_id="PBAD")
