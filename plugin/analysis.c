@@ -554,6 +554,9 @@ static int analyze_collection(unimed_engine *e, udcm_collection *col, cJSON *ski
       snprintf(out->error, sizeof out->error,
                "none of the %d image series could be analysed; the first: %.400s", failed,
                first_failure);
+    else if (col->n_series == 0 && cJSON_GetStringValue(cJSON_GetArrayItem(skipped, 0)))
+      snprintf(out->error, sizeof out->error, "no DICOM instance could be read (%.400s)",
+               cJSON_GetStringValue(cJSON_GetArrayItem(skipped, 0)));
     else
       snprintf(out->error, sizeof out->error, "%s",
                col->n_series == 0 ? "no DICOM instances found" : "the study holds no images");

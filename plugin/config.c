@@ -311,6 +311,10 @@ int config_load(OrthancPluginContext *ctx, unimed_config_t *c, char *err, size_t
       user_number(root, "UserMetadata", UNIMED_META_FINDINGS, 4601, c->meta_findings, err, n) ||
       user_number(root, "UserContentType", UNIMED_ATTACH_EMB, 4602, c->attach_emb, err, n))
     goto done;
+  {
+    const cJSON *sa = cJSON_GetObjectItemCaseSensitive(root, "StableAge");
+    c->stable_age = cJSON_IsNumber(sa) && sa->valuedouble >= 1 ? (int)sa->valuedouble : 60;
+  }
   /* A stable identity for claims: survives restarts of this server. */
   const cJSON *dsi = cJSON_GetObjectItemCaseSensitive(root, "DatabaseServerIdentifier");
   if (cJSON_IsString(dsi) && dsi->valuestring[0]) {

@@ -19,6 +19,7 @@
 
 #include "journal.h"
 #include "listing.h"
+#include "members.h"
 #include "rest.h"
 #include "worker.h"
 
@@ -68,9 +69,13 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type,
                                         OrthancPluginResourceType rtype, const char *id) {
   switch (type) {
     case OrthancPluginChangeType_OrthancStarted:
-      if (g.enabled) threads_start(worker_main, (void **)g.engines, g.cfg.workers);
+      if (g.enabled) {
+        threads_start(worker_main, (void **)g.engines, g.cfg.workers);
+        members_start(g.cfg.stable_age);
+      }
       break;
     case OrthancPluginChangeType_OrthancStopped:
+      members_stop();
       listing_stop();
       threads_stop();
       break;
@@ -86,6 +91,9 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type,
         study_t *s = study_find(id);
         if (s) study_apply_locked(s, EV_DELETED, 0);
         pthread_mutex_unlock(&g.mu);
+      } else if (id && (rtype == OrthancPluginResourceType_Instance ||
+                        rtype == OrthancPluginResourceType_Series)) {
+        members_removed(id); /* its study is analysed again once removals settle */
       }
       break;
     default:
@@ -222,6 +230,7 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
 }
 
 __attribute__((visibility("default"))) void OrthancPluginFinalize(void) {
+  members_stop();
   listing_stop();
   threads_stop();
   if (g.engines)

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "journal.h"
+#include "members.h"
 #include "sr_versions.h"
 #include "worker.h"
 
@@ -313,6 +314,8 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
   if (put_state(id, ST_DONE, o, NULL) != 200)
     log_warning("UniMed: study %s: cannot write metadata %s", id, g.cfg.meta_state);
 out:
+  /* Which study its instances belong to, for removals later. */
+  if (o->state == ST_DONE || o->state == ST_FAILED) members_note(id, series);
   free(ids);
   cJSON_Delete(series);
 }

@@ -4,7 +4,8 @@ disagree"), on a real Orthanc:
  - SR versions: a study that gains an instance is re-analysed when stable
    again and gets a new SR (new UID, Instance Number 2, Predecessor
    Documents Sequence naming the first, which is removed); a study that
-   gains an undecodable series gets a PARTIAL SR; dciodvfy finds no error;
+   gains an undecodable series gets a PARTIAL SR, and a COMPLETE one again
+   by itself once that series is deleted; dciodvfy finds no error;
    Software Versions is the plugin's version;
  - reasons travel: the decoder's message reaches REST and the log;
  - GET studies (filters, paging), unknown query arguments -> 400 with the
@@ -170,7 +171,9 @@ def main():
         ok(not errs, "the second version passes dciodvfy %s" % errs[:3])
         # an undecodable series joins the study: PARTIAL, reason in REST
         bad_series = generate_uid()
-        upload(o, [make_instance(study_uid, bad_series, "CT", 1, rng, series_number=2, broken=True)])
+        st, stored = o.post("/instances", make_instance(study_uid, bad_series, "CT", 1, rng, series_number=2,
+                                                        broken=True), headers={"Content-Type": "application/dicom"})
+        bad_id = stored["ID"]
         st, r3 = wait_for(lambda: (lambda x: x if x[0] == 200 and x[1].get("sr") and
                                    x[1]["sr"]["sop_instance_uid"] != r2["sr"]["sop_instance_uid"] else None)(
             o.get("/unimed/studies/" + sid)), 120, what="re-analysis after a broken series")
@@ -182,6 +185,18 @@ def main():
         ok(fs and fs[0]["error"], "REST failed_series names the series and the reason: %s" % fs)
         check_api("/studies/{id}", "get", 200, r3)
         shot(o, sid, "failed-series", ok, report=True)
+        # the undecodable series is removed again: re-analysed once removals settle
+        st = o.request("DELETE", "/instances/%s" % bad_id)[0]
+        ok(st == 200, "the undecodable instance deleted")
+        st, r4 = wait_for(lambda: (lambda x: x if x[0] == 200 and x[1].get("sr") and
+                                   x[1]["sr"]["sop_instance_uid"] != r3["sr"]["sop_instance_uid"] else None)(
+            o.get("/unimed/studies/" + sid)), 120, what="re-analysis after a removal")
+        ds4, _ = wait_for(lambda: (lambda x: x if x[0] is not None else None)(sr_of(o, sid)), 30,
+                          what="one SR in the study")
+        ok(ds4.CompletionFlag == "COMPLETE" and int(ds4.InstanceNumber) == 4 and r4["complete"] is True
+           and not r4["failed_series"] and ds4.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+           .ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ds3.SOPInstanceUID,
+           "an instance removed: re-analysed by itself, COMPLETE again, Instance Number 4, predecessor the third")
 
         # ---- 4. reasons travel: a study nothing of which can be read ----
         _, bad = make_study("CT", 1, 2, seed=43, broken=True, patient_id="PBAD")
