@@ -253,6 +253,12 @@ def main():
         text = html.decode("utf-8", "replace") if isinstance(html, bytes) else str(html)
         ok(st == 200 and "unimed-back-link" in text and "Probability" in text,
            "report.html: DCMTK's rendering of the SR with a way back")
+        st, an = o.post("/unimed/studies/%s/analyze" % sid)
+        check_api("/studies/{id}/analyze", "post", st, an)
+        st, pend = o.get("/unimed/studies/" + sid)
+        check_api("/studies/{id}", "get", st, pend)  # 202 while queued or running, else 200
+        st, again = study_result(o, sid)
+        ok(st == 200 and again["sr"] == r4["sr"], "re-analysis of unchanged content: the same SR")
 
     # ---- 6. analyze-all: studies stored while the plugin was disabled ----
     o = Orthanc(plugin, model, unimed={"Enable": False})
