@@ -17,7 +17,7 @@
 
 namespace {
 
-void html_err(char *err, size_t errlen, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) void html_err(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || !errlen) return;
     va_list ap;

@@ -156,44 +156,52 @@ static int check_keys(const cJSON *sec, char *err, size_t n) {
 /* The folder relative paths are resolved against, as Orthanc resolves its
  * own: the configuration folder when Orthanc was started with a folder
  * (Debian: `Orthanc /etc/orthanc`), else the folder of the configuration
- * file. Orthanc's argument is read from /proc/self/cmdline: for a folder
- * given without a trailing slash, OrthancPluginGetConfigurationPath()
- * answers its parent. */
+ * file. OrthancPluginGetConfigurationPath() answers the file, or for a folder
+ * its parent (without a trailing slash) or itself (with one), so Orthanc's
+ * argument is read from /proc/self/cmdline: the first argument that agrees
+ * with that answer (a wrapper such as valgrind adds arguments before it). */
 static void config_base(OrthancPluginContext *ctx, char *base, size_t n) {
   base[0] = 0;
-  FILE *f = fopen("/proc/self/cmdline", "rb");
-  if (f) {
-    char cmd[8192];
-    size_t len = fread(cmd, 1, sizeof cmd - 1, f);
-    fclose(f);
-    cmd[len] = 0;
-    size_t i = strlen(cmd) + 1; /* skip argv[0] */
-    while (i < len) {
-      const char *arg = cmd + i;
-      i += strlen(arg) + 1;
-      if (arg[0] == '-' || !arg[0]) continue;
-      char real[PATH_MAX];
-      struct stat st;
-      if (!realpath(arg, real) || stat(real, &st) != 0) break;
-      if (S_ISDIR(st.st_mode)) {
-        snprintf(base, n, "%s", real);
-      } else {
-        char *slash = strrchr(real, '/');
-        if (slash) *slash = 0;
-        snprintf(base, n, "%s", real[0] ? real : "/");
-      }
-      return;
-    }
-  }
+  char cp_real[PATH_MAX] = "";
   char *cp = OrthancPluginGetConfigurationPath(ctx);
   if (cp) {
-    struct stat st;
-    snprintf(base, n, "%s", cp);
-    if (stat(cp, &st) != 0 || !S_ISDIR(st.st_mode)) {
-      char *slash = strrchr(base, '/');
-      if (slash) *slash = 0; else base[0] = 0;
-    }
+    if (!realpath(cp, cp_real)) snprintf(cp_real, sizeof cp_real, "%s", cp);
     OrthancPluginFreeString(ctx, cp);
+  }
+  FILE *f = fopen("/proc/self/cmdline", "rb");
+  if (f && cp_real[0]) {
+    char cmd[8192];
+    size_t len = fread(cmd, 1, sizeof cmd - 1, f);
+    cmd[len] = 0;
+    for (size_t i = strlen(cmd) + 1; i < len;) { /* argv[0] skipped */
+      const char *arg = cmd + i;
+      i += strlen(arg) + 1;
+      char real[PATH_MAX];
+      struct stat st;
+      if (arg[0] == '-' || !arg[0] || !realpath(arg, real) || stat(real, &st) != 0) continue;
+      char parent[PATH_MAX];
+      snprintf(parent, sizeof parent, "%s", real);
+      char *slash = strrchr(parent, '/');
+      if (slash) *slash = 0;
+      if (!parent[0]) snprintf(parent, sizeof parent, "/");
+      if (S_ISDIR(st.st_mode) && (strcmp(cp_real, real) == 0 || strcmp(cp_real, parent) == 0)) {
+        snprintf(base, n, "%s", real);
+        break;
+      }
+      if (!S_ISDIR(st.st_mode) && strcmp(cp_real, real) == 0) {
+        snprintf(base, n, "%s", parent);
+        break;
+      }
+    }
+  }
+  if (f) fclose(f);
+  if (base[0] || !cp_real[0]) return;
+  /* No agreeing argument: Orthanc's answer alone (a folder, or a file's folder). */
+  struct stat st;
+  snprintf(base, n, "%s", cp_real);
+  if (stat(cp_real, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    char *slash = strrchr(base, '/');
+    if (slash) *slash = 0; else base[0] = 0;
   }
 }
 
