@@ -330,6 +330,15 @@ typedef struct udcm_sr_request {
     const udcm_sr_group *groups;
     size_t n_groups;                /* >= 1 */
     int complete;                   /* 1: COMPLETE; 0: PARTIAL (some series failed) */
+
+    /* Versions (docs/REPORTS.md, "Versions"): the report's identity follows
+     * its content, and a new version names the one it replaces. */
+    const char *const *input_sop_instance_uids; /* every analysed instance (any
+                                     * order); they feed the SOP Instance UID */
+    size_t n_inputs;
+    int instance_number;            /* 0: 1 */
+    const char *predecessor_series_uid;       /* the report this one replaces */
+    const char *predecessor_sop_instance_uid; /* (both NULL: none) */
 } udcm_sr_request;
 
 /* Write the SR.  Any of the outputs may be NULL / unused:
