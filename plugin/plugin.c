@@ -232,6 +232,7 @@ static int config_load(unimed_config_t *c, char *err, size_t n) {
     c->precision = (int)pv;
   }
   if (get_bool(sec, "WriteReports", 1, &c->write_reports, err, n)) goto done;
+  if (labels_configure(sec, err, n)) goto done;
   if (get_str(sec, "Root", "/unimed/", &c->root, err, n)) goto done;
   {
     size_t rl = strlen(c->root);
@@ -935,6 +936,8 @@ static void *worker_main(void *arg) {
     outcome_t o;
     memset(&o, 0, sizeof o);
     analyse(e, id, force, had_done || had_failed ? fp : NULL, &o);
+    if (!o.unchanged && !o.elsewhere && o.state != ST_NONE)
+      labels_update(id, o.state == ST_DONE ? o.findings : NULL);
 
     pthread_mutex_lock(&g.mu);
     g.running--;

@@ -4,6 +4,7 @@
  * rest.c       the REST routes under Root and the Explorer extension
  * orthanc_io.c calls into Orthanc's REST API, metadata, small helpers
  * index.c      the in-memory index of findings and embeddings
+ * labels.c     findings as Orthanc labels (Orthanc >= 1.12)
  */
 #ifndef UNIMED_PLUGIN_INTERNAL_H
 #define UNIMED_PLUGIN_INTERNAL_H
@@ -177,6 +178,19 @@ const char *state_name(int st);
 /* ---- plugin.c ---- */
 void enqueue_locked(study_t *s, int force);
 int plugin_enqueue(const char *id, int force); /* 1 queued, 0 already pending */
+
+/* ---- labels.c ---- */
+/* Reads "UniMed"."Labels" (default true) and "UniMed"."LabelPrefix"
+ * (default "unimed-"). 0, or -1 with a message. */
+int labels_configure(const cJSON *section, char *err, size_t n);
+/* 1 when findings become labels: wanted, and the running Orthanc has labels
+ * (asked once, at the first call). */
+int labels_active(void);
+const char *labels_prefix(void);
+/* Makes the study's labels with our prefix those that findings (as stored in
+ * UniMedFindings; NULL = none) call for; other labels stay untouched. A no-op
+ * without labels_active(). 0, or -1 when Orthanc refused a change. */
+int labels_update(const char *study, const cJSON *findings);
 
 /* ---- rest.c ---- */
 void rest_register(void);
