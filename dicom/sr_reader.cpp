@@ -182,7 +182,7 @@ struct Reader {
                 }
             } else if (vt == DSRTypes::VT_Code) {
                 udcm_sr_read_finding f{};
-                f.concept = st.code(concept);
+                f.concept_name = st.code(concept);
                 f.code = st.code(it.getCodeValue());
                 f.probability = NAN;
                 grp->findings->push_back(f);
@@ -202,7 +202,7 @@ struct Reader {
                 f.probability = value;
             } else if (depth == group_depth + 1 || finding < 0) {
                 udcm_sr_read_measurement m{};
-                m.concept = st.code(concept);
+                m.concept_name = st.code(concept);
                 m.value = value;
                 m.value_text = st.str(nv.getNumericValue());
                 m.unit = st.code(nv.getMeasurementUnit());
@@ -368,7 +368,7 @@ char *udcm_sr_result_json(const udcm_sr_result *res)
         cJSON *fs = cJSON_AddArrayToObject(s, "findings");
         for (size_t i = 0; i < g.n_findings; i++) {
             const udcm_sr_read_finding &f = g.findings[i];
-            if (!(strcmp(f.concept.value, "121071") == 0 && strcmp(f.concept.scheme, "DCM") == 0)) continue;
+            if (!(strcmp(f.concept_name.value, "121071") == 0 && strcmp(f.concept_name.scheme, "DCM") == 0)) continue;
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "label", f.code.meaning);
             cJSON_AddItemToObject(o, "code", code_obj(f.code));
