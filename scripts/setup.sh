@@ -13,17 +13,20 @@ with_npm=1
 [ "${1:-}" = "--no-npm" ] && with_npm=0
 
 # The clang runtime (sanitizers, libFuzzer) is named after clang's version.
+# DCMTK 3.6.9's CMake files (Debian 13) name libtiff.so and libjpeg.so in
+# dcmimage's link interface, but libdcmtk-dev does not bring them.
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+release_packages=()
 case "$codename" in
   bookworm) clang_rt=libclang-rt-14-dev ;;
-  trixie) clang_rt=libclang-rt-19-dev ;;
+  trixie) clang_rt=libclang-rt-19-dev; release_packages=(libtiff-dev libjpeg-dev) ;;
   *) clang_rt=libclang-rt-dev
      echo "setup: release '$codename' not tested (Debian 12 and 13 are); trying $clang_rt" >&2 ;;
 esac
 
 PACKAGES=(
   # build
-  build-essential cmake pkg-config clang "$clang_rt"
+  build-essential cmake pkg-config clang "$clang_rt" "${release_packages[@]}"
   # libraries
   libopenblas-dev libcjson-dev libdcmtk-dev dcmtk libopenjp2-7-dev libxml2-dev libxml2-utils libzip-dev libpng-dev
   # Orthanc and DICOM tools
