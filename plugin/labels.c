@@ -90,6 +90,7 @@ typedef struct {
 static int by_probability(const void *a, const void *b) {
   const candidate_t *x = a, *y = b;
   if (x->p != y->p) return x->p < y->p ? 1 : -1;
+  if (!x->name || !y->name) return !x->name - !y->name; /* nameless ones never become labels */
   return strcmp(x->name, y->name);
 }
 
