@@ -17,9 +17,10 @@ import json
 import os
 import sys
 import tempfile
+import time
 
 from common import (Check, Orthanc, env_paths, make_study, storescu, study_result, upload,
-                    wait_for, orthanc_session)
+                    orthanc_session)
 
 PREFIX = "unimed-"
 
@@ -77,6 +78,17 @@ def ours(labels):
     return {l for l in labels if l.startswith(PREFIX)}
 
 
+def settled_labels(o, study, good, timeout=30):
+    """The study's labels once good(labels) holds, else the last ones seen
+    after timeout seconds."""
+    deadline = time.time() + timeout
+    while True:
+        last = labels_of(o, study)
+        if good(last) or time.time() > deadline:
+            return last
+        time.sleep(0.3)
+
+
 def find_tagged(o, label):
     st, ans = o.post("/tools/find", {"Level": "Study", "Query": {}, "Labels": [label],
                                      "LabelsConstraint": "All"})
@@ -132,11 +144,10 @@ def main():
                 st, r = study_result(o, sid, timeout=180)
                 ok(st == 200 and r["state"] == "done", "%s analysed: %s" % (name, r.get("state")))
                 expected[sid] = expected_labels(r["findings"], ls1)
-                got = wait_for(lambda: (lambda l: l if ours(l) == expected[sid] else None)(
-                    labels_of(o, sid)), timeout=30, what="labels of " + name) \
-                    if expected[sid] else labels_of(o, sid)
+                got = settled_labels(o, sid, lambda l: ours(l) == expected[sid])
                 ok(got == expected[sid] and len(expected[sid]) == 2,
-                   "%s carries exactly the 2 labels of the rule: %s" % (name, sorted(got)))
+                   "%s carries exactly the 2 labels of the rule %s: %s"
+                   % (name, sorted(expected[sid]), sorted(got)))
                 ok(not any(l in got for l in (PREFIX + "gamma", PREFIX + "delta")),
                    "%s: no label for a finding with orthanc_label false or above its threshold"
                    % name)
@@ -156,8 +167,7 @@ def main():
                 st, _, _ = o.request("PUT", "/studies/%s/labels/%s" % (ct1, lab), body=b"")
                 ok(st == 200, "PUT label %s on CT 1: HTTP %d" % (lab, st))
             reanalyse(o, ct1)
-            got = wait_for(lambda: (lambda l: l if PREFIX + "stale" not in l else None)(
-                labels_of(o, ct1)), timeout=60, what="the stale label to go")
+            got = settled_labels(o, ct1, lambda l: PREFIX + "stale" not in l)
             ok(got == expected[ct1] | {"reviewed", "other-plugin_x"},
                "after re-analysis CT 1 has ours and the user's/other plugin's: %s" % sorted(got))
 
@@ -165,8 +175,7 @@ def main():
             o.request("PUT", "/studies/%s/labels/%s" % (bad, PREFIX + "alpha"), body=b"")
             o.request("PUT", "/studies/%s/labels/keep-me" % bad, body=b"")
             reanalyse(o, bad)
-            got = wait_for(lambda: (lambda l: l if not ours(l) else None)(labels_of(o, bad)),
-                           timeout=60, what="our labels to leave the failed study")
+            got = settled_labels(o, bad, lambda l: not ours(l))
             ok(got == {"keep-me"}, "failed re-analysis: ours removed, keep-me kept: %s" % sorted(got))
 
             # A deleted study: gone from /tools/find.
@@ -185,8 +194,7 @@ def main():
                 before = labels_of(o, sid)
                 st, r = reanalyse(o, sid)
                 want = expected_labels(r["findings"], ls2)
-                got = wait_for(lambda: (lambda l: l if ours(l) == want else None)(
-                    labels_of(o, sid)), timeout=60, what="the new labels of " + name)
+                got = settled_labels(o, sid, lambda l: ours(l) == want)
                 ok(len(want) == 1 and got == want | (before - ours(before)),
                    "%s with the new label set: ours %s, others unchanged %s"
                    % (name, sorted(ours(got)), sorted(got - ours(got))))
