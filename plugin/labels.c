@@ -103,6 +103,19 @@ static const cJSON *find_named(const cJSON *array, const char *key, const char *
   return NULL;
 }
 
+/* A finding's probability: a number when read back from Orthanc, raw JSON
+ * text (written with the digits that round-trip) when fresh from the
+ * engine; -1 when absent. */
+static double probability(const cJSON *p) {
+  if (cJSON_IsNumber(p)) return p->valuedouble;
+  if (cJSON_IsRaw(p) && p->valuestring) {
+    char *end = NULL;
+    double v = strtod(p->valuestring, &end);
+    if (end && end != p->valuestring && *end == 0) return v;
+  }
+  return -1;
+}
+
 /* Adds to wanted (up to cap names, deduplicated) the labels of one label set:
  * its findings at or above their thresholds, the most probable first, at
  * most the set's "max_per_study"; a finding's probability is its highest
@@ -127,8 +140,8 @@ static void set_labels(const cJSON *set_rule, const cJSON *findings, const char 
       const cJSON *ls = find_named(cJSON_GetObjectItemCaseSensitive(series, "label_sets"), "name",
                                    set_name);
       const cJSON *f = find_named(cJSON_GetObjectItemCaseSensitive(ls, "findings"), "label", label);
-      const cJSON *p = cJSON_GetObjectItemCaseSensitive(f, "probability");
-      if (cJSON_IsNumber(p) && p->valuedouble > c[k].p) c[k].p = p->valuedouble;
+      double p = probability(cJSON_GetObjectItemCaseSensitive(f, "probability"));
+      if (p > c[k].p) c[k].p = p;
     }
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(rule, "orthanc_threshold");
     if (!c[k].name || !cJSON_IsNumber(t) || c[k].p < t->valuedouble) c[k].p = -1;
