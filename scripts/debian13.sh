@@ -26,6 +26,15 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# One run at a time: a second one would check out another commit under the
+# first one's build.
+mkdir -p "$(dirname "$root")"
+exec 9>"$root.lock"
+if ! flock -n 9; then
+  stamp "waiting for another scripts/debian13.sh to finish"
+  flock 9
+fi
+
 # ---- the chroot: reuse, or make it from nothing ----
 if [ ! -x "$root/usr/bin/git" ] || [ ! -f "$root/etc/os-release" ]; then
   if ! command -v debootstrap >/dev/null; then
