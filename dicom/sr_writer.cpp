@@ -308,7 +308,7 @@ struct TreeBuilder {
     DSRDocumentTree &t;
 
     size_t add(size_t parent, DSRTypes::E_RelationshipType rel, DSRTypes::E_ValueType vt,
-               const DSRCodedEntryValue *concept)
+               const DSRCodedEntryValue *concept_code)
     {
         if (t.gotoNode(parent) == 0) fail("SR tree: lost node");
         size_t id;
@@ -321,43 +321,43 @@ struct TreeBuilder {
         if (id == 0)
             fail(std::string("SR tree: cannot add ") + DSRTypes::valueTypeToDefinedTerm(vt) +
                  " (" + DSRTypes::relationshipTypeToDefinedTerm(rel) + ")" +
-                 (concept ? " \"" + std::string(concept->getCodeMeaning().c_str()) + "\"" : ""));
-        if (concept) check(t.getCurrentContentItem().setConceptName(*concept), "SR tree: concept name");
+                 (concept_code ? " \"" + std::string(concept_code->getCodeMeaning().c_str()) + "\"" : ""));
+        if (concept_code) check(t.getCurrentContentItem().setConceptName(*concept_code), "SR tree: concept name");
         return id;
     }
     DSRContentItem &item() { return t.getCurrentContentItem(); }
 
-    size_t code(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept,
+    size_t code(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept_code,
                 const DSRCodedEntryValue &value)
     {
-        size_t id = add(parent, rel, DSRTypes::VT_Code, &concept);
-        check(item().setCodeValue(value), "SR tree: code value of " + std::string(concept.getCodeMeaning().c_str()));
+        size_t id = add(parent, rel, DSRTypes::VT_Code, &concept_code);
+        check(item().setCodeValue(value), "SR tree: code value of " + std::string(concept_code.getCodeMeaning().c_str()));
         return id;
     }
-    size_t text(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept,
+    size_t text(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept_code,
                 const std::string &value)
     {
-        size_t id = add(parent, rel, DSRTypes::VT_Text, &concept);
-        check(item().setStringValue(value.c_str()), "SR tree: text of " + std::string(concept.getCodeMeaning().c_str()));
+        size_t id = add(parent, rel, DSRTypes::VT_Text, &concept_code);
+        check(item().setStringValue(value.c_str()), "SR tree: text of " + std::string(concept_code.getCodeMeaning().c_str()));
         return id;
     }
-    size_t uidref(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept,
+    size_t uidref(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept_code,
                   const std::string &value)
     {
-        size_t id = add(parent, rel, DSRTypes::VT_UIDRef, &concept);
-        check(item().setStringValue(value.c_str()), "SR tree: UID of " + std::string(concept.getCodeMeaning().c_str()));
+        size_t id = add(parent, rel, DSRTypes::VT_UIDRef, &concept_code);
+        check(item().setStringValue(value.c_str()), "SR tree: UID of " + std::string(concept_code.getCodeMeaning().c_str()));
         return id;
     }
-    size_t container(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept)
+    size_t container(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept_code)
     {
-        size_t id = add(parent, rel, DSRTypes::VT_Container, &concept);
+        size_t id = add(parent, rel, DSRTypes::VT_Container, &concept_code);
         check(item().setContinuityOfContent(DSRTypes::COC_Separate), "SR tree: continuity");
         return id;
     }
-    size_t image(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue *concept,
+    size_t image(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue *concept_code,
                  const std::string &sop_class, const std::string &sop_inst, const std::set<uint32_t> &frames)
     {
-        size_t id = add(parent, rel, DSRTypes::VT_Image, concept);
+        size_t id = add(parent, rel, DSRTypes::VT_Image, concept_code);
         DSRImageReferenceValue ref(sop_class.c_str(), sop_inst.c_str());
         for (uint32_t f : frames)
             if (f > 0) ref.getFrameList().addItem((Sint32)f);

@@ -374,7 +374,7 @@ int udcm_sr_validate_xml(const char *xml_path, const char *xsd_path,
 /* A CODE content item of a group (the Finding (121071, DCM) items, and any
  * other coded evaluation), with the Probability attached to it, if any. */
 typedef struct udcm_sr_read_finding {
-    udcm_sr_code concept;           /* concept name, e.g. (121071, DCM, "Finding") */
+    udcm_sr_code concept_name;      /* e.g. (121071, DCM, "Finding") */
     udcm_sr_code code;              /* the value */
     int has_probability;
     double probability;             /* (122157, DCM, "Probability") under it */
@@ -382,7 +382,7 @@ typedef struct udcm_sr_read_finding {
 
 /* A NUM content item of a group that is not a finding's Probability. */
 typedef struct udcm_sr_read_measurement {
-    udcm_sr_code concept;
+    udcm_sr_code concept_name;
     double value;                   /* Floating Point Value if present, else DS */
     const char *value_text;         /* the DS as written */
     udcm_sr_code unit;

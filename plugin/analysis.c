@@ -185,11 +185,17 @@ cJSON *unimed_engine_describe(const unimed_engine *e) {
                             ls->scoring == UNIMED_SCORING_BINARY ? "binary" : "softmax");
     cJSON_AddItemToObject(s, "modalities", string_array(ls->modalities, ls->n_modalities));
     cJSON_AddItemToObject(s, "body_parts", string_array(ls->body_parts, ls->n_body_parts));
+    cJSON_AddNumberToObject(s, "orthanc_max_per_study", ls->orthanc_max);
     cJSON *labels = cJSON_AddArrayToObject(s, "labels");
     for (int k = 0; k < ls->n_labels; k++) {
       cJSON *l = cJSON_CreateObject();
       cJSON_AddStringToObject(l, "name", ls->labels[k].name);
       cJSON_AddItemToObject(l, "code", code_json(&ls->labels[k].code));
+      if (ls->labels[k].orthanc_label)
+        cJSON_AddStringToObject(l, "orthanc_label", ls->labels[k].orthanc_label);
+      else
+        cJSON_AddNullToObject(l, "orthanc_label");
+      cJSON_AddNumberToObject(l, "orthanc_threshold", ls->labels[k].orthanc_threshold);
       cJSON_AddItemToArray(labels, l);
     }
     cJSON_AddItemToArray(sets, s);

@@ -12,6 +12,7 @@
 
 #include "analysis.h"
 #include "config.h"
+#include "labels.h"
 #include "nearest.h"
 #include "orthanc_io.h"
 
@@ -129,7 +130,8 @@ static int user_number(const cJSON *root, const char *section, const char *name,
 static const char *const known_keys[] = {
     "Enable", "ModelDirectory", "LabelSets", "LabelSetDirectory", "Modalities", "MaxSlices",
     "Workers", "Threads", "Precision", "WriteReports", "Root", "MaxClassifyBytes",
-    "CacheDirectory", "ClaimLease", "JournalProperty", "DecodeBudgetMB", NULL};
+    "CacheDirectory", "ClaimLease", "JournalProperty", "DecodeBudgetMB", "Labels",
+    "LabelPrefix", NULL};
 
 /* An unknown key is refused, with the nearest known one: a misspelt key
  * would otherwise silently fall back to a default (e.g. "LabelSet" to every
@@ -163,7 +165,12 @@ static int check_keys(const cJSON *sec, char *err, size_t n) {
 static void config_base(OrthancPluginContext *ctx, char *base, size_t n) {
   base[0] = 0;
   char cp_real[PATH_MAX] = "";
+  /* Deprecated in the 1.12 SDK without a replacement for this use
+   * (relative paths in the configuration). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   char *cp = OrthancPluginGetConfigurationPath(ctx);
+#pragma GCC diagnostic pop
   if (cp) {
     if (!realpath(cp, cp_real)) snprintf(cp_real, sizeof cp_real, "%s", cp);
     OrthancPluginFreeString(ctx, cp);
@@ -281,6 +288,7 @@ int config_load(OrthancPluginContext *ctx, unimed_config_t *c, char *err, size_t
     c->precision = (int)pv;
   }
   if (get_bool(sec, "WriteReports", 1, &c->write_reports, err, n)) goto done;
+  if (labels_configure(sec, err, n)) goto done;
   if (get_str(sec, "Root", "/unimed/", &c->root, err, n)) goto done;
   {
     size_t rl = strlen(c->root);

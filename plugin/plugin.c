@@ -186,9 +186,14 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
     OrthancPluginLogError(context, msg);
     return -1;
   }
-  OrthancPluginSetDescription(context,
-      "UniMed for Orthanc: zero-shot findings with the UniMed-CLIP vision-language model, "
-      "written back as DICOM SR and served over REST");
+#define UNIMED_DESCRIPTION                                                                  \
+  "UniMed for Orthanc: zero-shot findings with the UniMed-CLIP vision-language model, "    \
+  "written back as DICOM SR and served over REST"
+#if ORTHANC_PLUGINS_VERSION_IS_ABOVE(1, 12, 4) /* the SDK of Debian 13's Orthanc 1.12.7 */
+  OrthancPluginSetDescription2(context, UNIMED_PLUGIN_NAME, UNIMED_DESCRIPTION);
+#else
+  OrthancPluginSetDescription(context, UNIMED_DESCRIPTION);
+#endif
 
   char err[1024] = "";
   if (config_load(context, &g.cfg, err, sizeof err) != 0) {

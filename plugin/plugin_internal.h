@@ -13,6 +13,7 @@
  *   sr_versions.c  the versions of a study's report
  *   members.c      re-analysis after removals
  *   nearest.c      the nearest known name (for messages)
+ *   labels.c       findings as Orthanc labels (Orthanc >= 1.12)
  *   orthanc_io.c   calls into Orthanc's REST API, logging, helpers
  *
  * Include order (no cycles): orthanc_io.h, config.h, study_state.h

@@ -400,6 +400,10 @@ void rest_register_explorer(void) {
   char *full = malloc(n);
   if (!full) return;
   snprintf(full, n, "var UNIMED_ROOT = '%s';\n%s", rest_root(), js);
+#if ORTHANC_PLUGINS_VERSION_IS_ABOVE(1, 12, 4) /* the SDK of Debian 13's Orthanc 1.12.7 */
+  OrthancPluginExtendOrthancExplorer2(g.ctx, UNIMED_PLUGIN_NAME, full);
+#else
   OrthancPluginExtendOrthancExplorer(g.ctx, full);
+#endif
   free(full);
 }

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "journal.h"
+#include "labels.h"
 #include "members.h"
 #include "sr_versions.h"
 #include "worker.h"
@@ -481,6 +482,10 @@ void *worker_main(void *arg) {
     outcome_t o;
     memset(&o, 0, sizeof o);
     analyse(e, id, force, had_done || had_failed ? fp : NULL, &o);
+    /* Our labels follow a new outcome: a failed or skipped study carries
+     * none (a deleted one, ST_NONE, loses its labels with it). */
+    if (!o.unchanged && !o.elsewhere && o.state != ST_NONE)
+      labels_update(id, o.state == ST_DONE ? o.findings : NULL);
 
     pthread_mutex_lock(&g.mu);
     queue_note_running_locked(-1);
