@@ -23,6 +23,7 @@ struct unimed_engine {
   int n_sets;
   int max_slices;
   int aggregate_max;
+  udcm_limits limits; /* checked when a file's header is read */
   char manufacturer[128];
   char software_version[64];
 };
@@ -78,6 +79,11 @@ unimed_engine *unimed_engine_create(const unimed_engine_options *o, char *err, s
     return NULL;
   }
   e->max_slices = o->max_slices > 0 ? o->max_slices : 8;
+  udcm_limits_default(&e->limits);
+  if (o->max_frame_bytes) {
+    e->limits.max_frame_bytes = o->max_frame_bytes;
+    e->limits.max_frame_pixels = o->max_frame_bytes / 4;
+  }
   e->aggregate_max = o->aggregate_max;
   snprintf(e->manufacturer, sizeof e->manufacturer, "%s",
            o->manufacturer ? o->manufacturer : "UniMed for Orthanc");
@@ -581,7 +587,7 @@ int unimed_engine_analyze_files(unimed_engine *e, const char *const *paths, int 
   memset(out, 0, sizeof *out);
   udcm_collection col;
   cJSON *skipped = cJSON_CreateArray();
-  if (udcm_collect(paths, n_paths, NULL, warn_ignore, skipped, &col, out->error,
+  if (udcm_collect(paths, n_paths, &e->limits, warn_ignore, skipped, &col, out->error,
                    sizeof out->error) != 0) {
     cJSON_Delete(skipped);
     return -1;
@@ -612,7 +618,7 @@ int unimed_engine_analyze_blobs_version(unimed_engine *e, const unimed_blob *blo
   }
   udcm_collection col;
   cJSON *skipped = cJSON_CreateArray();
-  int rc = udcm_collect_memory(files, n_blobs, NULL, warn_ignore, skipped, &col, out->error,
+  int rc = udcm_collect_memory(files, n_blobs, &e->limits, warn_ignore, skipped, &col, out->error,
                                sizeof out->error);
   free(files);
   if (rc != 0) {
