@@ -78,6 +78,9 @@ static void url_decode(const char *in, char *out, size_t n) {
 typedef char arg_buf[2048];
 
 /* Decoded value of GET argument key into buf, or NULL when absent. */
+/* How long a route waits for the index rebuilt at start before answering 503. */
+#define INDEX_WAIT_SECONDS 30
+
 static const char *get_arg(const OrthancPluginHttpRequest *req, const char *key, arg_buf buf) {
   for (uint32_t i = 0; i < req->getCount; i++)
     if (strcmp(req->getKeys[i], key) == 0) {
@@ -173,6 +176,10 @@ OrthancPluginErrorCode rest_study(OrthancPluginRestOutput *out, const char *url,
     answer_error(out, 404, "unknown study: %s", id);
     return 0;
   }
+  if (!index_wait_ready(INDEX_WAIT_SECONDS)) {
+    answer_error(out, 503, "the index of analysed studies is still being rebuilt; try again");
+    return 0;
+  }
   int pending = 0;
   cJSON *j = index_study_json(id, &pending);
   int status = pending ? 202 : 200;
@@ -228,6 +235,10 @@ OrthancPluginErrorCode rest_findings(OrthancPluginRestOutput *out, const char *u
   if (parse_limit(req, 100, &limit)) { answer_error(out, 400, "\"limit\" must be a positive integer"); return 0; }
   const char *lset = get_arg(req, "label-set", lset_b);
   const char *mod = get_arg(req, "modality", mod_b);
+  if (!index_wait_ready(INDEX_WAIT_SECONDS)) {
+    answer_error(out, 503, "the index of analysed studies is still being rebuilt; try again");
+    return 0;
+  }
   cJSON *j = index_findings_json(label, minp, lset, mod, limit, study_in_orthanc);
   answer(out, 200, j);
   return 0;
@@ -252,6 +263,11 @@ OrthancPluginErrorCode rest_search(OrthancPluginRestOutput *out, const char *url
   if (rc != 0) {
     free(q);
     answer_error(out, 400, "cannot embed the text: %s", err);
+    return 0;
+  }
+  if (!index_wait_ready(INDEX_WAIT_SECONDS)) {
+    free(q);
+    answer_error(out, 503, "the index of analysed studies is still being rebuilt; try again");
     return 0;
   }
   cJSON *j = index_search_json(text, q, mod, limit, study_in_orthanc);
