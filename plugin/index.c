@@ -281,6 +281,15 @@ cJSON *embeddings_to_json(const unimed_study_result *r, int dim) {
 
 /* ---- queries for REST ---- */
 
+/* A study's results are listed while it is done, and also while it is
+ * queued or running again with its previous results still held (a re-check
+ * after a restart or a StableStudy): they stay true until replaced. */
+static int has_listed_result(const study_t *s) {
+  if (s->state == ST_DONE) return 1;
+  return (s->state == ST_QUEUED || s->state == ST_RUNNING) && !s->deleted && s->findings &&
+         !s->error;
+}
+
 void index_counts(index_counts_t *c) {
   memset(c, 0, sizeof *c);
   pthread_mutex_lock(&g.mu);
@@ -534,7 +543,7 @@ static cJSON *findings_candidates(const void *ctx, size_t want, size_t *total) {
   hit_t *hits = malloc(cap * sizeof *hits);
   for (size_t i = 0; i < ix.table_size && hits; i++)
     for (study_t *s = ix.table[i]; s; s = s->next) {
-      if (s->state != ST_DONE) continue;
+      if (!has_listed_result(s)) continue;
       /* Best matching finding of each study. */
       const finding_t *best = NULL;
       for (int k = 0; k < s->nf; k++) {
@@ -606,7 +615,7 @@ static cJSON *search_candidates(const void *ctx, size_t want, size_t *total) {
   shit_t *hits = malloc(cap * sizeof *hits);
   for (size_t i = 0; i < ix.table_size && hits; i++)
     for (study_t *s = ix.table[i]; s; s = s->next) {
-      if (s->state != ST_DONE || s->nemb == 0) continue;
+      if (!has_listed_result(s) || s->nemb == 0) continue;
       int best = -1;
       double bs = -2;
       for (int k = 0; k < s->nemb; k++) {

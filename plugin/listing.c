@@ -40,6 +40,10 @@ OrthancPluginErrorCode rest_studies(OrthancPluginRestOutput *out, const char *ur
   }
   page_t page;
   if (rest_page(out, req, 100, &page.since, &page.limit)) return 0;
+  if (!index_wait_ready(REST_INDEX_WAIT_SECONDS)) {
+    rest_answer_error(out, 503, "the index of analysed studies is still being rebuilt; try again");
+    return 0;
+  }
   rest_answer(out, 200, index_list_json(&f, page, rest_study_in_orthanc));
   return 0;
 }

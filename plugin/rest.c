@@ -209,6 +209,10 @@ OrthancPluginErrorCode rest_study(OrthancPluginRestOutput *out, const char *url,
     answer_error(out, 404, "unknown study: %s", id);
     return 0;
   }
+  if (!index_wait_ready(REST_INDEX_WAIT_SECONDS)) {
+    answer_error(out, 503, "the index of analysed studies is still being rebuilt; try again");
+    return 0;
+  }
   int pending = 0;
   cJSON *j = index_study_json(id, &pending);
   int status = pending ? 202 : 200;
@@ -268,6 +272,10 @@ OrthancPluginErrorCode rest_findings(OrthancPluginRestOutput *out, const char *u
   if (rest_page(out, req, 100, &page.since, &page.limit)) return 0;
   const char *lset = rest_arg(req, "label_set", sb, sizeof sb);
   const char *mod = rest_arg(req, "modality", ob, sizeof ob);
+  if (!index_wait_ready(REST_INDEX_WAIT_SECONDS)) {
+    answer_error(out, 503, "the index of analysed studies is still being rebuilt; try again");
+    return 0;
+  }
   answer(out, 200, index_findings_json(label, minp, lset, mod, page, rest_study_in_orthanc));
   return 0;
 }
@@ -293,6 +301,11 @@ OrthancPluginErrorCode rest_search(OrthancPluginRestOutput *out, const char *url
   if (rc != 0) {
     free(q);
     answer_error(out, 400, "cannot embed the text: %s", err);
+    return 0;
+  }
+  if (!index_wait_ready(REST_INDEX_WAIT_SECONDS)) {
+    free(q);
+    answer_error(out, 503, "the index of analysed studies is still being rebuilt; try again");
     return 0;
   }
   cJSON *j = index_search_json(text, q, mod, page, rest_study_in_orthanc);

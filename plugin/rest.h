@@ -38,6 +38,8 @@ const char *rest_arg(const OrthancPluginHttpRequest *req, const char *key, char 
 /* limit (1..max, default def) and since (>= 0, default 0); -1 after a 400. */
 int rest_page(OrthancPluginRestOutput *out, const OrthancPluginHttpRequest *req, int def,
               long *since, int *limit);
+/* How long a route waits for the index rebuilt at start before answering 503. */
+#define REST_INDEX_WAIT_SECONDS 30
 /* 1 when id looks like an Orthanc ID. */
 int rest_valid_id(const char *id);
 /* 1 while Orthanc still holds the study; on 404 the plugin forgets it

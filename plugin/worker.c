@@ -291,7 +291,11 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     st = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, &bufs[nb], NULL);
     if (st != 200 || !bufs[nb].data) {
       buf_free(&bufs[nb]);
-      if (st != 404 && !read_error[0]) /* 404: deleted meanwhile */
+      if (st == 200 && !read_error[0])
+        snprintf(read_error, sizeof read_error,
+                 "instance %s: Orthanc serves it as an empty file (its storage may have been "
+                 "full when it was stored)", ids[i]);
+      else if (st != 404 && !read_error[0]) /* 404: deleted meanwhile */
         snprintf(read_error, sizeof read_error, "instance %s: GET its file answered HTTP %d",
                  ids[i], st);
       continue;
