@@ -493,6 +493,7 @@ static cJSON *kept_page_json(candidates_fn candidates, const void *ctx, page_t p
   size_t kept = 0, asked = 0, total = 0;
   for (size_t want = end + 16;; want *= 4) {
     cJSON *c = candidates(ctx, want, &total);
+    if (!c) break; /* out of memory: the page found so far */
     cJSON_Delete(page_items);
     page_items = cJSON_CreateArray();
     kept = asked = 0;
