@@ -143,13 +143,13 @@ struct Reader {
     {
         DSRContentItem &it = t.getCurrentContentItem();
         const DSRTypes::E_ValueType vt = it.getValueType();
-        const DSRCodedEntryValue concept = it.getConceptName();
-        narrative = narrative && is_narrative(it.getRelationshipType(), concept);
+        const DSRCodedEntryValue concept_code = it.getConceptName();
+        narrative = narrative && is_narrative(it.getRelationshipType(), concept_code);
         if (vt == DSRTypes::VT_Text && narrative && !it.getStringValue().empty())
-            st.texts.push_back(udcm_sr_text_item{st.code(concept), section, st.str(it.getStringValue())});
-        if (vt == DSRTypes::VT_Container) section = st.code(concept);
+            st.texts.push_back(udcm_sr_text_item{st.code(concept_code), section, st.str(it.getStringValue())});
+        if (vt == DSRTypes::VT_Container) section = st.code(concept_code);
 
-        if (vt == DSRTypes::VT_Container && is(concept, "125007", "DCM")) {
+        if (vt == DSRTypes::VT_Container && is(concept_code, "125007", "DCM")) {
             GroupAcc a{};
             st.findings.emplace_back();
             st.measurements.emplace_back();
@@ -165,17 +165,17 @@ struct Reader {
             grp = &groups.back();
             group_depth = depth;
             finding = -1;
-        } else if (vt == DSRTypes::VT_Container && is(concept, "111028", "DCM")) {
+        } else if (vt == DSRTypes::VT_Container && is(concept_code, "111028", "DCM")) {
             in_library = true;
         }
 
         if (depth == 1) {
             // Observer context and procedure of the document (TID 1500 rows 2-4).
-            if (is(concept, "121012", "DCM")) res.device_observer_uid = st.str(it.getStringValue());
-            else if (is(concept, "121013", "DCM")) res.device_observer_name = st.str(it.getStringValue());
-            else if (is(concept, "121014", "DCM")) res.device_observer_manufacturer = st.str(it.getStringValue());
-            else if (is(concept, "121015", "DCM")) res.device_observer_model_name = st.str(it.getStringValue());
-            else if (is(concept, "121058", "DCM") && vt == DSRTypes::VT_Code && res.procedure.value[0] == '\0')
+            if (is(concept_code, "121012", "DCM")) res.device_observer_uid = st.str(it.getStringValue());
+            else if (is(concept_code, "121013", "DCM")) res.device_observer_name = st.str(it.getStringValue());
+            else if (is(concept_code, "121014", "DCM")) res.device_observer_manufacturer = st.str(it.getStringValue());
+            else if (is(concept_code, "121015", "DCM")) res.device_observer_model_name = st.str(it.getStringValue());
+            else if (is(concept_code, "121058", "DCM") && vt == DSRTypes::VT_Code && res.procedure.value[0] == '\0')
                 res.procedure = st.code(it.getCodeValue());
         }
 
@@ -184,13 +184,13 @@ struct Reader {
 
         if (grp && depth == group_depth + 1) {
             const OFString &sv = it.getStringValue();
-            if (vt == DSRTypes::VT_Text && is(concept, "112039", "DCM")) grp->g.tracking_id = st.str(sv);
-            else if (vt == DSRTypes::VT_UIDRef && is(concept, "112040", "DCM")) grp->g.tracking_uid = st.str(sv);
-            else if (vt == DSRTypes::VT_Text && is(concept, "111001", "DCM")) grp->g.algorithm_name = st.str(sv);
-            else if (vt == DSRTypes::VT_Code && is(concept, "111001", "DCM"))
+            if (vt == DSRTypes::VT_Text && is(concept_code, "112039", "DCM")) grp->g.tracking_id = st.str(sv);
+            else if (vt == DSRTypes::VT_UIDRef && is(concept_code, "112040", "DCM")) grp->g.tracking_uid = st.str(sv);
+            else if (vt == DSRTypes::VT_Text && is(concept_code, "111001", "DCM")) grp->g.algorithm_name = st.str(sv);
+            else if (vt == DSRTypes::VT_Code && is(concept_code, "111001", "DCM"))
                 grp->g.algorithm_name = st.str(it.getCodeValue().getCodeMeaning());
-            else if (vt == DSRTypes::VT_Text && is(concept, "111003", "DCM")) grp->g.algorithm_version = st.str(sv);
-            else if (vt == DSRTypes::VT_Text && is(concept, "111002", "DCM")) {
+            else if (vt == DSRTypes::VT_Text && is(concept_code, "111003", "DCM")) grp->g.algorithm_version = st.str(sv);
+            else if (vt == DSRTypes::VT_Text && is(concept_code, "111002", "DCM")) {
                 const char *p = st.str(sv);
                 grp->params->push_back(p);
                 std::string s = p;
@@ -203,7 +203,7 @@ struct Reader {
                 }
             } else if (vt == DSRTypes::VT_Code) {
                 udcm_sr_read_finding f{};
-                f.concept = st.code(concept);
+                f.concept_name = st.code(concept_code);
                 f.code = st.code(it.getCodeValue());
                 f.probability = NAN;
                 grp->findings->push_back(f);
@@ -217,13 +217,13 @@ struct Reader {
             double value = NAN;
             if (nv.getFloatingPointRepresentation(fp).good()) value = fp;
             else if (!nv.getNumericValue().empty()) value = strtod(nv.getNumericValue().c_str(), nullptr);
-            if (is(concept, "122157", "DCM") && finding >= 0 && depth == group_depth + 2) {
+            if (is(concept_code, "122157", "DCM") && finding >= 0 && depth == group_depth + 2) {
                 udcm_sr_read_finding &f = (*grp->findings)[(size_t)finding];
                 f.has_probability = 1;
                 f.probability = value;
             } else if (depth == group_depth + 1 || finding < 0) {
                 udcm_sr_read_measurement m{};
-                m.concept = st.code(concept);
+                m.concept_name = st.code(concept_code);
                 m.value = value;
                 m.value_text = st.str(nv.getNumericValue());
                 m.unit = st.code(nv.getMeasurementUnit());
@@ -391,7 +391,7 @@ char *udcm_sr_result_json(const udcm_sr_result *res)
         cJSON *fs = cJSON_AddArrayToObject(s, "findings");
         for (size_t i = 0; i < g.n_findings; i++) {
             const udcm_sr_read_finding &f = g.findings[i];
-            if (!(strcmp(f.concept.value, "121071") == 0 && strcmp(f.concept.scheme, "DCM") == 0)) continue;
+            if (!(strcmp(f.concept_name.value, "121071") == 0 && strcmp(f.concept_name.scheme, "DCM") == 0)) continue;
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "label", f.code.meaning);
             cJSON_AddItemToObject(o, "code", code_obj(f.code));

@@ -20,6 +20,7 @@
 #include <libxml/parser.h>
 #include <libxml/xmlschemas.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <memory>
@@ -174,6 +175,15 @@ void check_request(const udcm_sr_request *req)
         if (!ok) fail("request.content_datetime: expected YYYYMMDDHHMMSS");
     }
     if (req->n_groups == 0 || !req->groups) fail("request.groups: no label set");
+    for (size_t i = 0; i < req->n_inputs; i++)
+        check_uid(req->input_sop_instance_uids ? req->input_sop_instance_uids[i] : nullptr,
+                  "request.input_sop_instance_uids[" + std::to_string(i) + "]");
+    if (empty(req->predecessor_sop_instance_uid) != empty(req->predecessor_series_uid))
+        fail("request.predecessor_series_uid / predecessor_sop_instance_uid: give both or neither");
+    if (!empty(req->predecessor_sop_instance_uid)) {
+        check_uid(req->predecessor_series_uid, "request.predecessor_series_uid");
+        check_uid(req->predecessor_sop_instance_uid, "request.predecessor_sop_instance_uid");
+    }
     for (size_t g = 0; g < req->n_groups; g++) {
         const udcm_sr_group &G = req->groups[g];
         std::string f = "request.groups[" + std::to_string(g) + "]";
@@ -221,6 +231,13 @@ Uids derive(const udcm_sr_request *req, const std::string &study)
     u.series = uid_from_name("unimed-sr-series\n" + base);
     std::string inst = "unimed-sr-instance\n" + base;
     for (size_t g = 0; g < req->n_groups; g++) inst += group_key(req->groups[g]);
+    // The analysed instances, sorted: a study that gains or loses an
+    // instance gets a new report (docs/REPORTS.md, "Versions").
+    std::vector<std::string> inputs;
+    for (size_t i = 0; i < req->n_inputs; i++) inputs.push_back(req->input_sop_instance_uids[i]);
+    std::sort(inputs.begin(), inputs.end());
+    inputs.erase(std::unique(inputs.begin(), inputs.end()), inputs.end());
+    for (const std::string &in : inputs) inst += "input=" + in + "\n";
     u.sop = uid_from_name(inst);
     for (size_t g = 0; g < req->n_groups; g++)
         u.tracking.push_back(uid_from_name("unimed-sr-tracking\n" + base + group_key(req->groups[g])));
@@ -298,7 +315,7 @@ struct TreeBuilder {
     DSRDocumentTree &t;
 
     size_t add(size_t parent, DSRTypes::E_RelationshipType rel, DSRTypes::E_ValueType vt,
-               const DSRCodedEntryValue *concept)
+               const DSRCodedEntryValue *concept_code)
     {
         if (t.gotoNode(parent) == 0) fail("SR tree: lost node");
         size_t id;
@@ -311,43 +328,43 @@ struct TreeBuilder {
         if (id == 0)
             fail(std::string("SR tree: cannot add ") + DSRTypes::valueTypeToDefinedTerm(vt) +
                  " (" + DSRTypes::relationshipTypeToDefinedTerm(rel) + ")" +
-                 (concept ? " \"" + std::string(concept->getCodeMeaning().c_str()) + "\"" : ""));
-        if (concept) check(t.getCurrentContentItem().setConceptName(*concept), "SR tree: concept name");
+                 (concept_code ? " \"" + std::string(concept_code->getCodeMeaning().c_str()) + "\"" : ""));
+        if (concept_code) check(t.getCurrentContentItem().setConceptName(*concept_code), "SR tree: concept name");
         return id;
     }
     DSRContentItem &item() { return t.getCurrentContentItem(); }
 
-    size_t code(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept,
+    size_t code(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept_code,
                 const DSRCodedEntryValue &value)
     {
-        size_t id = add(parent, rel, DSRTypes::VT_Code, &concept);
-        check(item().setCodeValue(value), "SR tree: code value of " + std::string(concept.getCodeMeaning().c_str()));
+        size_t id = add(parent, rel, DSRTypes::VT_Code, &concept_code);
+        check(item().setCodeValue(value), "SR tree: code value of " + std::string(concept_code.getCodeMeaning().c_str()));
         return id;
     }
-    size_t text(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept,
+    size_t text(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept_code,
                 const std::string &value)
     {
-        size_t id = add(parent, rel, DSRTypes::VT_Text, &concept);
-        check(item().setStringValue(value.c_str()), "SR tree: text of " + std::string(concept.getCodeMeaning().c_str()));
+        size_t id = add(parent, rel, DSRTypes::VT_Text, &concept_code);
+        check(item().setStringValue(value.c_str()), "SR tree: text of " + std::string(concept_code.getCodeMeaning().c_str()));
         return id;
     }
-    size_t uidref(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept,
+    size_t uidref(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept_code,
                   const std::string &value)
     {
-        size_t id = add(parent, rel, DSRTypes::VT_UIDRef, &concept);
-        check(item().setStringValue(value.c_str()), "SR tree: UID of " + std::string(concept.getCodeMeaning().c_str()));
+        size_t id = add(parent, rel, DSRTypes::VT_UIDRef, &concept_code);
+        check(item().setStringValue(value.c_str()), "SR tree: UID of " + std::string(concept_code.getCodeMeaning().c_str()));
         return id;
     }
-    size_t container(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept)
+    size_t container(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue &concept_code)
     {
-        size_t id = add(parent, rel, DSRTypes::VT_Container, &concept);
+        size_t id = add(parent, rel, DSRTypes::VT_Container, &concept_code);
         check(item().setContinuityOfContent(DSRTypes::COC_Separate), "SR tree: continuity");
         return id;
     }
-    size_t image(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue *concept,
+    size_t image(size_t parent, DSRTypes::E_RelationshipType rel, const DSRCodedEntryValue *concept_code,
                  const std::string &sop_class, const std::string &sop_inst, const std::set<uint32_t> &frames)
     {
-        size_t id = add(parent, rel, DSRTypes::VT_Image, concept);
+        size_t id = add(parent, rel, DSRTypes::VT_Image, concept_code);
         DSRImageReferenceValue ref(sop_class.c_str(), sop_inst.c_str());
         for (uint32_t f : frames)
             if (f > 0) ref.getFrameList().addItem((Sint32)f);
@@ -560,7 +577,10 @@ void write_sr(const udcm_sr_request *req, const char *dcm_path, uint8_t **dcm_bu
                                                                   : req->series_description),
           "request.series_description");
     check(doc.setSeriesNumber(num), "request.series_number");
-    check(doc.setInstanceNumber("1"), "Instance Number");
+    char instance_number[16];
+    snprintf(instance_number, sizeof instance_number, "%d",
+             req->instance_number > 0 ? req->instance_number : 1);
+    check(doc.setInstanceNumber(instance_number), "Instance Number");
     check(doc.setManufacturer(manufacturer.c_str()), "request.manufacturer");
     check(doc.setManufacturerModelName(model_label.c_str()), "request.model_name");
     check(doc.setSoftwareVersions(software.c_str()), "request.software_version");
@@ -569,6 +589,11 @@ void write_sr(const udcm_sr_request *req, const char *dcm_path, uint8_t **dcm_bu
     check(doc.setSeriesDate(date.c_str()), "Series Date");
     check(doc.setSeriesTime(time_s.c_str()), "Series Time");
     if (req->complete) check(doc.completeDocument(), "Completion Flag");
+    if (!empty(req->predecessor_sop_instance_uid))
+        check(doc.getPredecessorDocuments().addItem(study.c_str(), req->predecessor_series_uid,
+                                                    UID_ComprehensiveSRStorage,
+                                                    req->predecessor_sop_instance_uid),
+              "Predecessor Documents Sequence");
 
     // Procedure reported: request, else the source's Procedure Code Sequence, else generic.
     DSRCodedEntryValue procedure;

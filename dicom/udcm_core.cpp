@@ -53,6 +53,17 @@ DcmItem *functional_group(DcmDataset *ds, uint32_t frame, const DcmTagKey &macro
 
 using udcm::set_error;
 
+/* DCMTK 3.6.9 deprecates DcmXfer::isEncapsulated() (encapsulated and
+ * compressed) in favour of the two questions it combined; same answer. */
+static bool xfer_encapsulated(const DcmXfer &x)
+{
+#if PACKAGE_VERSION_NUMBER >= 369
+    return x.usesEncapsulatedFormat() && x.isPixelDataCompressed();
+#else
+    return x.isEncapsulated();
+#endif
+}
+
 static std::once_flag g_init_once;
 
 static void udcm_global_init()
@@ -179,7 +190,7 @@ static void fill_info(udcm_handle *h)
     DcmXfer xf(h->deflated ? EXS_DeflatedLittleEndianExplicit : h->xfer);
     snprintf(in.transfer_syntax_uid, sizeof in.transfer_syntax_uid, "%s", xf.getXferID());
     snprintf(in.transfer_syntax_name, sizeof in.transfer_syntax_name, "%s", xf.getXferName());
-    in.encapsulated = xf.isEncapsulated() ? 1 : 0;
+    in.encapsulated = xfer_encapsulated(xf) ? 1 : 0;
 
     in.has_pixel_data = ds->tagExists(DCM_PixelData) ? 1 : 0;
     long v;
@@ -421,7 +432,7 @@ static udcm_handle *finish_open(udcm_handle *h, OFCondition st, char *err, size_
             Uint16 r = u16(DCM_Rows, 0), c = u16(DCM_Columns, 0), spp = u16(DCM_SamplesPerPixel, 1),
                    ba = u16(DCM_BitsAllocated, 0);
             char extra[160] = "";
-            const bool encaps = DcmXfer(d->getOriginalXfer()).isEncapsulated();
+            const bool encaps = xfer_encapsulated(DcmXfer(d->getOriginalXfer()));
             if (t.getXTag() == DCM_PixelData && r && c && ba >= 8 && !encaps) {
                 long nf = 1;
                 DcmElement *fe = nullptr;
@@ -834,7 +845,7 @@ static bool jpeg_marker_walk_stalls(const uint8_t *d, size_t len)
 static bool is_ijg_jpeg(E_TransferSyntax x)
 {
     DcmXfer xf(x);
-    return xf.isEncapsulated() && !is_j2k(x) && x != EXS_RLELossless && x != EXS_JPEGLSLossless &&
+    return xfer_encapsulated(xf) && !is_j2k(x) && x != EXS_RLELossless && x != EXS_JPEGLSLossless &&
            x != EXS_JPEGLSLossy;
 }
 
@@ -1303,7 +1314,14 @@ static std::string decode_frame(udcm_handle *h, uint32_t frame, std::vector<int3
     Uint32 bsz = (Uint32)((fbytes + 1) & ~(size_t)1);
     /* DCMTK's frame size for this dataset must match ours */
     Uint32 dsz = 0;
-    if (pd->getUncompressedFrameSize(h->ds, dsz).bad() || dsz < fbytes)
+#if PACKAGE_VERSION_NUMBER >= 369
+    /* 3.6.9 asks whether the frame is stored uncompressed: not here (JPEG,
+     * JPEG-LS), so YBR_FULL_422 counts as the decoders' full output. */
+    const OFCondition fsz = pd->getUncompressedFrameSize(h->ds, dsz, OFFalse);
+#else
+    const OFCondition fsz = pd->getUncompressedFrameSize(h->ds, dsz);
+#endif
+    if (fsz.bad() || dsz < fbytes)
         return "cannot determine the frame size";
     OFCondition st = pd->getUncompressedFrame(h->ds, frame, start, buf.data(), bsz, cm, &h->cache);
     if (st.bad()) return std::string("cannot decode frame: ") + st.text();

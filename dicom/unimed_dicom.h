@@ -347,6 +347,15 @@ typedef struct udcm_sr_request {
     const udcm_sr_group *groups;
     size_t n_groups;                /* >= 1 */
     int complete;                   /* 1: COMPLETE; 0: PARTIAL (some series failed) */
+
+    /* Versions (docs/REPORTS.md, "Versions"): the report's identity follows
+     * its content, and a new version names the one it replaces. */
+    const char *const *input_sop_instance_uids; /* every analysed instance (any
+                                     * order); they feed the SOP Instance UID */
+    size_t n_inputs;
+    int instance_number;            /* 0: 1 */
+    const char *predecessor_series_uid;       /* the report this one replaces */
+    const char *predecessor_sop_instance_uid; /* (both NULL: none) */
 } udcm_sr_request;
 
 /* Write the SR.  Any of the outputs may be NULL / unused:
@@ -382,7 +391,7 @@ int udcm_sr_validate_xml(const char *xml_path, const char *xsd_path,
 /* A CODE content item of a group (the Finding (121071, DCM) items, and any
  * other coded evaluation), with the Probability attached to it, if any. */
 typedef struct udcm_sr_read_finding {
-    udcm_sr_code concept;           /* concept name, e.g. (121071, DCM, "Finding") */
+    udcm_sr_code concept_name;      /* e.g. (121071, DCM, "Finding") */
     udcm_sr_code code;              /* the value */
     int has_probability;
     double probability;             /* (122157, DCM, "Probability") under it */
@@ -390,7 +399,7 @@ typedef struct udcm_sr_read_finding {
 
 /* A NUM content item of a group that is not a finding's Probability. */
 typedef struct udcm_sr_read_measurement {
-    udcm_sr_code concept;
+    udcm_sr_code concept_name;
     double value;                   /* Floating Point Value if present, else DS */
     const char *value_text;         /* the DS as written */
     udcm_sr_code unit;

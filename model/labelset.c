@@ -22,6 +22,9 @@
 
 #define LS_MAX_FILE (4u << 20)   /* a label set is a small text file */
 #define LS_BATCH 64              /* prompts per unimed_encode_texts call */
+#define LS_ORTHANC_LABEL_MAX 48  /* Orthanc allows 64 characters; the rest is the prefix's */
+#define LS_DEFAULT_THRESHOLD 0.5 /* "orthanc_labels"."threshold" */
+#define LS_DEFAULT_MAX 3         /* "orthanc_labels"."max_per_study" */
 
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
   const unsigned char *p = data;
@@ -385,6 +388,7 @@ void unimed_label_set_free(unimed_label_set *ls) {
   for (int i = 0; ls->labels && i < ls->n_labels; i++) {
     unimed_label *l = &ls->labels[i];
     free(l->name);
+    free(l->orthanc_label);
     free(l->code.value);
     free(l->code.scheme);
     free(l->code.meaning);
@@ -437,8 +441,84 @@ static char *read_file(ctx *c, size_t *len) {
   return buf;
 }
 
+/* ---- Orthanc labels ---- */
+
+static int orthanc_label_char(int ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         ch == '-' || ch == '_';
+}
+
+/* The default Orthanc label of a finding: its name in lower case, every run
+ * of other characters turned into one '-' ("Pleural effusion" ->
+ * "pleural-effusion"); NULL when nothing is left (a name without ASCII
+ * letters or digits needs an explicit "orthanc_label"). */
+static char *default_orthanc_label(const char *name) {
+  char out[LS_ORTHANC_LABEL_MAX + 1];
+  size_t n = 0;
+  for (const char *p = name; *p && n < LS_ORTHANC_LABEL_MAX; p++) {
+    int ch = ascii_lower((unsigned char)*p);
+    if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')
+      out[n++] = (char)ch;
+    else if (n && out[n - 1] != '-')
+      out[n++] = '-';
+  }
+  while (n && out[n - 1] == '-') n--;
+  out[n] = 0;
+  return n ? xstrdup(out) : NULL;
+}
+
+static double get_probability(ctx *c, const cJSON *v, const char *field) {
+  if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble <= 1.0)) {
+    fail(c, field, "must be a probability, a number from 0 to 1");
+    return 0;
+  }
+  return v->valuedouble;
+}
+
+/* "orthanc_label" (a name, or false for none) and "orthanc_threshold" of a
+ * label; the set's threshold (ls_threshold) when not given. */
+static void load_orthanc_label(ctx *c, unimed_label *l, const cJSON *jl, const char *field,
+                               int set_enabled, double ls_threshold) {
+  char f[160];
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(jl, "orthanc_label");
+  snprintf(f, sizeof f, "%s.orthanc_label", field);
+  l->orthanc_threshold = ls_threshold;
+  if (cJSON_IsFalse(v) || (!v && !set_enabled)) {
+    l->orthanc_label = NULL;
+  } else if (v) {
+    if (!cJSON_IsString(v) || !v->valuestring[0]) {
+      fail(c, f, "must be a label name (letters, digits, '-', '_') or false");
+      return;
+    }
+    if (strlen(v->valuestring) > LS_ORTHANC_LABEL_MAX) {
+      fail(c, f, "\"%s\" is longer than %d characters", v->valuestring, LS_ORTHANC_LABEL_MAX);
+      return;
+    }
+    for (const char *p = v->valuestring; *p; p++)
+      if (!orthanc_label_char((unsigned char)*p)) {
+        fail(c, f, "\"%s\": Orthanc labels allow only letters, digits, '-' and '_'",
+             v->valuestring);
+        return;
+      }
+    l->orthanc_label = xstrdup(v->valuestring);
+    if (!l->orthanc_label) oom(c);
+  } else {
+    l->orthanc_label = default_orthanc_label(l->name);
+    if (!l->orthanc_label) {
+      fail(c, f, "missing: \"%s\" has no letters or digits to name an Orthanc label after "
+                 "(give \"orthanc_label\", or false)", l->name);
+      return;
+    }
+  }
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(jl, "orthanc_threshold");
+  if (t) {
+    snprintf(f, sizeof f, "%s.orthanc_threshold", field);
+    l->orthanc_threshold = get_probability(c, t, f);
+  }
+}
+
 static void load_label(ctx *c, unimed_label_set *ls, const cJSON *jl, int i, char **neg_templates,
-                       int n_neg_templates) {
+                       int n_neg_templates, double ls_threshold) {
   unimed_label *l = &ls->labels[i];
   char field[64], f[128];
   snprintf(field, sizeof field, "labels[%d]", i);
@@ -446,8 +526,10 @@ static void load_label(ctx *c, unimed_label_set *ls, const cJSON *jl, int i, cha
     fail(c, field, "must be an object with at least \"name\" and \"code\"");
     return;
   }
-  static const char *const keys[] = {"name", "code", "synonyms", "prompts", "negative_prompts",
-                                     NULL};
+  static const char *const keys[] = {"name",          "code",
+                                     "synonyms",      "prompts",
+                                     "negative_prompts", "orthanc_label",
+                                     "orthanc_threshold", NULL};
   check_keys(c, jl, field, keys);
   snprintf(f, sizeof f, "%s.name", field);
   l->name = get_string(c, jl, "name", f, 1, 256);
@@ -464,6 +546,8 @@ static void load_label(ctx *c, unimed_label_set *ls, const cJSON *jl, int i, cha
     }
   snprintf(f, sizeof f, "%s.code", field);
   check_code(c, cJSON_GetObjectItemCaseSensitive(jl, "code"), f, &l->code);
+  if (c->failed) return;
+  load_orthanc_label(c, l, jl, field, ls->orthanc_max > 0, ls_threshold);
 
   snprintf(f, sizeof f, "%s.synonyms", field);
   get_string_array(c, jl, "synonyms", f, &l->synonyms, &l->n_synonyms);
@@ -568,7 +652,7 @@ unimed_label_set *unimed_label_set_load(const char *path, char *err, size_t errl
   static const char *const keys[] = {"name",      "version",   "description",
                                      "applies_to", "scoring",  "templates",
                                      "negative_templates",     "labels",
-                                     NULL};
+                                     "orthanc_labels",         NULL};
   check_keys(&c, root, "", keys);
 
   ls->name = get_string(&c, root, "name", "name", 1, 64);
@@ -638,6 +722,31 @@ unimed_label_set *unimed_label_set_load(const char *path, char *err, size_t errl
                    &n_neg_templates);
   check_templates(&c, neg_templates, n_neg_templates, "negative_templates");
 
+  /* "orthanc_labels": {"threshold", "max_per_study"}, or false for none. */
+  double ls_threshold = LS_DEFAULT_THRESHOLD;
+  ls->orthanc_max = LS_DEFAULT_MAX;
+  const cJSON *olj = cJSON_GetObjectItemCaseSensitive(root, "orthanc_labels");
+  if (olj && !c.failed) {
+    if (cJSON_IsFalse(olj)) {
+      ls->orthanc_max = 0;
+    } else if (!cJSON_IsObject(olj)) {
+      fail(&c, "orthanc_labels", "must be an object {\"threshold\", \"max_per_study\"} or false");
+    } else {
+      static const char *const okeys[] = {"threshold", "max_per_study", NULL};
+      check_keys(&c, olj, "orthanc_labels", okeys);
+      const cJSON *t = cJSON_GetObjectItemCaseSensitive(olj, "threshold");
+      if (t && !c.failed) ls_threshold = get_probability(&c, t, "orthanc_labels.threshold");
+      const cJSON *m = cJSON_GetObjectItemCaseSensitive(olj, "max_per_study");
+      if (m && !c.failed) {
+        if (!cJSON_IsNumber(m) || m->valuedouble != (double)(int)m->valuedouble ||
+            m->valuedouble < 0 || m->valuedouble > 64)
+          fail(&c, "orthanc_labels.max_per_study", "must be a whole number from 0 to 64");
+        else
+          ls->orthanc_max = (int)m->valuedouble;
+      }
+    }
+  }
+
   const cJSON *labels = cJSON_GetObjectItemCaseSensitive(root, "labels");
   if (!c.failed) {
     if (!labels)
@@ -657,7 +766,7 @@ unimed_label_set *unimed_label_set_load(const char *path, char *err, size_t errl
     int i = 0;
     for (const cJSON *jl = labels->child; jl && !c.failed; jl = jl->next, i++) {
       ls->n_labels = i + 1;
-      load_label(&c, ls, jl, i, neg_templates, n_neg_templates);
+      load_label(&c, ls, jl, i, neg_templates, n_neg_templates, ls_threshold);
     }
     if (!c.failed && ls->scoring == UNIMED_SCORING_SOFTMAX && ls->n_labels < 2)
       fail(&c, "labels", "softmax scoring needs at least 2 labels (use \"binary\" for one)");

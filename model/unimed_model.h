@@ -161,6 +161,11 @@ typedef struct {
   int n_negatives;
   char **synonyms;     /* other names (captions for training, extra prompts) */
   int n_synonyms;
+  /* Orthanc label (Orthanc >= 1.12): the name without the plugin's prefix,
+   * only letters, digits, '-' and '_' (NULL = this finding never becomes a
+   * label), and the probability from which a study gets it. */
+  char *orthanc_label;
+  double orthanc_threshold;
 } unimed_label;
 
 typedef struct {
@@ -177,6 +182,7 @@ typedef struct {
   enum unimed_scoring scoring;
   unimed_label *labels;
   int n_labels;
+  int orthanc_max;     /* at most this many Orthanc labels per study from this set */
   char hash[17];       /* 16 hex digits over the file's content */
 } unimed_label_set;
 

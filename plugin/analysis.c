@@ -12,6 +12,10 @@
 #include "unimed_dicom.h"
 #include "unimed_model.h"
 
+#ifndef UNIMED_VERSION
+#error "UNIMED_VERSION (the project version) must be defined by the build"
+#endif
+
 struct unimed_engine {
   unimed_model *model;
   unimed_label_set **sets;
@@ -84,7 +88,7 @@ unimed_engine *unimed_engine_create(const unimed_engine_options *o, char *err, s
   snprintf(e->manufacturer, sizeof e->manufacturer, "%s",
            o->manufacturer ? o->manufacturer : "UniMed for Orthanc");
   snprintf(e->software_version, sizeof e->software_version, "%s",
-           o->software_version ? o->software_version : "0");
+           o->software_version ? o->software_version : UNIMED_VERSION);
   if (o->threads > 0) unimed_set_threads(o->threads);
   const unimed_load_options lo = {.precision = o->precision};
   e->model = unimed_model_load_opts(o->model_dir, &lo, err, errlen);
@@ -187,11 +191,17 @@ cJSON *unimed_engine_describe(const unimed_engine *e) {
                             ls->scoring == UNIMED_SCORING_BINARY ? "binary" : "softmax");
     cJSON_AddItemToObject(s, "modalities", string_array(ls->modalities, ls->n_modalities));
     cJSON_AddItemToObject(s, "body_parts", string_array(ls->body_parts, ls->n_body_parts));
+    cJSON_AddNumberToObject(s, "orthanc_max_per_study", ls->orthanc_max);
     cJSON *labels = cJSON_AddArrayToObject(s, "labels");
     for (int k = 0; k < ls->n_labels; k++) {
       cJSON *l = cJSON_CreateObject();
       cJSON_AddStringToObject(l, "name", ls->labels[k].name);
       cJSON_AddItemToObject(l, "code", code_json(&ls->labels[k].code));
+      if (ls->labels[k].orthanc_label)
+        cJSON_AddStringToObject(l, "orthanc_label", ls->labels[k].orthanc_label);
+      else
+        cJSON_AddNullToObject(l, "orthanc_label");
+      cJSON_AddNumberToObject(l, "orthanc_threshold", ls->labels[k].orthanc_threshold);
       cJSON_AddItemToArray(labels, l);
     }
     cJSON_AddItemToArray(sets, s);
@@ -419,10 +429,26 @@ static int sr_add_group(sr_groups *g, const unimed_label_set *ls, const udcm_ser
 }
 
 static int write_report(unimed_engine *e, const udcm_collection *col, const sr_groups *g,
-                        int complete, const char *xml_path, unimed_study_result *out) {
+                        int complete, const unimed_sr_version *version, const char *xml_path,
+                        unimed_study_result *out) {
   const udcm_instance *source = NULL;
   for (int i = 0; i < col->n_series && !source; i++)
     if (col->series[i].is_image) source = &col->series[i].instances[0];
+  /* Every image instance given (analysed or not) is part of the report's
+   * identity: a study that gains or loses one gets a new report. */
+  int n_inputs = 0;
+  for (int i = 0; i < col->n_series; i++)
+    if (col->series[i].is_image) n_inputs += col->series[i].n_instances;
+  const char **inputs = calloc((size_t)(n_inputs ? n_inputs : 1), sizeof *inputs);
+  if (!inputs) {
+    snprintf(out->error, sizeof out->error, "out of memory while building the report");
+    return -1;
+  }
+  n_inputs = 0;
+  for (int i = 0; i < col->n_series; i++)
+    if (col->series[i].is_image)
+      for (int k = 0; k < col->series[i].n_instances; k++)
+        inputs[n_inputs++] = col->series[i].instances[k].info.sop_instance_uid;
   const unimed_config *c = unimed_model_config(e->model);
   udcm_sr_request req;
   memset(&req, 0, sizeof req);
@@ -440,12 +466,22 @@ static int write_report(unimed_engine *e, const udcm_collection *col, const sr_g
   req.groups = g->groups;
   req.n_groups = (size_t)g->n;
   req.complete = complete;
-  return udcm_sr_write(&req, NULL, &out->sr, &out->sr_len, xml_path, NULL,
-                       out->sr_sop_instance_uid, out->error, sizeof out->error);
+  req.input_sop_instance_uids = inputs;
+  req.n_inputs = (size_t)n_inputs;
+  if (version) {
+    req.instance_number = version->instance_number;
+    req.predecessor_series_uid = version->predecessor_series_uid;
+    req.predecessor_sop_instance_uid = version->predecessor_sop_instance_uid;
+  }
+  int rc = udcm_sr_write(&req, NULL, &out->sr, &out->sr_len, xml_path, NULL,
+                         out->sr_sop_instance_uid, out->error, sizeof out->error);
+  free(inputs);
+  return rc;
 }
 
 static int analyze_collection(unimed_engine *e, udcm_collection *col, cJSON *skipped,
-                              int write_sr, const char *xml_path, unimed_study_result *out) {
+                              int write_sr, const unimed_sr_version *version,
+                              const char *xml_path, unimed_study_result *out) {
   const int E = unimed_model_config(e->model)->embed_dim;
   const char *study = NULL;
   for (int i = 0; i < col->n_series; i++) {
@@ -465,7 +501,7 @@ static int analyze_collection(unimed_engine *e, udcm_collection *col, cJSON *ski
   out->series = calloc((size_t)(col->n_series ? col->n_series : 1), sizeof *out->series);
   sr_groups groups = {0};
   int analysed = 0, failed = 0, rc = 0;
-  char err[512];
+  char err[512], first_failure[400] = "";
   for (int i = 0; i < col->n_series; i++) {
     const udcm_series *s = &col->series[i];
     if (!s->is_image) continue; /* SR, presentation states, ... */
@@ -477,6 +513,8 @@ static int analyze_collection(unimed_engine *e, udcm_collection *col, cJSON *ski
     unimed_series_embedding w;
     if (unimed_series_embed(e->model, s, e->max_slices, &w, err, sizeof err) != 0) {
       cJSON_AddStringToObject(sj, "error", err);
+      if (failed == 0)
+        snprintf(first_failure, sizeof first_failure, "series %.64s: %.300s", s->series_uid, err);
       failed++;
       continue;
     }
@@ -521,21 +559,24 @@ static int analyze_collection(unimed_engine *e, udcm_collection *col, cJSON *ski
   cJSON_AddItemToObject(j, "skipped", skipped);
   out->findings = j;
   if (analysed == 0) {
-    /* Nothing readable: the first file's reason (e.g. a frame over the
-     * decode budget) says more than the count. */
-    const char *why = cJSON_GetStringValue(cJSON_GetArrayItem(skipped, 0));
-    if (col->n_series == 0 && why)
-      snprintf(out->error, sizeof out->error, "no DICOM instance could be read (%s)", why);
+    /* The decoder's own words travel with the failure (REST, panel, log). */
+    if (failed == 1)
+      snprintf(out->error, sizeof out->error, "no image series could be analysed: %.400s", first_failure);
+    else if (failed > 1)
+      snprintf(out->error, sizeof out->error,
+               "none of the %d image series could be analysed; the first: %.400s", failed,
+               first_failure);
+    else if (col->n_series == 0 && cJSON_GetStringValue(cJSON_GetArrayItem(skipped, 0)))
+      snprintf(out->error, sizeof out->error, "no DICOM instance could be read (%.400s)",
+               cJSON_GetStringValue(cJSON_GetArrayItem(skipped, 0)));
     else
       snprintf(out->error, sizeof out->error, "%s",
-               col->n_series == 0 ? "no DICOM instances found"
-               : failed            ? "no image series could be analysed (see series[].error)"
-                                   : "the study holds no images");
+               col->n_series == 0 ? "no DICOM instances found" : "the study holds no images");
     rc = -1;
   } else if (rc != 0) {
     snprintf(out->error, sizeof out->error, "out of memory while building the report");
   } else if (write_sr && groups.n > 0) {
-    rc = write_report(e, col, &groups, out->complete, xml_path, out);
+    rc = write_report(e, col, &groups, out->complete, version, xml_path, out);
   }
   sr_groups_free(&groups);
   return rc;
@@ -551,13 +592,19 @@ int unimed_engine_analyze_files(unimed_engine *e, const char *const *paths, int 
     cJSON_Delete(skipped);
     return -1;
   }
-  int rc = analyze_collection(e, &col, skipped, write_sr, xml_path, out);
+  int rc = analyze_collection(e, &col, skipped, write_sr, NULL, xml_path, out);
   udcm_collection_free(&col);
   return rc;
 }
 
 int unimed_engine_analyze_blobs(unimed_engine *e, const unimed_blob *blobs, int n_blobs,
                                 int write_sr, unimed_study_result *out) {
+  return unimed_engine_analyze_blobs_version(e, blobs, n_blobs, write_sr, NULL, out);
+}
+
+int unimed_engine_analyze_blobs_version(unimed_engine *e, const unimed_blob *blobs, int n_blobs,
+                                        int write_sr, const unimed_sr_version *version,
+                                        unimed_study_result *out) {
   memset(out, 0, sizeof *out);
   udcm_memory_file *files = calloc((size_t)(n_blobs ? n_blobs : 1), sizeof *files);
   if (!files) {
@@ -578,7 +625,7 @@ int unimed_engine_analyze_blobs(unimed_engine *e, const unimed_blob *blobs, int 
     cJSON_Delete(skipped);
     return -1;
   }
-  rc = analyze_collection(e, &col, skipped, write_sr, NULL, out);
+  rc = analyze_collection(e, &col, skipped, write_sr, version, NULL, out);
   udcm_collection_free(&col);
   return rc;
 }

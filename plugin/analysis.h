@@ -91,6 +91,20 @@ int unimed_engine_analyze_blobs(unimed_engine *e, const unimed_blob *blobs, int 
                                 int write_sr, unimed_study_result *out);
 void unimed_study_result_free(unimed_study_result *r);
 
+/* The report a new one replaces (docs/REPORTS.md, "Versions"): the new SR
+ * names it in its Predecessor Documents Sequence and takes instance_number. */
+typedef struct {
+  const char *predecessor_series_uid;       /* NULL: no predecessor */
+  const char *predecessor_sop_instance_uid;
+  int instance_number;                      /* 0: 1 */
+} unimed_sr_version;
+
+/* unimed_engine_analyze_blobs, with the SR as a new version of another one
+ * (version may be NULL). */
+int unimed_engine_analyze_blobs_version(unimed_engine *e, const unimed_blob *blobs, int n_blobs,
+                                        int write_sr, const unimed_sr_version *version,
+                                        unimed_study_result *out);
+
 
 /* One series through a bare model (no label sets): its frames picked
  * (udcm_series_pick_frames), preprocessed, encoded as one batch; the series

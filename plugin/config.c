@@ -12,6 +12,8 @@
 
 #include "analysis.h"
 #include "config.h"
+#include "labels.h"
+#include "nearest.h"
 #include "orthanc_io.h"
 
 #ifndef UNIMED_DEFAULT_LABELSET_DIR
@@ -124,6 +126,92 @@ static int user_number(const cJSON *root, const char *section, const char *name,
   return 0;
 }
 
+/* Every key of the "UniMed" section (docs/PLUGIN.md). */
+static const char *const known_keys[] = {
+    "Enable", "ModelDirectory", "LabelSets", "LabelSetDirectory", "Modalities", "MaxSlices",
+    "Workers", "Threads", "Precision", "WriteReports", "Root", "MaxClassifyBytes",
+    "CacheDirectory", "ClaimLease", "JournalProperty", "DecodeBudgetMB", "Labels",
+    "LabelPrefix", NULL};
+
+/* An unknown key is refused, with the nearest known one: a misspelt key
+ * would otherwise silently fall back to a default (e.g. "LabelSet" to every
+ * shipped label set). Orthanc refuses its own bad settings at start too;
+ * here only the plugin stops, Orthanc goes on. */
+static int check_keys(const cJSON *sec, char *err, size_t n) {
+  const cJSON *it;
+  cJSON_ArrayForEach(it, sec) {
+    int known = 0;
+    for (int k = 0; known_keys[k] && !known; k++) known = strcmp(it->string, known_keys[k]) == 0;
+    if (known) continue;
+    const char *near = nearest_name(it->string, known_keys);
+    if (near)
+      snprintf(err, n, "\"UniMed\".\"%.100s\" is not a setting of this plugin (did you mean \"%s\"?)",
+               it->string, near);
+    else
+      snprintf(err, n, "\"UniMed\".\"%.100s\" is not a setting of this plugin (docs/PLUGIN.md lists them)",
+               it->string);
+    return -1;
+  }
+  return 0;
+}
+
+/* The folder relative paths are resolved against, as Orthanc resolves its
+ * own: the configuration folder when Orthanc was started with a folder
+ * (Debian: `Orthanc /etc/orthanc`), else the folder of the configuration
+ * file. OrthancPluginGetConfigurationPath() answers the file, or for a folder
+ * its parent (without a trailing slash) or itself (with one), so Orthanc's
+ * argument is read from /proc/self/cmdline: the first argument that agrees
+ * with that answer (a wrapper such as valgrind adds arguments before it). */
+static void config_base(OrthancPluginContext *ctx, char *base, size_t n) {
+  base[0] = 0;
+  char cp_real[PATH_MAX] = "";
+  /* Deprecated in the 1.12 SDK without a replacement for this use
+   * (relative paths in the configuration). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  char *cp = OrthancPluginGetConfigurationPath(ctx);
+#pragma GCC diagnostic pop
+  if (cp) {
+    if (!realpath(cp, cp_real)) snprintf(cp_real, sizeof cp_real, "%s", cp);
+    OrthancPluginFreeString(ctx, cp);
+  }
+  FILE *f = fopen("/proc/self/cmdline", "rb");
+  if (f && cp_real[0]) {
+    char cmd[8192];
+    size_t len = fread(cmd, 1, sizeof cmd - 1, f);
+    cmd[len] = 0;
+    for (size_t i = strlen(cmd) + 1; i < len;) { /* argv[0] skipped */
+      const char *arg = cmd + i;
+      i += strlen(arg) + 1;
+      char real[PATH_MAX];
+      struct stat st;
+      if (arg[0] == '-' || !arg[0] || !realpath(arg, real) || stat(real, &st) != 0) continue;
+      char parent[PATH_MAX];
+      snprintf(parent, sizeof parent, "%s", real);
+      char *slash = strrchr(parent, '/');
+      if (slash) *slash = 0;
+      if (!parent[0]) snprintf(parent, sizeof parent, "/");
+      if (S_ISDIR(st.st_mode) && (strcmp(cp_real, real) == 0 || strcmp(cp_real, parent) == 0)) {
+        snprintf(base, n, "%s", real);
+        break;
+      }
+      if (!S_ISDIR(st.st_mode) && strcmp(cp_real, real) == 0) {
+        snprintf(base, n, "%s", parent);
+        break;
+      }
+    }
+  }
+  if (f) fclose(f);
+  if (base[0] || !cp_real[0]) return;
+  /* No agreeing argument: Orthanc's answer alone (a folder, or a file's folder). */
+  struct stat st;
+  snprintf(base, n, "%s", cp_real);
+  if (stat(cp_real, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    char *slash = strrchr(base, '/');
+    if (slash) *slash = 0; else base[0] = 0;
+  }
+}
+
 /* Parses the "UniMed" section. Returns 0, or -1 with a message. */
 int config_load(OrthancPluginContext *ctx, unimed_config_t *c, char *err, size_t n) {
   memset(c, 0, sizeof *c);
@@ -135,16 +223,7 @@ int config_load(OrthancPluginContext *ctx, unimed_config_t *c, char *err, size_t
 
   /* Folder of the configuration file, for relative paths. */
   char base[PATH_MAX] = "";
-  char *cp = OrthancPluginGetConfigurationPath(ctx);
-  if (cp) {
-    struct stat st;
-    snprintf(base, sizeof base, "%s", cp);
-    if (stat(cp, &st) != 0 || !S_ISDIR(st.st_mode)) {
-      char *slash = strrchr(base, '/');
-      if (slash) *slash = 0; else base[0] = 0;
-    }
-    OrthancPluginFreeString(ctx, cp);
-  }
+  config_base(ctx, base, sizeof base);
 
   int rc = -1;
   long long v;
@@ -153,6 +232,7 @@ int config_load(OrthancPluginContext *ctx, unimed_config_t *c, char *err, size_t
     cfg_err(err, n, "%s", "\"UniMed\" must be an object");
     goto done;
   }
+  if (sec && check_keys(sec, err, n)) goto done;
   if (get_bool(sec, "Enable", 1, &c->enable, err, n)) goto done;
   if (!c->enable) { rc = 0; goto done; }
   char *md = NULL;
@@ -208,6 +288,7 @@ int config_load(OrthancPluginContext *ctx, unimed_config_t *c, char *err, size_t
     c->precision = (int)pv;
   }
   if (get_bool(sec, "WriteReports", 1, &c->write_reports, err, n)) goto done;
+  if (labels_configure(sec, err, n)) goto done;
   if (get_str(sec, "Root", "/unimed/", &c->root, err, n)) goto done;
   {
     size_t rl = strlen(c->root);
@@ -251,6 +332,10 @@ int config_load(OrthancPluginContext *ctx, unimed_config_t *c, char *err, size_t
       user_number(root, "UserMetadata", UNIMED_META_FINDINGS, 4601, c->meta_findings, err, n) ||
       user_number(root, "UserContentType", UNIMED_ATTACH_EMB, 4602, c->attach_emb, err, n))
     goto done;
+  {
+    const cJSON *sa = cJSON_GetObjectItemCaseSensitive(root, "StableAge");
+    c->stable_age = cJSON_IsNumber(sa) && sa->valuedouble >= 1 ? (int)sa->valuedouble : 60;
+  }
   /* A stable identity for claims: survives restarts of this server. */
   const cJSON *dsi = cJSON_GetObjectItemCaseSensitive(root, "DatabaseServerIdentifier");
   if (cJSON_IsString(dsi) && dsi->valuestring[0]) {

@@ -26,6 +26,7 @@ typedef struct {
   char *cache_dir;
   int claim_lease;       /* seconds a "running" claim by another server is honoured */
   int journal_property;  /* global property holding the journal (default 4600) */
+  int stable_age;        /* Orthanc's "StableAge" (default 60): removals settle as long */
   /* Where results are kept in Orthanc: the numbers of the user metadata and
    * attachment, as text (declared in "UserMetadata"/"UserContentType" under
    * the names below, else 4600, 4601, 4602). */

@@ -81,6 +81,7 @@ void study_clear_result(study_t *s) {
   s->fingerprint[0] = 0;
   s->seconds = 0;
   s->analysed_at[0] = 0;
+  cJSON_Delete(s->failed_series); s->failed_series = NULL;
 }
 
 void study_free_all(void) {
@@ -280,6 +281,15 @@ cJSON *embeddings_to_json(const unimed_study_result *r, int dim) {
 
 /* ---- queries for REST ---- */
 
+/* A study's results are listed while it is done, and also while it is
+ * queued or running again with its previous results still held (a re-check
+ * after a restart or a StableStudy): they stay true until replaced. */
+static int has_listed_result(const study_t *s) {
+  if (s->state == ST_DONE) return 1;
+  return (s->state == ST_QUEUED || s->state == ST_RUNNING) && !s->deleted && s->findings &&
+         !s->error;
+}
+
 void index_counts(index_counts_t *c) {
   memset(c, 0, sizeof *c);
   pthread_mutex_lock(&g.mu);
@@ -291,36 +301,141 @@ void index_counts(index_counts_t *c) {
   pthread_mutex_unlock(&g.mu);
 }
 
+/* ---- one schema (docs/openapi.json): the same names on every route ----
+ * study_id / series: Orthanc IDs; *_instance_uid: DICOM UIDs. */
+
+cJSON *index_model_json(void) {
+  const cJSON *m = cJSON_GetObjectItemCaseSensitive(g.describe, "model");
+  cJSON *o = cJSON_CreateObject();
+  const char *keys[] = {"name", "version", "hash"};
+  for (int k = 0; k < 3; k++) {
+    const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, keys[k]));
+    cJSON_AddStringToObject(o, keys[k], v ? v : "");
+  }
+  return o;
+}
+
+/* What a probability means, per scoring kind (docs/LABEL_SETS.md). */
+static const char *scoring_meaning(const char *scoring) {
+  if (scoring && strcmp(scoring, "binary") == 0)
+    return "each label on its own: how likely the image shows it rather than not (labels do not add up to 1)";
+  return "the labels compete: the share of the image's likelihood that goes to each label (the set adds up to 1)";
+}
+
+cJSON *index_label_sets_json(int with_labels) {
+  cJSON *arr = cJSON_CreateArray();
+  const cJSON *it;
+  cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(g.describe, "label_sets")) {
+    cJSON *o = cJSON_CreateObject();
+    const char *keys[] = {"name", "version", "hash", "scoring"};
+    for (int k = 0; k < 4; k++) {
+      const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, keys[k]));
+      cJSON_AddStringToObject(o, keys[k], v ? v : "");
+    }
+    cJSON_AddStringToObject(o, "probability_meaning",
+        scoring_meaning(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "scoring"))));
+    if (with_labels) {
+      const cJSON *extra;
+      cJSON_ArrayForEach(extra, it) {
+        if (!extra->string || cJSON_GetObjectItemCaseSensitive(o, extra->string)) continue;
+        cJSON_AddItemToObject(o, extra->string, cJSON_Duplicate(extra, 1));
+      }
+    }
+    cJSON_AddItemToArray(arr, o);
+  }
+  return arr;
+}
+
+static cJSON *score_json(const finding_t *f) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "label", f->label);
+  cJSON_AddNumberToObject(o, "probability", f->probability);
+  cJSON_AddStringToObject(o, "label_set", f->label_set);
+  cJSON_AddStringToObject(o, "modality", f->modality);
+  cJSON_AddStringToObject(o, "series_instance_uid", f->series_uid);
+  return o;
+}
+
+cJSON *index_scores_json(const cJSON *findings) {
+  study_t tmp;
+  memset(&tmp, 0, sizeof tmp);
+  study_set_findings(&tmp, findings ? cJSON_Duplicate(findings, 1) : NULL);
+  cJSON *arr = cJSON_CreateArray();
+  for (int i = 0; i < tmp.nf; i++) cJSON_AddItemToArray(arr, score_json(&tmp.f[i]));
+  study_clear_result(&tmp);
+  return arr;
+}
+
+cJSON *index_failed_series_json(const cJSON *findings) {
+  cJSON *arr = cJSON_CreateArray();
+  const cJSON *se;
+  cJSON_ArrayForEach(se, cJSON_GetObjectItemCaseSensitive(findings, "series")) {
+    const char *err = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(se, "error"));
+    if (!err) continue;
+    const char *uid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(se, "series"));
+    const char *mod = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(se, "modality"));
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "series_instance_uid", uid ? uid : "");
+    cJSON_AddStringToObject(o, "modality", mod ? mod : "");
+    cJSON_AddStringToObject(o, "error", err);
+    cJSON_AddItemToArray(arr, o);
+  }
+  /* Files that could not be read at all (no series to name). */
+  const cJSON *sk;
+  cJSON_ArrayForEach(sk, cJSON_GetObjectItemCaseSensitive(findings, "skipped")) {
+    if (!cJSON_IsString(sk)) continue;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "series_instance_uid", "");
+    cJSON_AddStringToObject(o, "modality", "");
+    cJSON_AddStringToObject(o, "error", sk->valuestring);
+    cJSON_AddItemToArray(arr, o);
+  }
+  return arr;
+}
+
+static const char *public_state(const study_t *s) {
+  return s->state == ST_NEW ? "queued" : study_state_name(s->state);
+}
+
+/* The fields every route gives for a study. */
+static void add_study_fields(cJSON *o, const study_t *s) {
+  cJSON_AddStringToObject(o, "study_id", s->id);
+  cJSON_AddStringToObject(o, "study_instance_uid", s->study_uid ? s->study_uid : "");
+  cJSON_AddStringToObject(o, "patient_id", s->patient_id ? s->patient_id : "");
+  cJSON_AddStringToObject(o, "patient_name", s->patient_name ? s->patient_name : "");
+  cJSON_AddStringToObject(o, "study_date", s->study_date ? s->study_date : "");
+  cJSON_AddStringToObject(o, "state", public_state(s));
+  if (s->sr_id) {
+    cJSON *sr = cJSON_AddObjectToObject(o, "sr");
+    cJSON_AddStringToObject(sr, "instance_id", s->sr_id);
+    cJSON_AddStringToObject(sr, "sop_instance_uid", s->sr_uid);
+  } else {
+    cJSON_AddNullToObject(o, "sr");
+  }
+}
+
 static cJSON *study_answer_locked(const study_t *s) {
   cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "study", s->id);
-  cJSON_AddStringToObject(j, "state", s->state == ST_NEW ? "queued" : study_state_name(s->state));
+  add_study_fields(j, s);
   if (s->state == ST_NEW) cJSON_AddStringToObject(j, "detail", "waiting for the study to become stable");
-  if (s->study_uid) cJSON_AddStringToObject(j, "study_uid", s->study_uid);
-  if (s->patient_id) cJSON_AddStringToObject(j, "patient_id", s->patient_id);
-  if (s->patient_name) cJSON_AddStringToObject(j, "patient_name", s->patient_name);
-  if (s->study_date) cJSON_AddStringToObject(j, "study_date", s->study_date);
   if (s->state == ST_FAILED || s->state == ST_SKIPPED)
     cJSON_AddStringToObject(j, "error", s->error ? s->error : "");
-  if (s->state == ST_DONE) {
-    if (s->sr_id) cJSON_AddStringToObject(j, "sr", s->sr_id);
-    else cJSON_AddNullToObject(j, "sr");
-    if (s->sr_uid[0]) cJSON_AddStringToObject(j, "sr_sop_instance_uid", s->sr_uid);
-    cJSON_AddStringToObject(j, "model", g.model_hash);
-    cJSON_AddStringToObject(j, "label_sets", g.labelsets_key);
-    if (s->analysed_at[0]) cJSON_AddStringToObject(j, "analysed_at", s->analysed_at);
+  else
+    cJSON_AddNullToObject(j, "error");
+  cJSON_AddItemToObject(j, "model", index_model_json());
+  cJSON_AddItemToObject(j, "label_sets", index_label_sets_json(0));
+  if (s->state == ST_DONE || s->state == ST_FAILED) {
+    cJSON_AddStringToObject(j, "analysed_at", s->analysed_at);
     cJSON_AddNumberToObject(j, "seconds", s->seconds);
+  }
+  cJSON *failed = s->findings ? index_failed_series_json(s->findings)
+                : s->failed_series ? cJSON_Duplicate(s->failed_series, 1) : cJSON_CreateArray();
+  cJSON_AddItemToObject(j, "failed_series", failed);
+  if (s->state == ST_DONE) {
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(s->findings, "complete");
+    cJSON_AddBoolToObject(j, "complete", c ? cJSON_IsTrue(c) : cJSON_GetArraySize(failed) == 0);
     cJSON *flat = cJSON_AddArrayToObject(j, "scores");
-    for (int i = 0; i < s->nf; i++) {
-      cJSON *o = cJSON_CreateObject();
-      cJSON_AddStringToObject(o, "label", s->f[i].label);
-      cJSON_AddNumberToObject(o, "probability", s->f[i].probability);
-      cJSON_AddStringToObject(o, "label_set", s->f[i].label_set);
-      cJSON_AddStringToObject(o, "modality", s->f[i].modality);
-      cJSON_AddStringToObject(o, "series_uid", s->f[i].series_uid);
-      cJSON_AddItemToArray(flat, o);
-    }
-    cJSON_AddItemToObject(j, "findings", s->findings ? cJSON_Duplicate(s->findings, 1) : cJSON_CreateNull());
+    for (int i = 0; i < s->nf; i++) cJSON_AddItemToArray(flat, score_json(&s->f[i]));
   }
   return j;
 }
@@ -337,6 +452,18 @@ cJSON *index_study_json(const char *id, int *pending) {
   return j;
 }
 
+int index_is_unanalysed(const char *id) {
+  pthread_mutex_lock(&g.mu);
+  const study_t *s = study_find(id);
+  int r = !s || s->state == ST_NONE;
+  pthread_mutex_unlock(&g.mu);
+  return r;
+}
+
+static int in_page(size_t i, page_t page) {
+  return i >= (size_t)page.since && i < (size_t)page.since + (size_t)page.limit;
+}
+
 /* ---- GET findings ---- */
 typedef struct {
   const study_t *s;
@@ -345,44 +472,79 @@ typedef struct {
 
 static int cmp_hit(const void *a, const void *b) {
   double pa = ((const hit_t *)a)->f->probability, pb = ((const hit_t *)b)->f->probability;
-  return pa < pb ? 1 : pa > pb ? -1 : 0;
+  if (pa != pb) return pa < pb ? 1 : -1;
+  return strcmp(((const hit_t *)a)->s->id, ((const hit_t *)b)->s->id); /* stable pages */
 }
 
-static void add_study_fields(cJSON *o, const study_t *s) {
-  cJSON_AddStringToObject(o, "study", s->id);
-  cJSON_AddStringToObject(o, "study_uid", s->study_uid ? s->study_uid : "");
-  cJSON_AddStringToObject(o, "patient_id", s->patient_id ? s->patient_id : "");
-  cJSON_AddStringToObject(o, "patient_name", s->patient_name ? s->patient_name : "");
-  cJSON_AddStringToObject(o, "study_date", s->study_date ? s->study_date : "");
-  if (s->sr_id) cJSON_AddStringToObject(o, "sr", s->sr_id);
-}
+/* Studies deleted from Orthanc since they were indexed are never listed:
+ * each list is built in two steps. A candidates function copies the first
+ * `want` items of the stable order (and how many there are in all) under
+ * g.mu; keep() (which asks Orthanc) then runs without g.mu held. */
+typedef cJSON *(*candidates_fn)(const void *ctx, size_t want, size_t *total);
 
-/* Appends to out the candidates (in order) that keep() accepts, up to limit
- * items in out. Returns how many it took. */
-static int keep_some(cJSON *candidates, cJSON *out, int limit, study_keep_fn keep) {
-  int taken = 0;
-  cJSON *it;
-  while ((it = cJSON_DetachItemFromArray(candidates, 0)) != NULL) {
-    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "study"));
-    if (cJSON_GetArraySize(out) < limit && (!keep || (id && keep(id)))) {
-      cJSON_AddItemToArray(out, it);
-      taken++;
-    } else {
+/* The page of kept candidates into `items`; returns the list's paging
+ * object. total counts the kept studies up to where the page search
+ * stopped plus every candidate not yet asked about: an upper bound unless
+ * every candidate was asked (docs/PLUGIN.md). */
+static cJSON *kept_page_json(candidates_fn candidates, const void *ctx, page_t page,
+                             study_keep_fn keep, cJSON **items) {
+  const size_t end = (size_t)page.since + (size_t)page.limit; /* kept index past the page */
+  cJSON *page_items = NULL;
+  size_t kept = 0, asked = 0, total = 0;
+  for (size_t want = end + 16;; want *= 4) {
+    cJSON *c = candidates(ctx, want, &total);
+    if (!c) break; /* out of memory: the page found so far */
+    cJSON_Delete(page_items);
+    page_items = cJSON_CreateArray();
+    kept = asked = 0;
+    cJSON *it;
+    /* One kept item past the page tells whether there is a next page. */
+    while (kept <= end && (it = cJSON_DetachItemFromArray(c, 0)) != NULL) {
+      const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "study_id"));
+      asked++;
+      if (!keep || (id && keep(id))) {
+        if (in_page(kept, page) && page_items) {
+          cJSON_AddItemToArray(page_items, it);
+          it = NULL;
+        }
+        kept++;
+      }
       cJSON_Delete(it);
     }
+    cJSON_Delete(c);
+    if (kept > end || total <= want) break;
   }
-  return taken;
+  size_t upper = kept + (total > asked ? total - asked : 0);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddNumberToObject(j, "total", (double)upper);
+  cJSON_AddNumberToObject(j, "since", (double)page.since);
+  cJSON_AddNumberToObject(j, "limit", page.limit);
+  if (kept > end)
+    cJSON_AddNumberToObject(j, "next_since", (double)end);
+  else
+    cJSON_AddNullToObject(j, "next_since");
+  if (!page_items) page_items = cJSON_CreateArray();
+  cJSON_AddItemToObject(j, "studies", page_items);
+  *items = page_items;
+  return j;
 }
 
+typedef struct {
+  const char *label, *lset, *mod;
+  double minp;
+} findings_query_t;
+
 /* The first `want` hits as JSON; *total: how many hits there are. */
-static cJSON *findings_candidates(const char *label, double minp, const char *lset,
-                                  const char *mod, size_t want, size_t *total) {
+static cJSON *findings_candidates(const void *ctx, size_t want, size_t *total) {
+  const findings_query_t *fq = ctx;
+  const char *label = fq->label, *lset = fq->lset, *mod = fq->mod;
+  double minp = fq->minp;
   pthread_mutex_lock(&g.mu);
   size_t cap = 256, n = 0;
   hit_t *hits = malloc(cap * sizeof *hits);
   for (size_t i = 0; i < ix.table_size && hits; i++)
     for (study_t *s = ix.table[i]; s; s = s->next) {
-      if (s->state != ST_DONE) continue;
+      if (!has_listed_result(s)) continue;
       /* Best matching finding of each study. */
       const finding_t *best = NULL;
       for (int k = 0; k < s->nf; k++) {
@@ -409,11 +571,7 @@ static cJSON *findings_candidates(const char *label, double minp, const char *ls
   for (size_t i = 0; i < n && i < want; i++) {
     cJSON *o = cJSON_CreateObject();
     add_study_fields(o, hits[i].s);
-    cJSON_AddStringToObject(o, "label", hits[i].f->label);
-    cJSON_AddNumberToObject(o, "probability", hits[i].f->probability);
-    cJSON_AddStringToObject(o, "label_set", hits[i].f->label_set);
-    cJSON_AddStringToObject(o, "modality", hits[i].f->modality);
-    cJSON_AddStringToObject(o, "series_uid", hits[i].f->series_uid);
+    cJSON_AddItemToObject(o, "score", score_json(hits[i].f));
     cJSON_AddItemToArray(arr, o);
   }
   pthread_mutex_unlock(&g.mu);
@@ -422,27 +580,14 @@ static cJSON *findings_candidates(const char *label, double minp, const char *ls
 }
 
 cJSON *index_findings_json(const char *label, double minp, const char *lset, const char *mod,
-                           int limit, study_keep_fn keep) {
-  cJSON *j = cJSON_CreateObject();
+                           page_t page, study_keep_fn keep) {
+  const findings_query_t fq = {label, lset, mod, minp};
+  cJSON *arr;
+  cJSON *j = kept_page_json(findings_candidates, &fq, page, keep, &arr);
   cJSON_AddStringToObject(j, "label", label);
   cJSON_AddNumberToObject(j, "min_probability", minp);
-  cJSON *arr = cJSON_CreateArray();
-  /* Studies deleted since they were indexed are left out (keep); ask for a
-   * few more than the limit, and more again if that was not enough. */
-  for (size_t want = (size_t)limit + 16;; want *= 4) {
-    size_t total = 0;
-    cJSON *c = findings_candidates(label, minp, lset, mod, want, &total);
-    cJSON_Delete(arr);
-    arr = cJSON_CreateArray();
-    keep_some(c, arr, limit, keep);
-    cJSON_Delete(c);
-    if (cJSON_GetArraySize(arr) >= limit || total <= want) break;
-  }
-  cJSON_AddNumberToObject(j, "count", cJSON_GetArraySize(arr));
-  cJSON_AddItemToObject(j, "studies", arr);
   return j;
 }
-
 
 /* ---- GET search ---- */
 typedef struct {
@@ -453,16 +598,25 @@ typedef struct {
 
 static int cmp_shit(const void *a, const void *b) {
   double pa = ((const shit_t *)a)->score, pb = ((const shit_t *)b)->score;
-  return pa < pb ? 1 : pa > pb ? -1 : 0;
+  if (pa != pb) return pa < pb ? 1 : -1;
+  return strcmp(((const shit_t *)a)->s->id, ((const shit_t *)b)->s->id);
 }
 
-static cJSON *search_candidates(const float *q, const char *mod, size_t want, size_t *total) {
+typedef struct {
+  const float *q;
+  const char *mod;
+} search_query_t;
+
+static cJSON *search_candidates(const void *ctx, size_t want, size_t *total) {
+  const search_query_t *sq = ctx;
+  const float *q = sq->q;
+  const char *mod = sq->mod;
   pthread_mutex_lock(&g.mu);
   size_t cap = 256, n = 0;
   shit_t *hits = malloc(cap * sizeof *hits);
   for (size_t i = 0; i < ix.table_size && hits; i++)
     for (study_t *s = ix.table[i]; s; s = s->next) {
-      if (s->state != ST_DONE || s->nemb == 0) continue;
+      if (!has_listed_result(s) || s->nemb == 0) continue;
       int best = -1;
       double bs = -2;
       for (int k = 0; k < s->nemb; k++) {
@@ -490,7 +644,7 @@ static cJSON *search_candidates(const float *q, const char *mod, size_t want, si
     cJSON *o = cJSON_CreateObject();
     add_study_fields(o, hits[i].s);
     cJSON_AddNumberToObject(o, "similarity", hits[i].score);
-    cJSON_AddStringToObject(o, "series_uid", hits[i].s->emb[hits[i].series].series_uid);
+    cJSON_AddStringToObject(o, "series_instance_uid", hits[i].s->emb[hits[i].series].series_uid);
     cJSON_AddStringToObject(o, "modality", hits[i].s->emb[hits[i].series].modality);
     cJSON_AddItemToArray(arr, o);
   }
@@ -499,20 +653,64 @@ static cJSON *search_candidates(const float *q, const char *mod, size_t want, si
   return arr;
 }
 
-cJSON *index_search_json(const char *text, const float *q, const char *mod, int limit,
+cJSON *index_search_json(const char *text, const float *q, const char *mod, page_t page,
                          study_keep_fn keep) {
-  cJSON *j = cJSON_CreateObject();
+  const search_query_t sq = {q, mod};
+  cJSON *arr;
+  cJSON *j = kept_page_json(search_candidates, &sq, page, keep, &arr);
   cJSON_AddStringToObject(j, "text", text);
-  cJSON *arr = cJSON_CreateArray();
-  for (size_t want = (size_t)limit + 16;; want *= 4) {
-    size_t total = 0;
-    cJSON *c = search_candidates(q, mod, want, &total);
-    cJSON_Delete(arr);
-    arr = cJSON_CreateArray();
-    keep_some(c, arr, limit, keep);
-    cJSON_Delete(c);
-    if (cJSON_GetArraySize(arr) >= limit || total <= want) break;
-  }
-  cJSON_AddItemToObject(j, "studies", arr);
   return j;
+}
+
+/* ---- GET studies ---- */
+static int study_has(const study_t *s, const char *lset, const char *mod) {
+  if (!lset && !mod) return 1;
+  for (int k = 0; k < s->nf; k++) {
+    if (lset && strcasecmp(s->f[k].label_set, lset) != 0) continue;
+    if (mod && strcasecmp(s->f[k].modality, mod) != 0) continue;
+    return 1;
+  }
+  for (int k = 0; !lset && k < s->nemb; k++)
+    if (strcasecmp(s->emb[k].modality, mod) == 0) return 1;
+  return 0;
+}
+
+static int cmp_study_id(const void *a, const void *b) {
+  return strcmp((*(const study_t *const *)a)->id, (*(const study_t *const *)b)->id);
+}
+
+static cJSON *list_candidates(const void *ctx, size_t want, size_t *total) {
+  const study_filter_t *f = ctx;
+  pthread_mutex_lock(&g.mu);
+  const study_t **all = malloc((ix.n_studies ? ix.n_studies : 1) * sizeof *all);
+  size_t n = 0;
+  for (size_t i = 0; i < ix.table_size && all; i++)
+    for (const study_t *s = ix.table[i]; s; s = s->next) {
+      if (s->state == ST_NONE) continue;
+      if (f->state >= 0 && !(s->state == f->state || (f->state == ST_QUEUED && s->state == ST_NEW)))
+        continue;
+      if (!study_has(s, f->label_set, f->modality)) continue;
+      if (f->analysed_since && strcmp(s->analysed_at, f->analysed_since) < 0) continue;
+      all[n++] = s;
+    }
+  /* Orthanc IDs, sorted: a stable order for paging. */
+  if (all) qsort(all, n, sizeof *all, cmp_study_id);
+  *total = n;
+  cJSON *arr = cJSON_CreateArray();
+  for (size_t i = 0; i < n && i < want; i++) {
+    cJSON *o = cJSON_CreateObject();
+    add_study_fields(o, all[i]);
+    if (all[i]->analysed_at[0]) cJSON_AddStringToObject(o, "analysed_at", all[i]->analysed_at);
+    if (all[i]->error && (all[i]->state == ST_FAILED || all[i]->state == ST_SKIPPED))
+      cJSON_AddStringToObject(o, "error", all[i]->error);
+    cJSON_AddItemToArray(arr, o);
+  }
+  pthread_mutex_unlock(&g.mu);
+  free(all);
+  return arr;
+}
+
+cJSON *index_list_json(const study_filter_t *f, page_t page, study_keep_fn keep) {
+  cJSON *arr;
+  return kept_page_json(list_candidates, f, page, keep, &arr);
 }

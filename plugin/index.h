@@ -46,6 +46,7 @@ typedef struct study {
   int nemb;
   double seconds;
   char analysed_at[32];
+  cJSON *failed_series; /* a failed analysis: the series and their decoder's reasons */
   struct study *next;
 } study_t;
 
@@ -65,6 +66,12 @@ void study_free_all(void);
 cJSON *embeddings_to_json(const unimed_study_result *r, int dim);
 
 /* ---- for REST (take g.mu) ---- */
+/* Paging of a list: the items [since, since + limit) of total. */
+typedef struct {
+  long since;
+  int limit;
+} page_t;
+
 typedef struct {
   long n[ST_COUNT];       /* studies per state */
   long long analyses;     /* engine runs */
@@ -81,9 +88,30 @@ typedef int (*study_keep_fn)(const char *id);
  * one label set / modality), best first, at most limit, those keep() refuses
  * left out. */
 cJSON *index_findings_json(const char *label, double min_p, const char *label_set,
-                           const char *modality, int limit, study_keep_fn keep);
-/* The studies whose image embeddings are nearest to q (g.dim floats). */
-cJSON *index_search_json(const char *text, const float *q, const char *modality, int limit,
+                           const char *modality, page_t page, study_keep_fn keep);
+/* The studies whose image embeddings are nearest to q (g.dim floats), those
+ * keep() refuses left out. */
+cJSON *index_search_json(const char *text, const float *q, const char *modality, page_t page,
                          study_keep_fn keep);
+
+/* ---- one schema for every route (docs/openapi.json) ---- */
+/* {"model": {name, version, hash}} parts and the label sets, as on every route. */
+cJSON *index_model_json(void);
+cJSON *index_label_sets_json(int with_labels);
+/* The scores (flat) and the failed series of an engine findings JSON. */
+cJSON *index_scores_json(const cJSON *findings);
+cJSON *index_failed_series_json(const cJSON *findings);
+/* GET studies: filters (NULL = any); analysed_since: ISO 8601 prefix
+ * compared with analysed_at. */
+typedef struct {
+  int state;               /* -1: any */
+  const char *label_set, *modality, *analysed_since;
+} study_filter_t;
+/* Those keep() refuses left out. On every list, "total" counts the kept
+ * studies found while filling the page plus the candidates not yet asked
+ * about (an upper bound when a later candidate was deleted meanwhile). */
+cJSON *index_list_json(const study_filter_t *f, page_t page, study_keep_fn keep);
+/* 1 when the plugin holds no state for the study (never analysed nor pending). */
+int index_is_unanalysed(const char *id);
 
 #endif

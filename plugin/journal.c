@@ -19,6 +19,7 @@ static struct {
   int stop;
   int started;
   int catching_up;
+  int index_ready; /* the index has been rebuilt from Orthanc's metadata */
   int dirty;
   int64_t last_change;
   pthread_t journal_thread;
@@ -135,6 +136,19 @@ void queue_status(queue_status_t *st) {
 }
 
 void journal_mark_dirty_locked(void) { q.dirty = 1; }
+
+int index_wait_ready(double max_seconds) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += (time_t)max_seconds;
+  pthread_mutex_lock(&g.mu);
+  while (!q.index_ready) {
+    if (pthread_cond_timedwait(&g.cv, &g.mu, &until) != 0) break;
+  }
+  int ready = q.index_ready;
+  pthread_mutex_unlock(&g.mu);
+  return ready;
+}
 
 void queue_free(void) {
   free(q.ring);
@@ -343,6 +357,10 @@ static void journal_start(void) {
     }
   }
   rebuild_index();
+  pthread_mutex_lock(&g.mu);
+  q.index_ready = 1;
+  pthread_cond_broadcast(&g.cv);
+  pthread_mutex_unlock(&g.mu);
   long n_pending = 0;
   pthread_mutex_lock(&g.mu);
   const cJSON *p;

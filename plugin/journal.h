@@ -38,6 +38,9 @@ typedef struct {
 void queue_status(queue_status_t *st);
 
 void journal_mark_dirty_locked(void);
+/* Waits (at most max_seconds) until the index has been rebuilt at start, so
+ * that REST never answers from a half-built index. 1 when it is. */
+int index_wait_ready(double max_seconds);
 /* A study's stored findings and embeddings, read from Orthanc (no lock held). */
 void study_fetch_stored_results(const char *id, cJSON **findings, cJSON **emb);
 /* Threads: the journal thread plus cfg.workers workers. */

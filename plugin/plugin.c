@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 
 #include "journal.h"
+#include "listing.h"
+#include "members.h"
 #include "rest.h"
 #include "worker.h"
 
@@ -34,10 +36,13 @@ typedef struct {
 
 static const route_t routes[] = {
     {"status", rest_status},                    /* GET */
+    {"studies", rest_studies},                  /* GET ?state=&label_set=&modality=&analysed_since=&limit=&since= */
+    {"studies/analyze-all", rest_analyze_all},  /* POST */
     {"studies/([^/]+)", rest_study},            /* GET */
     {"studies/([^/]+)/analyze", rest_analyze},  /* POST */
-    {"findings", rest_findings},                /* GET ?label=&min-probability=&label-set=&modality=&limit= */
-    {"search", rest_search},                    /* GET ?text=&modality=&limit= */
+    {"studies/([^/]+)/report.html", rest_report_html}, /* GET */
+    {"findings", rest_findings},                /* GET ?label=&min_probability=&label_set=&modality=&limit=&since= */
+    {"search", rest_search},                    /* GET ?text=&modality=&limit=&since= */
     {"classify", rest_classify},                /* POST a DICOM file */
     {"label-sets", rest_label_sets},            /* GET */
     {".*", rest_unknown},
@@ -64,9 +69,14 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type,
                                         OrthancPluginResourceType rtype, const char *id) {
   switch (type) {
     case OrthancPluginChangeType_OrthancStarted:
-      if (g.enabled) threads_start(worker_main, (void **)g.engines, g.cfg.workers);
+      if (g.enabled) {
+        threads_start(worker_main, (void **)g.engines, g.cfg.workers);
+        members_start(g.cfg.stable_age);
+      }
       break;
     case OrthancPluginChangeType_OrthancStopped:
+      members_stop();
+      listing_stop();
       threads_stop();
       break;
     case OrthancPluginChangeType_NewStudy:
@@ -76,7 +86,12 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type,
       if (id) plugin_event(id, EV_STABLE, 0);
       break;
     case OrthancPluginChangeType_Deleted:
-      if (id && rtype == OrthancPluginResourceType_Study) plugin_study_gone(id);
+      if (id && rtype == OrthancPluginResourceType_Study) {
+        plugin_study_gone(id);
+      } else if (id && (rtype == OrthancPluginResourceType_Instance ||
+                        rtype == OrthancPluginResourceType_Series)) {
+        members_removed(id); /* its study is analysed again once removals settle */
+      }
       break;
     default:
       break;
@@ -122,7 +137,7 @@ static int create_engines(char *err, size_t errlen) {
   o.threads = g.cfg.threads;
   o.precision = (unimed_precision)g.cfg.precision;
   o.max_frame_bytes = (uint64_t)g.cfg.decode_budget_mb << 20;
-  o.manufacturer = "UniMed for Orthanc"; /* worker.c recognises its SRs by it */
+  o.manufacturer = UNIMED_SR_MANUFACTURER; /* worker.c recognises its SRs by it */
   o.software_version = UNIMED_PLUGIN_VERSION;
   if (o.cache_dir && mkdir_p(o.cache_dir) != 0) {
     log_warning("UniMed: cannot create CacheDirectory %s (%s): label-set embeddings are not cached",
@@ -171,9 +186,14 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
     OrthancPluginLogError(context, msg);
     return -1;
   }
-  OrthancPluginSetDescription(context,
-      "UniMed for Orthanc: zero-shot findings with the UniMed-CLIP vision-language model, "
-      "written back as DICOM SR and served over REST");
+#define UNIMED_DESCRIPTION                                                                  \
+  "UniMed for Orthanc: zero-shot findings with the UniMed-CLIP vision-language model, "    \
+  "written back as DICOM SR and served over REST"
+#if ORTHANC_PLUGINS_VERSION_IS_ABOVE(1, 12, 4) /* the SDK of Debian 13's Orthanc 1.12.7 */
+  OrthancPluginSetDescription2(context, UNIMED_PLUGIN_NAME, UNIMED_DESCRIPTION);
+#else
+  OrthancPluginSetDescription(context, UNIMED_DESCRIPTION);
+#endif
 
   char err[1024] = "";
   if (config_load(context, &g.cfg, err, sizeof err) != 0) {
@@ -206,11 +226,15 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
     OrthancPluginRegisterOnChangeCallback(context, on_change);
   } else {
     register_routes(disabled_routes, sizeof disabled_routes / sizeof disabled_routes[0]);
+    /* The panel says that the plugin is disabled, and why. */
+    rest_register_explorer();
   }
   return 0;
 }
 
 __attribute__((visibility("default"))) void OrthancPluginFinalize(void) {
+  members_stop();
+  listing_stop();
   threads_stop();
   if (g.engines)
     for (int i = 0; i < g.cfg.workers; i++) unimed_engine_free(g.engines[i]);

@@ -8,6 +8,12 @@
  *                  replay of /changes; the rebuild at start
  *   worker.c       the analysis of one study and the worker threads
  *   rest.c         the REST handlers and the Explorer extension
+ *   listing.c      GET studies, POST studies/analyze-all
+ *   sr_render.c    GET studies/{id}/report.html
+ *   sr_versions.c  the versions of a study's report
+ *   members.c      re-analysis after removals
+ *   nearest.c      the nearest known name (for messages)
+ *   labels.c       findings as Orthanc labels (Orthanc >= 1.12)
  *   orthanc_io.c   calls into Orthanc's REST API, logging, helpers
  *
  * Include order (no cycles): orthanc_io.h, config.h, study_state.h
@@ -24,6 +30,8 @@
 #include "orthanc_io.h"
 
 #define UNIMED_PLUGIN_NAME "unimed"
+/* The SRs' Manufacturer: how the plugin knows its own reports in a study. */
+#define UNIMED_SR_MANUFACTURER "UniMed for Orthanc"
 #ifndef UNIMED_PLUGIN_VERSION
 #define UNIMED_PLUGIN_VERSION "0.1.0"
 #endif

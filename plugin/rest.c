@@ -12,12 +12,14 @@
 
 #include "index.h"
 #include "journal.h"
+#include "listing.h"
+#include "nearest.h"
 #include "rest.h"
 #include "explorer_js.h" /* generated from explorer.js: unimed_explorer_js[] */
 
 const char *rest_root(void) { return g.cfg.root ? g.cfg.root : "/unimed/"; }
 
-static void answer(OrthancPluginRestOutput *out, int status, cJSON *j) {
+void rest_answer(OrthancPluginRestOutput *out, int status, cJSON *j) {
   char *txt = cJSON_PrintUnformatted(j);
   cJSON_Delete(j);
   if (!txt) {
@@ -34,9 +36,7 @@ static void answer(OrthancPluginRestOutput *out, int status, cJSON *j) {
   free(txt);
 }
 
-static void answer_error(OrthancPluginRestOutput *out, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void answer_error(OrthancPluginRestOutput *out, int status, const char *fmt, ...) {
+void rest_answer_error(OrthancPluginRestOutput *out, int status, const char *fmt, ...) {
   char msg[1200];
   va_list ap;
   va_start(ap, fmt);
@@ -45,8 +45,11 @@ static void answer_error(OrthancPluginRestOutput *out, int status, const char *f
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "error", msg);
   cJSON_AddNumberToObject(j, "status", status);
-  answer(out, status, j);
+  rest_answer(out, status, j);
 }
+
+#define answer rest_answer
+#define answer_error rest_answer_error
 
 /* 405 with the allowed methods. Orthanc reserves status 405 to
  * OrthancPluginSendMethodNotAllowed (which sends the Allow header). */
@@ -73,43 +76,82 @@ static void url_decode(const char *in, char *out, size_t n) {
   out[o] = 0;
 }
 
-/* Decoded values of a request's GET arguments: one buffer per argument a
- * handler reads, owned by the handler (no shared slots to overwrite). */
-typedef char arg_buf[2048];
-
-/* Decoded value of GET argument key into buf, or NULL when absent. */
-static const char *get_arg(const OrthancPluginHttpRequest *req, const char *key, arg_buf buf) {
+const char *rest_arg(const OrthancPluginHttpRequest *req, const char *key, char *buf, size_t n) {
   for (uint32_t i = 0; i < req->getCount; i++)
     if (strcmp(req->getKeys[i], key) == 0) {
-      url_decode(req->getValues[i], buf, sizeof(arg_buf));
+      url_decode(req->getValues[i], buf, n);
       return buf;
     }
   return NULL;
 }
 
-static int parse_limit(const OrthancPluginHttpRequest *req, int def, int *out) {
-  arg_buf b;
-  const char *v = get_arg(req, "limit", b);
-  if (!v) { *out = def; return 0; }
-  char *end;
-  long l = strtol(v, &end, 10);
-  if (!*v || *end || l < 1 || l > 100000) return -1;
-  *out = (int)l;
+int rest_check_args(OrthancPluginRestOutput *out, const OrthancPluginHttpRequest *req,
+                    const char *const *allowed) {
+  for (uint32_t i = 0; i < req->getCount; i++) {
+    /* "_": the cache buster browsers' XHR libraries add (jQuery's cache: false). */
+    int known = strcmp(req->getKeys[i], "_") == 0;
+    for (int k = 0; allowed[k] && !known; k++) known = strcmp(req->getKeys[i], allowed[k]) == 0;
+    if (known) continue;
+    char list[512] = "";
+    size_t off = 0;
+    for (int k = 0; allowed[k]; k++) {
+      int w = snprintf(list + off, sizeof list - off, "%s%s", k ? ", " : "", allowed[k]);
+      if (w < 0 || (size_t)w >= sizeof list - off) break;
+      off += (size_t)w;
+    }
+    const char *near = nearest_name(req->getKeys[i], allowed);
+    char hint[160] = "";
+    if (near) snprintf(hint, sizeof hint, " (did you mean \"%s\"?)", near);
+    answer_error(out, 400, "unknown query argument \"%.100s\"%s; this route takes: %s",
+                 req->getKeys[i], hint, off ? list : "none");
+    return -1;
+  }
   return 0;
 }
 
-static int valid_id(const char *id) {
+int rest_page(OrthancPluginRestOutput *out, const OrthancPluginHttpRequest *req, int def,
+              long *since, int *limit) {
+  char b[64];
+  const char *v = rest_arg(req, "limit", b, sizeof b);
+  *limit = def;
+  if (v) {
+    char *end;
+    long l = strtol(v, &end, 10);
+    if (!*v || *end || l < 1 || l > 100000) {
+      answer_error(out, 400, "\"limit\" must be an integer between 1 and 100000");
+      return -1;
+    }
+    *limit = (int)l;
+  }
+  *since = 0;
+  v = rest_arg(req, "since", b, sizeof b);
+  if (v) {
+    char *end;
+    long l = strtol(v, &end, 10);
+    if (!*v || *end || l < 0) {
+      answer_error(out, 400, "\"since\" must be a non-negative integer (the position to start from)");
+      return -1;
+    }
+    *since = l;
+  }
+  return 0;
+}
+
+int rest_valid_id(const char *id) {
   size_t n = strlen(id);
   if (n == 0 || n > 63) return 0;
   for (size_t i = 0; i < n; i++)
     if (!isxdigit((unsigned char)id[i]) && id[i] != '-') return 0;
   return 1;
 }
+#define valid_id rest_valid_id
+
+static const char *const no_args[] = {NULL};
 
 /* Whether Orthanc still holds the study. A study deleted a moment ago may
  * still be in the index (Orthanc reports deletions to plugins
  * asynchronously): REST never answers about it, and the index forgets it. */
-static int study_in_orthanc(const char *id) {
+int rest_study_in_orthanc(const char *id) {
   char uri[128];
   snprintf(uri, sizeof uri, "/studies/%s", id);
   int st = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, NULL, NULL);
@@ -122,23 +164,15 @@ OrthancPluginErrorCode rest_status(OrthancPluginRestOutput *out, const char *url
                                        const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
+  if (rest_check_args(out, req, no_args)) return 0;
   cJSON *j = cJSON_CreateObject();
   cJSON_AddBoolToObject(j, "enabled", 1);
+  cJSON_AddNullToObject(j, "reason");
   cJSON_AddStringToObject(j, "version", UNIMED_PLUGIN_VERSION);
   cJSON_AddStringToObject(j, "server", g.cfg.server_id);
-  const cJSON *model = cJSON_GetObjectItemCaseSensitive(g.describe, "model");
-  cJSON_AddItemToObject(j, "model", model ? cJSON_Duplicate(model, 1) : cJSON_CreateNull());
-  cJSON *ls = cJSON_AddArrayToObject(j, "label_sets");
-  const cJSON *it;
-  cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(g.describe, "label_sets")) {
-    cJSON *o = cJSON_CreateObject();
-    const char *keys[] = {"name", "version", "hash"};
-    for (int k = 0; k < 3; k++) {
-      const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, keys[k]));
-      if (v) cJSON_AddStringToObject(o, keys[k], v);
-    }
-    cJSON_AddItemToArray(ls, o);
-  }
+  cJSON_AddItemToObject(j, "model", index_model_json());
+  cJSON_AddStringToObject(j, "precision", unimed_precision_name((unimed_precision)g.cfg.precision));
+  cJSON_AddItemToObject(j, "label_sets", index_label_sets_json(0));
   index_counts_t c;
   index_counts(&c);
   queue_status_t qs;
@@ -155,6 +189,7 @@ OrthancPluginErrorCode rest_status(OrthancPluginRestOutput *out, const char *url
   cJSON_AddNumberToObject(j, "mean_analysis_seconds", c.mean_seconds);
   cJSON_AddNumberToObject(j, "last_change", (double)qs.last_change);
   cJSON_AddBoolToObject(j, "catching_up", qs.catching_up);
+  cJSON_AddItemToObject(j, "analyze_all", listing_status_json());
   cJSON_AddNumberToObject(j, "workers", g.cfg.workers);
   cJSON_AddNumberToObject(j, "threads", g.cfg.threads);
   cJSON_AddBoolToObject(j, "write_reports", g.cfg.write_reports);
@@ -167,10 +202,15 @@ OrthancPluginErrorCode rest_study(OrthancPluginRestOutput *out, const char *url,
                                       const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
+  if (rest_check_args(out, req, no_args)) return 0;
   const char *id = req->groups[0];
   if (!valid_id(id)) { answer_error(out, 400, "not an Orthanc study ID: %s", id); return 0; }
-  if (!study_in_orthanc(id)) {
+  if (!rest_study_in_orthanc(id)) {
     answer_error(out, 404, "unknown study: %s", id);
+    return 0;
+  }
+  if (!index_wait_ready(REST_INDEX_WAIT_SECONDS)) {
+    answer_error(out, 503, "the index of analysed studies is still being rebuilt; try again");
     return 0;
   }
   int pending = 0;
@@ -190,6 +230,7 @@ OrthancPluginErrorCode rest_analyze(OrthancPluginRestOutput *out, const char *ur
                                         const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Post) { not_allowed(out, "POST"); return 0; }
+  if (rest_check_args(out, req, no_args)) return 0;
   const char *id = req->groups[0];
   if (!valid_id(id)) { answer_error(out, 400, "not an Orthanc study ID: %s", id); return 0; }
   char uri[128];
@@ -200,7 +241,7 @@ OrthancPluginErrorCode rest_analyze(OrthancPluginRestOutput *out, const char *ur
   if (st != 200) { answer_error(out, 404, "unknown study: %s", id); return 0; }
   plugin_event(id, EV_ANALYZE, 1);
   cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "study", id);
+  cJSON_AddStringToObject(j, "study_id", id);
   cJSON_AddStringToObject(j, "state", "queued");
   answer(out, 202, j);
   return 0;
@@ -211,25 +252,31 @@ OrthancPluginErrorCode rest_findings(OrthancPluginRestOutput *out, const char *u
                                          const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
-  arg_buf label_b, mp_b, lset_b, mod_b;
-  const char *label = get_arg(req, "label", label_b);
+  static const char *const args[] = {"label", "min_probability", "label_set", "modality",
+                                     "limit", "since", NULL};
+  if (rest_check_args(out, req, args)) return 0;
+  char lb[2048], mb[64], sb[256], ob[64];
+  const char *label = rest_arg(req, "label", lb, sizeof lb);
   if (!label || !label[0]) { answer_error(out, 400, "the \"label\" argument is required"); return 0; }
   double minp = 0.5;
-  const char *mp = get_arg(req, "min-probability", mp_b);
+  const char *mp = rest_arg(req, "min_probability", mb, sizeof mb);
   if (mp) {
     char *end;
     minp = strtod(mp, &end);
     if (!*mp || *end || !(minp >= 0.0 && minp <= 1.0)) {
-      answer_error(out, 400, "\"min-probability\" must be a number between 0 and 1");
+      answer_error(out, 400, "\"min_probability\" must be a number between 0 and 1");
       return 0;
     }
   }
-  int limit;
-  if (parse_limit(req, 100, &limit)) { answer_error(out, 400, "\"limit\" must be a positive integer"); return 0; }
-  const char *lset = get_arg(req, "label-set", lset_b);
-  const char *mod = get_arg(req, "modality", mod_b);
-  cJSON *j = index_findings_json(label, minp, lset, mod, limit, study_in_orthanc);
-  answer(out, 200, j);
+  page_t page;
+  if (rest_page(out, req, 100, &page.since, &page.limit)) return 0;
+  const char *lset = rest_arg(req, "label_set", sb, sizeof sb);
+  const char *mod = rest_arg(req, "modality", ob, sizeof ob);
+  if (!index_wait_ready(REST_INDEX_WAIT_SECONDS)) {
+    answer_error(out, 503, "the index of analysed studies is still being rebuilt; try again");
+    return 0;
+  }
+  answer(out, 200, index_findings_json(label, minp, lset, mod, page, rest_study_in_orthanc));
   return 0;
 }
 
@@ -238,12 +285,14 @@ OrthancPluginErrorCode rest_search(OrthancPluginRestOutput *out, const char *url
                                        const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
-  arg_buf text_b, mod_b;
-  const char *text = get_arg(req, "text", text_b);
+  static const char *const args[] = {"text", "modality", "limit", "since", NULL};
+  if (rest_check_args(out, req, args)) return 0;
+  char tb[2048], ob[64];
+  const char *text = rest_arg(req, "text", tb, sizeof tb);
   if (!text || !text[0]) { answer_error(out, 400, "the \"text\" argument is required"); return 0; }
-  int limit;
-  if (parse_limit(req, 10, &limit)) { answer_error(out, 400, "\"limit\" must be a positive integer"); return 0; }
-  const char *mod = get_arg(req, "modality", mod_b);
+  page_t page;
+  if (rest_page(out, req, 10, &page.since, &page.limit)) return 0;
+  const char *mod = rest_arg(req, "modality", ob, sizeof ob);
   float *q = malloc((size_t)g.dim * sizeof *q);
   char err[512] = "";
   pthread_mutex_lock(&g.rest_engine_mu);
@@ -254,7 +303,12 @@ OrthancPluginErrorCode rest_search(OrthancPluginRestOutput *out, const char *url
     answer_error(out, 400, "cannot embed the text: %s", err);
     return 0;
   }
-  cJSON *j = index_search_json(text, q, mod, limit, study_in_orthanc);
+  if (!index_wait_ready(REST_INDEX_WAIT_SECONDS)) {
+    free(q);
+    answer_error(out, 503, "the index of analysed studies is still being rebuilt; try again");
+    return 0;
+  }
+  cJSON *j = index_search_json(text, q, mod, page, rest_study_in_orthanc);
   free(q);
   answer(out, 200, j);
   return 0;
@@ -265,6 +319,7 @@ OrthancPluginErrorCode rest_classify(OrthancPluginRestOutput *out, const char *u
                                          const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Post) { not_allowed(out, "POST"); return 0; }
+  if (rest_check_args(out, req, no_args)) return 0;
   if ((long long)req->bodySize > g.cfg.max_classify_bytes) {
     answer_error(out, 413, "the body has %u bytes; MaxClassifyBytes is %lld", req->bodySize,
                  g.cfg.max_classify_bytes);
@@ -283,9 +338,13 @@ OrthancPluginErrorCode rest_classify(OrthancPluginRestOutput *out, const char *u
     return 0;
   }
   cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "model", g.model_hash);
-  cJSON_AddItemToObject(j, "findings", r.findings ? r.findings : cJSON_CreateNull());
-  r.findings = NULL;
+  const char *uid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r.findings, "study"));
+  cJSON_AddStringToObject(j, "study_instance_uid", uid ? uid : "");
+  cJSON_AddItemToObject(j, "model", index_model_json());
+  cJSON_AddItemToObject(j, "label_sets", index_label_sets_json(0));
+  cJSON_AddBoolToObject(j, "complete", r.complete);
+  cJSON_AddItemToObject(j, "failed_series", index_failed_series_json(r.findings));
+  cJSON_AddItemToObject(j, "scores", index_scores_json(r.findings));
   unimed_study_result_free(&r);
   answer(out, 200, j);
   return 0;
@@ -296,9 +355,23 @@ OrthancPluginErrorCode rest_label_sets(OrthancPluginRestOutput *out, const char 
                                            const OrthancPluginHttpRequest *req) {
   (void)url;
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
-  const cJSON *ls = cJSON_GetObjectItemCaseSensitive(g.describe, "label_sets");
+  static const char *const args[] = {"limit", "since", NULL};
+  if (rest_check_args(out, req, args)) return 0;
+  long since;
+  int limit;
+  if (rest_page(out, req, 100, &since, &limit)) return 0;
+  cJSON *all = index_label_sets_json(1);
+  int total = cJSON_GetArraySize(all);
   cJSON *j = cJSON_CreateObject();
-  cJSON_AddItemToObject(j, "label_sets", ls ? cJSON_Duplicate(ls, 1) : cJSON_CreateArray());
+  cJSON_AddNumberToObject(j, "total", total);
+  cJSON_AddNumberToObject(j, "since", (double)since);
+  cJSON_AddNumberToObject(j, "limit", limit);
+  if (since + limit < total) cJSON_AddNumberToObject(j, "next_since", (double)(since + limit));
+  else cJSON_AddNullToObject(j, "next_since");
+  cJSON *arr = cJSON_AddArrayToObject(j, "label_sets");
+  for (int i = (int)since; i < total && i < since + limit; i++)
+    cJSON_AddItemToArray(arr, cJSON_Duplicate(cJSON_GetArrayItem(all, i), 1));
+  cJSON_Delete(all);
   answer(out, 200, j);
   return 0;
 }
@@ -318,8 +391,8 @@ OrthancPluginErrorCode rest_disabled_status(OrthancPluginRestOutput *out, const 
   if (req->method != OrthancPluginHttpMethod_Get) { not_allowed(out, "GET"); return 0; }
   cJSON *j = cJSON_CreateObject();
   cJSON_AddBoolToObject(j, "enabled", 0);
-  cJSON_AddStringToObject(j, "version", UNIMED_PLUGIN_VERSION);
   cJSON_AddStringToObject(j, "reason", g.disabled_reason);
+  cJSON_AddStringToObject(j, "version", UNIMED_PLUGIN_VERSION);
   answer(out, 200, j);
   return 0;
 }
@@ -340,6 +413,10 @@ void rest_register_explorer(void) {
   char *full = malloc(n);
   if (!full) return;
   snprintf(full, n, "var UNIMED_ROOT = '%s';\n%s", rest_root(), js);
+#if ORTHANC_PLUGINS_VERSION_IS_ABOVE(1, 12, 4) /* the SDK of Debian 13's Orthanc 1.12.7 */
+  OrthancPluginExtendOrthancExplorer2(g.ctx, UNIMED_PLUGIN_NAME, full);
+#else
   OrthancPluginExtendOrthancExplorer(g.ctx, full);
+#endif
   free(full);
 }

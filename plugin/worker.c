@@ -7,6 +7,9 @@
 #include <time.h>
 
 #include "journal.h"
+#include "labels.h"
+#include "members.h"
+#include "sr_versions.h"
 #include "worker.h"
 
 typedef struct {
@@ -70,34 +73,6 @@ static int put_state(const char *id, int st, const outcome_t *o, const char *eta
   int status = txt ? orth_meta_put(id, g.cfg.meta_state, txt, etag) : 0;
   free(txt);
   return status;
-}
-
-#define UNIMED_MANUFACTURER "UniMed for Orthanc"
-
-/* One report per study: the SRs this plugin wrote earlier for the study
- * (another model or label sets, or a run cut short by a crash) are removed
- * once the new one is stored. They are recognised by their series'
- * Manufacturer. */
-static void remove_superseded_srs(const char *id, const char *current_sr) {
-  char uri[160];
-  snprintf(uri, sizeof uri, "/studies/%s/series", id);
-  cJSON *series = orth_get_json(uri, NULL);
-  const cJSON *se;
-  cJSON_ArrayForEach(se, series) {
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(se, "MainDicomTags");
-    const char *mod = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(mt, "Modality"));
-    const char *man = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(mt, "Manufacturer"));
-    if (!mod || strcmp(mod, "SR") != 0 || !man || strcmp(man, UNIMED_MANUFACTURER) != 0) continue;
-    const cJSON *inst;
-    cJSON_ArrayForEach(inst, cJSON_GetObjectItemCaseSensitive(se, "Instances")) {
-      if (!cJSON_IsString(inst) || (current_sr && strcmp(inst->valuestring, current_sr) == 0)) continue;
-      snprintf(uri, sizeof uri, "/instances/%s", inst->valuestring);
-      int st = orth_call(OrthancPluginHttpMethod_Delete, uri, NULL, NULL, 0, NULL, NULL);
-      if (st == 200) log_warning("UniMed: study %s: superseded SR %s removed", id, inst->valuestring);
-      else if (st != 404) log_warning("UniMed: study %s: cannot remove the superseded SR %s (HTTP %d)", id, inst->valuestring, st);
-    }
-  }
-  cJSON_Delete(series);
 }
 
 /* Stores the SR unless an instance with its SOP Instance UID is already in
@@ -316,7 +291,11 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     st = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, &bufs[nb], NULL);
     if (st != 200 || !bufs[nb].data) {
       buf_free(&bufs[nb]);
-      if (st != 404 && !read_error[0]) /* 404: deleted meanwhile */
+      if (st == 200 && !read_error[0])
+        snprintf(read_error, sizeof read_error,
+                 "instance %s: Orthanc serves it as an empty file (its storage may have been "
+                 "full when it was stored)", ids[i]);
+      else if (st != 404 && !read_error[0]) /* 404: deleted meanwhile */
         snprintf(read_error, sizeof read_error, "instance %s: GET its file answered HTTP %d",
                  ids[i], st);
       continue;
@@ -326,9 +305,22 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     blobs[nb].len = bufs[nb].len;
     nb++;
   }
+  /* The report stored now (if any) is the predecessor of the one written. */
+  sr_version_t *versions = NULL;
+  int n_versions = g.cfg.write_reports ? sr_versions_list(id, UNIMED_SR_MANUFACTURER, &versions) : 0;
+  unimed_sr_version version = {NULL, NULL, 1};
+  if (n_versions > 0) {
+    version.predecessor_series_uid = versions[0].series_uid;
+    version.predecessor_sop_instance_uid = versions[0].sop_instance_uid;
+    version.instance_number = versions[0].instance_number + 1;
+  }
   unimed_study_result r;
   memset(&r, 0, sizeof r);
-  int rc = nb ? unimed_engine_analyze_blobs(e, blobs, nb, g.cfg.write_reports, &r) : -1;
+  int rc = nb ? unimed_engine_analyze_blobs_version(e, blobs, nb, g.cfg.write_reports, &version, &r)
+              : -1;
+  /* Same content as the current report: it stays, unchanged. */
+  if (rc == 0 && n_versions > 0 && strcmp(r.sr_sop_instance_uid, versions[0].sop_instance_uid) == 0)
+    version.predecessor_sop_instance_uid = NULL;
   for (int i = 0; i < nb; i++) buf_free(&bufs[i]);
   free(bufs);
   free(blobs);
@@ -342,7 +334,12 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     else
       snprintf(o->error, sizeof o->error, "no instance could be read from Orthanc%s%s%s",
                read_error[0] ? " (" : "", read_error, read_error[0] ? ")" : "");
+    o->findings = r.findings; /* the failed series and their reasons */
+    r.findings = NULL;
     unimed_study_result_free(&r);
+    /* The stored report no longer describes the study. */
+    if (nb && n_versions) sr_versions_remove_superseded(versions, n_versions, NULL);
+    free(versions);
     put_state(id, ST_FAILED, o, NULL);
     goto out;
   }
@@ -350,16 +347,23 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
     if (deleted_meanwhile(id, o)) {
       /* Storing the SR now would bring the study back. */
       unimed_study_result_free(&r);
+      free(versions);
       goto out;
     }
     if (store_sr(&r, o) != 0) {
       o->state = ST_FAILED;
       unimed_study_result_free(&r);
+      free(versions);
       put_state(id, ST_FAILED, o, NULL);
       goto out;
     }
-    remove_superseded_srs(id, o->sr_id);
+    /* The new version replaces the others (docs/REPORTS.md, "Versions"). */
+    int removed = sr_versions_remove_superseded(versions, n_versions, o->sr_uid);
+    if (removed)
+      log_info("UniMed: study %s: SR %s (Instance Number %d) replaces %d earlier version(s)", id,
+               o->sr_uid, version.instance_number, removed);
   }
+  free(versions);
   o->findings = r.findings;
   r.findings = NULL;
   o->emb = embeddings_to_json(&r, g.dim);
@@ -398,6 +402,8 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
 out:
   /* A deletion during the analysis wins over its outcome. */
   if (o->state != ST_NONE && !o->unchanged && !o->elsewhere) deleted_meanwhile(id, o);
+  /* Which study its instances belong to, for removals later. */
+  if (o->state == ST_DONE || o->state == ST_FAILED) members_note(id, series);
   free(ids);
   cJSON_Delete(series);
 }
@@ -424,10 +430,18 @@ static void finish_locked(study_t *s, outcome_t *o, int had_failed) {
     if (o->emb) study_set_embeddings_json(s, o->emb);
     if (o->analysed) index_note_analysis_locked(o->seconds);
     study_apply_locked(s, EV_FINISH_DONE, 0);
+    cJSON *failed = o->analysed ? index_failed_series_json(s->findings) : NULL;
+    const cJSON *fs;
+    cJSON_ArrayForEach(fs, failed)
+      log_warning("UniMed: study %s: series %s left out: %s", s->id,
+                  cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fs, "series_instance_uid")),
+                  cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fs, "error")));
+    cJSON_Delete(failed);
   } else if (o->state == ST_FAILED) {
     if (o->study_json) study_set_patient_info(s, o->study_json);
     study_clear_result(s);
     s->error = xstrdup(o->error);
+    if (o->findings) s->failed_series = index_failed_series_json(o->findings);
     snprintf(s->fingerprint, sizeof s->fingerprint, "%s", o->fingerprint);
     snprintf(s->analysed_at, sizeof s->analysed_at, "%s", o->time[0] ? o->time : "-");
     if (o->analysed) index_note_analysis_locked(o->seconds);
@@ -472,6 +486,10 @@ void *worker_main(void *arg) {
     outcome_t o;
     memset(&o, 0, sizeof o);
     analyse(e, id, force, had_done || had_failed ? fp : NULL, &o);
+    /* Our labels follow a new outcome: a failed or skipped study carries
+     * none (a deleted one, ST_NONE, loses its labels with it). */
+    if (!o.unchanged && !o.elsewhere && o.state != ST_NONE)
+      labels_update(id, o.state == ST_DONE ? o.findings : NULL);
 
     pthread_mutex_lock(&g.mu);
     queue_note_running_locked(-1);

@@ -150,14 +150,12 @@ def storescu(o, files):
 
 def top_findings(result, per_set=2):
     """{label_set: [(label, p)...]}, best first, best series per label, from
-    the engine's findings (the same JSON as in the SR)."""
+    REST's flat scores (the same numbers as in the SR)."""
     best = {}
-    for series in (result.get("findings") or {}).get("series") or []:
-        for ls in series.get("label_sets") or []:
-            for f in ls.get("findings") or []:
-                key = (ls.get("name", ""), f.get("label", ""))
-                if f.get("probability") is not None and f["probability"] > best.get(key, -1):
-                    best[key] = f["probability"]
+    for f in result.get("scores") or []:
+        key = (f.get("label_set", ""), f.get("label", ""))
+        if f.get("probability") is not None and f["probability"] > best.get(key, -1):
+            best[key] = f["probability"]
     sets = {}
     for (ls, label), p in best.items():
         sets.setdefault(ls, []).append((label, p))
@@ -165,7 +163,7 @@ def top_findings(result, per_set=2):
 
 
 def modalities(result):
-    return sorted({s.get("modality", "") for s in (result.get("findings") or {}).get("series") or []} - {""})
+    return sorted({s.get("modality", "") for s in result.get("scores") or []} - {""})
 
 
 def print_table(rows, answered_modalities=None):
@@ -196,13 +194,15 @@ def where(o, rows, http_note):
     done = [r for r in rows if (r.get("result") or {}).get("state") == "done"]
     ex = done[0] if done else (rows[0] if rows else None)
     sid = ex["id"] if ex else "STUDY_ID"
-    sr = ((ex or {}).get("result") or {}).get("sr") or "SR_INSTANCE_ID"
+    sr = (((ex or {}).get("result") or {}).get("sr") or {}).get("instance_id") or "SR_INSTANCE_ID"
     print(f"""
 == where to see it
 Orthanc Explorer    {u}/app/explorer.html   (this machine only; no password)
   a study's page    {u}/app/explorer.html#study?uuid={sid}
-                    ("UniMed findings" panel under the series list: the table,
-                    a link to the SR, a Re-analyse button)
+                    ("UniMed findings" panel under the series list: model and
+                    label sets, the table, the modality check, the report, a
+                    Re-analyse button)
+  its report        {u}/unimed/studies/{sid}/report.html
   its SR            {u}/app/explorer.html#instance?uuid={sr}
                     (series 9901 "SR" in each study: a DICOM TID 1500 report)
 Orthanc IDs of the studies:
@@ -211,7 +211,8 @@ Orthanc IDs of the studies:
 REST (docs/PLUGIN.md)
   curl -s {u}/unimed/status
   curl -s {u}/unimed/studies/{sid}
-  curl -s "{u}/unimed/findings?label=pneumonia&min-probability=0.5"
+  curl -s "{u}/unimed/studies?state=done&limit=20"
+  curl -s "{u}/unimed/findings?label=pneumonia&min_probability=0.5"
   curl -s "{u}/unimed/search?text=chest%20x-ray&limit=5"
   curl -s -X POST -H "Content-Type: application/dicom" --data-binary @FILE.dcm {u}/unimed/classify
   curl -s {u}/instances/{sr}/file -o report.dcm && dsrdump report.dcm

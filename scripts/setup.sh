@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what UniMed for Orthanc needs on Debian 12: build tools, libraries,
-# Orthanc, and the Python/Node tools the tests use. Idempotent: apt-get runs
+# Installs what UniMed for Orthanc needs on Debian 12 (bookworm) or Debian 13
+# (trixie): build tools, libraries, Orthanc, and the Python/Node tools the
+# tests use. Package names that differ between the releases are picked from
+# /etc/os-release. Idempotent: apt-get runs
 # only when a package is missing. Run as root (or with sudo available).
 #
 #   scripts/setup.sh            everything (build, run, and test)
@@ -10,9 +12,21 @@ cd "$(dirname "$0")/.."
 with_npm=1
 [ "${1:-}" = "--no-npm" ] && with_npm=0
 
+# The clang runtime (sanitizers, libFuzzer) is named after clang's version.
+# DCMTK 3.6.9's CMake files (Debian 13) name libtiff.so and libjpeg.so in
+# dcmimage's link interface, but libdcmtk-dev does not bring them.
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+release_packages=()
+case "$codename" in
+  bookworm) clang_rt=libclang-rt-14-dev ;;
+  trixie) clang_rt=libclang-rt-19-dev; release_packages=(libtiff-dev libjpeg-dev) ;;
+  *) clang_rt=libclang-rt-dev
+     echo "setup: release '$codename' not tested (Debian 12 and 13 are); trying $clang_rt" >&2 ;;
+esac
+
 PACKAGES=(
   # build
-  build-essential cmake pkg-config clang libclang-rt-14-dev
+  build-essential cmake pkg-config clang "$clang_rt" "${release_packages[@]}"
   # libraries
   libopenblas-dev libcjson-dev libdcmtk-dev dcmtk libopenjp2-7-dev libxml2-dev libxml2-utils libzip-dev libpng-dev
   libcurl4-openssl-dev zlib1g-dev

@@ -14,6 +14,7 @@ without --out-dir, a broken label set, a folder without DICOM."""
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 UNIMED, MODEL, LABELSETS, XSD = sys.argv[1:5]
 SAMPLES = "/usr/lib/python3/dist-packages/pydicom/data/test_files"
+# The version the build declares (CMakeLists.txt, project()).
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "CMakeLists.txt")) as _f:
+    PROJECT_VERSION = re.search(r"project\(unimed VERSION ([0-9.]+)", _f.read()).group(1)
 failures = []
 
 
@@ -164,6 +168,10 @@ def main():
             for w in warnings:
                 print(f"     dciodvfy {name}: {w}")
             check(f"{name}: dciodvfy reports no error", not errors, "; ".join(errors[:3]))
+            # One Software Versions value everywhere: the project version (the plugin writes it too).
+            sw = pydicom.dcmread(sr, stop_before_pixels=True).get("SoftwareVersions")
+            check(f"{name}: Software Versions is the project version {PROJECT_VERSION}",
+                  str(sw) == PROJECT_VERSION, f"got {sw!r}")
             d = subprocess.run(["dsrdump", sr], capture_output=True, text=True)
             check(f"{name}: dsrdump reads it", d.returncode == 0 and "Imaging Measurement Report" in d.stdout)
             # our reader gives back what analyze printed

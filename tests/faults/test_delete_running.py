@@ -16,10 +16,11 @@ from faultlib import (Check, Orthanc, env_paths, make_study, orthanc_session, se
 
 
 def listed(o, sid, label):
-    st, f = o.get("/unimed/findings?" + urllib.parse.urlencode({"label": label, "min-probability": 0,
+    st, f = o.get("/unimed/findings?" + urllib.parse.urlencode({"label": label, "min_probability": 0,
                                                                  "limit": 1000}))
     st2, s = o.get("/unimed/search?text=chest&limit=1000")
-    return sid in [x["study"] for x in f["studies"]] or sid in [x["study"] for x in s["studies"]]
+    st3, l = o.get("/unimed/studies?limit=1000")
+    return any(sid in [x["study_id"] for x in r["studies"]] for r in (f, s, l))
 
 
 def run(ok, plugin, model, write_reports):

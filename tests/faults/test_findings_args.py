@@ -19,19 +19,19 @@ def main():
         st, a = study_result(o, sid)
         ok(st == 200 and a["state"] == "done" and a["scores"], "study analysed: %s" % a.get("state"))
         f = a["scores"][0]
-        args = [("label", f["label"]), ("min-probability", "0"), ("label-set", f["label_set"]),
+        args = [("label", f["label"]), ("min_probability", "0"), ("label_set", f["label_set"]),
                 ("limit", "50"), ("modality", "CT")]
         st, r = o.get("/unimed/findings?" + urllib.parse.urlencode(args))
         ok(st == 200, "findings with five arguments: HTTP %s" % st)
         ok(r["label"] == f["label"], "the answer is for label %r (asked %r)" % (r["label"], f["label"]))
-        ok(r["count"] == 1 and r["studies"][0]["study"] == sid and r["studies"][0]["label"] == f["label"],
+        ok(r["total"] == 1 and r["studies"][0]["study_id"] == sid and r["studies"][0]["score"]["label"] == f["label"],
            "the study is found with its finding %r" % f["label"])
         # The same arguments in every order.
         for k in range(1, 5):
             perm = args[k:] + args[:k]
             st, r = o.get("/unimed/findings?" + urllib.parse.urlencode(perm))
-            ok(st == 200 and r["label"] == f["label"] and r["count"] == 1,
-               "order %s: label %r, %s studies" % ([p[0] for p in perm], r.get("label"), r.get("count")))
+            ok(st == 200 and r["label"] == f["label"] and r["total"] == 1,
+               "order %s: label %r, %s studies" % ([p[0] for p in perm], r.get("label"), r.get("total")))
     return ok.done()
 
 

@@ -437,9 +437,13 @@ class Harness:
             fig.fail("I2: %d deleted studies are back in Orthanc: %s" % (len(reappeared), reappeared[:10]))
         # The label lists answer nothing about deleted studies either.
         st, f = self.o.get("/unimed/search?text=" + urllib.parse.quote("chest x-ray") + "&limit=100000")
-        back = [x["study"] for x in f.get("studies", []) if x["study"] in self.deleted]
+        back = [x["study_id"] for x in f.get("studies", []) if x["study_id"] in self.deleted]
         if back:
             fig.fail("I2: search lists deleted studies: %s" % back[:10])
+        st, f = self.o.get("/unimed/studies?limit=100000")
+        back = [x["study_id"] for x in f.get("studies", []) if x["study_id"] in self.deleted]
+        if back:
+            fig.fail("I2: GET studies lists deleted studies: %s" % back[:10])
         c = fig.c
         print("\n---- figures (seed %d) ----" % self.args.seed)
         print("studies in Orthanc: %d (done %d, failed %d, skipped %d)" % (len(studies), final["done"],

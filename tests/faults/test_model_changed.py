@@ -23,7 +23,7 @@ def classify(o, data):
 
 
 def probabilities(r):
-    return json.dumps(r["findings"], sort_keys=True)
+    return json.dumps(r["scores"], sort_keys=True)
 
 
 def main():

@@ -68,6 +68,7 @@ static cJSON *dump_set(const unimed_label_set *ls) {
   cJSON_AddItemToObject(j, "body_parts", strings_json(ls->body_parts, ls->n_body_parts));
   cJSON_AddItemToObject(j, "sop_classes", strings_json(ls->sop_classes, ls->n_sop_classes));
   cJSON_AddItemToObject(j, "templates", strings_json(ls->templates, ls->n_templates));
+  cJSON_AddNumberToObject(j, "orthanc_max_per_study", ls->orthanc_max);
   cJSON *labels = cJSON_AddArrayToObject(j, "labels");
   for (int i = 0; i < ls->n_labels; i++) {
     const unimed_label *l = &ls->labels[i];
@@ -80,6 +81,11 @@ static cJSON *dump_set(const unimed_label_set *ls) {
     cJSON_AddItemToObject(o, "synonyms", strings_json(l->synonyms, l->n_synonyms));
     cJSON_AddItemToObject(o, "prompts", strings_json(l->prompts, l->n_prompts));
     cJSON_AddItemToObject(o, "negatives", strings_json(l->negatives, l->n_negatives));
+    if (l->orthanc_label)
+      cJSON_AddStringToObject(o, "orthanc_label", l->orthanc_label);
+    else
+      cJSON_AddNullToObject(o, "orthanc_label");
+    cJSON_AddNumberToObject(o, "orthanc_threshold", l->orthanc_threshold);
     cJSON_AddItemToArray(labels, o);
   }
   return j;

@@ -112,6 +112,46 @@ def delitem(path):
     return f
 
 
+def dump(s, name):
+    path = os.path.join(WORK, name + ".json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(s, f)
+    p = subprocess.run([TOOL, "dump", path], capture_output=True, text=True, timeout=60)
+    return json.loads(p.stdout) if p.returncode == 0 else {"error": p.stderr.strip()}
+
+
+def check_orthanc_defaults():
+    """The documented defaults and overrides of the Orthanc label rule."""
+    global passed
+    got = dump(BASE, "orthanc-defaults")
+    want = {"orthanc_max_per_study": 3,
+            "labels": [("pleural-effusion", 0.5), ("pneumothorax", 0.5), ("pneumonia", 0.5)]}
+    s = copy.deepcopy(BASE)
+    s["orthanc_labels"] = {"threshold": 0.25, "max_per_study": 1}
+    s["labels"][0]["name"] = "Pleural  effusion (large)!"
+    s["labels"][1]["orthanc_label"] = "PTX_1"
+    s["labels"][1]["orthanc_threshold"] = 0.9
+    s["labels"][2]["orthanc_label"] = False
+    got2 = dump(s, "orthanc-overrides")
+    want2 = {"orthanc_max_per_study": 1,
+             "labels": [("pleural-effusion-large", 0.25), ("PTX_1", 0.9), (None, 0.25)]}
+    s3 = copy.deepcopy(BASE)
+    s3["orthanc_labels"] = False
+    got3 = dump(s3, "orthanc-off")
+    want3 = {"orthanc_max_per_study": 0, "labels": [(None, 0.5)] * 3}
+    for name, g, w in (("orthanc-defaults", got, want), ("orthanc-overrides", got2, want2),
+                       ("orthanc-off", got3, want3)):
+        have = {"orthanc_max_per_study": g.get("orthanc_max_per_study"),
+                "labels": [(l.get("orthanc_label"), l.get("orthanc_threshold"))
+                           for l in g.get("labels", [])]}
+        if have == w:
+            passed += 1
+            print("ok   %-28s %s" % (name, have))
+        else:
+            failures.append(name)
+            print("FAIL %-28s got %s, expected %s" % (name, have, w))
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     global passed
@@ -218,6 +258,29 @@ def main():
          raw=json.dumps(BASE) + "\n}\n")
     case("empty-file", None, "malformed JSON", raw="")
     case("nul-byte", None, "NUL byte", raw='{"name": "a\u0000"}')
+
+    # Orthanc labels (docs/LABEL_SETS.md)
+    case("orthanc-labels-unknown-key", setitem(["orthanc_labels"], {"max": 2}), "orthanc_labels:",
+         "unknown key \"max\"")
+    case("orthanc-labels-not-object", setitem(["orthanc_labels"], 3), "orthanc_labels:",
+         "must be an object")
+    case("orthanc-threshold-above-1", setitem(["orthanc_labels"], {"threshold": 1.5}),
+         "orthanc_labels.threshold:", "from 0 to 1")
+    case("orthanc-max-fraction", setitem(["orthanc_labels"], {"max_per_study": 1.5}),
+         "orthanc_labels.max_per_study:", "whole number")
+    case("orthanc-label-bad-char", setitem(["labels", 0, "orthanc_label"], "pleural effusion"),
+         "labels[0].orthanc_label:", "only letters, digits, '-' and '_'")
+    case("orthanc-label-too-long", setitem(["labels", 0, "orthanc_label"], "x" * 49),
+         "labels[0].orthanc_label:", "longer than 48")
+    case("orthanc-label-true", setitem(["labels", 0, "orthanc_label"], True),
+         "labels[0].orthanc_label:", "or false")
+    case("orthanc-label-threshold-string", setitem(["labels", 1, "orthanc_threshold"], "0.7"),
+         "labels[1].orthanc_threshold:", "a probability")
+    case("orthanc-label-unnamable", setitem(["labels", 1, "name"], "\u00e9\u00e8"),
+         "labels[1].orthanc_label:", "give \"orthanc_label\", or false")
+    case("orthanc-label-key-typo", setitem(["labels", 0, "orthanc_labels"], "x"), "labels[0]:",
+         "unknown key \"orthanc_labels\"")
+    check_orthanc_defaults()
 
     # a file that is not there
     global failures

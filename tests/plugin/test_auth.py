@@ -16,7 +16,9 @@ def main():
                   ("GET", "/unimed/findings?label=x"), ("GET", "/unimed/search?text=x"),
                   ("GET", "/unimed/studies/00000000-00000000-00000000-00000000-00000000"),
                   ("POST", "/unimed/studies/00000000-00000000-00000000-00000000-00000000/analyze"),
-                  ("POST", "/unimed/classify")]
+                  ("POST", "/unimed/classify"), ("GET", "/unimed/studies"),
+                  ("POST", "/unimed/studies/analyze-all"),
+                  ("GET", "/unimed/studies/00000000-00000000-00000000-00000000-00000000/report.html")]
         for method, path in routes:
             st, _, hdr = o.request(method, path, body=b"" if method == "POST" else None, auth=False)
             ok(st == 401, "%s %s without credentials: %d" % (method, path, st))

@@ -13,6 +13,8 @@ CASES = [
     ("MaxSlices of the wrong type", {"MaxSlices": "8"}, "MaxSlices"),
     ("Enable not a boolean", {"Enable": "yes"}, "Enable"),
     ("Root without slashes", {"Root": "unimed"}, "Root"),
+    ("LabelPrefix with a space", {"LabelPrefix": "uni med-"}, "LabelPrefix"),
+    ("Labels not a boolean", {"Labels": "yes"}, "Labels"),
     ("missing ModelDirectory", {"ModelDirectory": None}, "ModelDirectory"),
     ("unloadable model", {"ModelDirectory": "EMPTY"}, "cannot load the model"),
     ("missing label-set file", {"LabelSets": ["/nonexistent/labels.json"]}, "/nonexistent/labels.json"),

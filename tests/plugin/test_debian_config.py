@@ -67,7 +67,7 @@ def main():
         o.stop()
         o.start()
         st, s = o.get("/unimed/search?text=chest")
-        ok(st == 200 and [x for x in s["studies"] if x["study"] == sid], "index rebuilt after a restart")
+        ok(st == 200 and [x for x in s["studies"] if x["study_id"] == sid], "index rebuilt after a restart")
     return ok.done()
 
 

@@ -86,8 +86,8 @@ def main():
         st, s = o.get("/unimed/status")
         ok(s["done"] == len(ids), "after a clean restart: %d analysed studies in the index" % s["done"])
         st, after = o.get("/unimed/search?text=pleural%20effusion&limit=1000")
-        b = [(x["study"], round(x["similarity"], 5)) for x in before["studies"]]
-        a = [(x["study"], round(x["similarity"], 5)) for x in after["studies"]]
+        b = [(x["study_id"], round(x["similarity"], 5)) for x in before["studies"]]
+        a = [(x["study_id"], round(x["similarity"], 5)) for x in after["studies"]]
         ok(len(a) == len(ids) and sorted(a) == sorted(b), "search after restart = search before (%d studies)" % len(a))
         st, r = o.get("/unimed/studies/" + ids[0])
         ok(st == 200 and r["state"] == "done" and r["scores"], "GET studies/{id} after restart: findings")

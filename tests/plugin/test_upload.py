@@ -46,18 +46,14 @@ def sr_probabilities(ds):
     return out
 
 
-def json_probabilities(findings):
-    out = []
-    for se in findings.get("series", []):
-        for ls in se.get("label_sets", []):
-            for f in ls.get("findings", []):
-                out.append((f["code"]["value"], f["code"]["scheme"], float(f["probability"])))
-    return out
+def score_probabilities(scores):
+    """The probabilities of REST's flat scores list."""
+    return [float(x["probability"]) for x in scores]
 
 
 def same_multiset(a, b, tol=1e-5):
     a, b = sorted(a), sorted(b)
-    return len(a) == len(b) and all(x[:2] == y[:2] and abs(x[2] - y[2]) <= tol for x, y in zip(a, b))
+    return len(a) == len(b) and all(abs(x - y) <= tol for x, y in zip(a, b))
 
 
 def dciodvfy(data):
@@ -103,7 +99,7 @@ def main():
             results[sid] = r
             ok(st == 200 and r["state"] == "done", "%s study analysed: state %s" % (name, r.get("state")))
             srs = sr_instances(o, sid)
-            ok(len(srs) == 1 and r.get("sr") == srs[0],
+            ok(len(srs) == 1 and (r.get("sr") or {}).get("instance_id") == srs[0],
                "%s: exactly one SR in the study, the one GET studies/{id} names" % name)
             if not srs:
                 continue
@@ -114,40 +110,44 @@ def main():
             for l in errors[:5]:
                 print("   ", l)
             ds = pydicom.dcmread(io.BytesIO(data))
-            ok(ds.SOPInstanceUID == r.get("sr_sop_instance_uid"), "%s: SR SOP Instance UID matches" % name)
-            a, b = sr_probabilities(ds), json_probabilities(r["findings"])
+            ok(ds.SOPInstanceUID == r["sr"]["sop_instance_uid"], "%s: SR SOP Instance UID matches" % name)
+            a, b = [x[2] for x in sr_probabilities(ds)], score_probabilities(r["scores"])
             ok(len(a) > 0 and same_multiset(a, b),
-               "%s: REST findings = SR findings (%d probabilities)" % (name, len(a)))
-            ok(len(r["scores"]) == len(b), "%s: flat scores list has every finding" % name)
+               "%s: REST scores = SR findings (%d probabilities)" % (name, len(a)))
+            ok(ds.SoftwareVersions == status["version"], "%s: SR Software Versions %s = plugin version"
+               % (name, ds.SoftwareVersions))
 
         # findings?label=...
         r = results[ct_id]
         best = max(r["scores"], key=lambda s: s["probability"])
         label, p = best["label"], best["probability"]
-        q = "/unimed/findings?label=%s&min-probability=%.6f&label-set=%s" % (
+        q = "/unimed/findings?label=%s&min_probability=%.6f&label_set=%s" % (
             label.replace(" ", "%20"), max(0.0, p - 1e-4), best["label_set"])
         st, ans = o.get(q)
-        hit = [x for x in ans.get("studies", []) if x["study"] == ct_id] if st == 200 else []
-        ok(st == 200 and hit and abs(hit[0]["probability"] - p) < 1e-6 and hit[0]["patient_id"] == "PCT"
+        hit = [x for x in ans.get("studies", []) if x["study_id"] == ct_id] if st == 200 else []
+        ok(st == 200 and hit and abs(hit[0]["score"]["probability"] - p) < 1e-6 and hit[0]["patient_id"] == "PCT"
            and hit[0]["study_date"] == "20240102",
            "GET findings?label=%s finds the CT study with p=%.4f, patient and date" % (label, p))
         st, ans = o.get(q + "&modality=MR")
-        ok(st == 200 and not [x for x in ans["studies"] if x["study"] == ct_id],
+        ok(st == 200 and not [x for x in ans["studies"] if x["study_id"] == ct_id],
            "GET findings ... &modality=MR leaves the CT study out")
         if p < 0.999:
-            st, ans = o.get("/unimed/findings?label=%s&min-probability=%.6f&label-set=%s" % (
+            st, ans = o.get("/unimed/findings?label=%s&min_probability=%.6f&label_set=%s" % (
                 label.replace(" ", "%20"), p + 1e-3, best["label_set"]))
-            ok(st == 200 and not [x for x in ans["studies"] if x["study"] == ct_id],
-               "GET findings with min-probability above p leaves it out")
-        st, ans = o.get("/unimed/findings?min-probability=0.5")
+            ok(st == 200 and not [x for x in ans["studies"] if x["study_id"] == ct_id],
+               "GET findings with min_probability above p leaves it out")
+        st, ans = o.get("/unimed/findings?min_probability=0.5")
         ok(st == 400 and "error" in ans, "GET findings without label: 400 JSON")
-        st, ans = o.get("/unimed/findings?label=x&min-probability=abc")
-        ok(st == 400, "GET findings with a bad min-probability: 400")
+        st, ans = o.get("/unimed/findings?label=x&min_probability=abc")
+        ok(st == 400, "GET findings with a bad min_probability: 400")
+        st, ans = o.get("/unimed/findings?label=x&min-probability=0.2")
+        ok(st == 400 and "min_probability" in ans.get("error", ""),
+           "GET findings with a misspelt argument: 400 naming the right one (%s)" % ans.get("error"))
 
         # search
         st, ans = o.get("/unimed/search?text=chest%20x-ray%20with%20pleural%20effusion&limit=10")
         sims = [x["similarity"] for x in ans.get("studies", [])] if st == 200 else []
-        ok(st == 200 and {x["study"] for x in ans["studies"]} >= {ct_id, cr_id, mr_id}
+        ok(st == 200 and {x["study_id"] for x in ans["studies"]} >= {ct_id, cr_id, mr_id}
            and sims == sorted(sims, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in sims),
            "GET search ranks the 3 studies by cosine similarity: %s" % ["%.3f" % s for s in sims])
         st, ans = o.get("/unimed/search?text=x&limit=1")
@@ -164,10 +164,10 @@ def main():
         # classify: findings, nothing stored
         st, stats0 = o.get("/statistics")
         st, ans = o.post("/unimed/classify", cr[0], headers={"Content-Type": "application/dicom"})
-        ok(st == 200 and ans.get("findings", {}).get("series"), "POST classify: findings")
+        ok(st == 200 and ans.get("scores"), "POST classify: scores")
         if st == 200:
-            same = same_multiset(json_probabilities(ans["findings"]), json_probabilities(results[cr_id]["findings"]))
-            ok(same, "POST classify of the CR image = the CR study's findings")
+            same = same_multiset(score_probabilities(ans["scores"]), score_probabilities(results[cr_id]["scores"]))
+            ok(same, "POST classify of the CR image = the CR study's scores")
         st, stats1 = o.get("/statistics")
         ok(stats0["CountInstances"] == stats1["CountInstances"], "POST classify stores nothing")
         st, ans = o.post("/unimed/classify", b"\0" * ((1 << 20) + 1))

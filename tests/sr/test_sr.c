@@ -92,7 +92,7 @@ static void make_request(udcm_sr_request *req, const char *source, const char *m
 static const udcm_sr_read_finding *find_finding(const udcm_sr_read_group *g, const udcm_sr_code *code)
 {
     for (size_t i = 0; i < g->n_findings; i++)
-        if (strcmp(g->findings[i].concept.value, "121071") == 0 &&
+        if (strcmp(g->findings[i].concept_name.value, "121071") == 0 &&
             strcmp(g->findings[i].code.value, code->value) == 0 &&
             strcmp(g->findings[i].code.scheme, code->scheme) == 0)
             return &g->findings[i];
@@ -350,13 +350,13 @@ static int cmd_read(const char *path, int min_groups)
                G->n_measurements, G->n_images);
         for (size_t i = 0; i < G->n_findings; i++) {
             const udcm_sr_read_finding *f = &G->findings[i];
-            printf("    %s = (%s, %s, \"%s\")", f->concept.meaning, f->code.value, f->code.scheme, f->code.meaning);
+            printf("    %s = (%s, %s, \"%s\")", f->concept_name.meaning, f->code.value, f->code.scheme, f->code.meaning);
             if (f->has_probability) printf(" probability %.9g", f->probability);
             printf("\n");
         }
         for (size_t i = 0; i < G->n_measurements; i++) {
             const udcm_sr_read_measurement *m = &G->measurements[i];
-            printf("    %s = %s [%s] (%.9g)\n", m->concept.meaning, m->value_text, m->unit.value, m->value);
+            printf("    %s = %s [%s] (%.9g)\n", m->concept_name.meaning, m->value_text, m->unit.value, m->value);
         }
         nf += G->n_findings;
         nm += G->n_measurements;

@@ -396,9 +396,9 @@ static char *sr_text_of(const udcm_sr_result *res) {
     }
     for (size_t i = 0; i < gr->n_measurements; i++) {
       const udcm_sr_read_measurement *m = &gr->measurements[i];
-      if (!m->concept.meaning || !*m->concept.meaning) continue;
+      if (!m->concept_name.meaning || !*m->concept_name.meaning) continue;
       APPEND(items++ ? ", " : "findings: ");
-      APPEND(m->concept.meaning);
+      APPEND(m->concept_name.meaning);
       if (m->value_text && *m->value_text) {
         APPEND(" ");
         APPEND(m->value_text);
