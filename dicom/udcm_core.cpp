@@ -396,7 +396,7 @@ static bool only_final_delimiter_missing(udcm_handle *h, OFCondition st)
     if (!d || d->card() == 0) return false;
     DcmPixelData *pd = dynamic_cast<DcmPixelData *>(d->getElement(d->card() - 1));
     const E_TransferSyntax x = d->getOriginalXfer();
-    if (!pd || pd->getTag().getXTag() != DCM_PixelData || !DcmXfer(x).isEncapsulated() || x == EXS_RLELossless)
+    if (!pd || pd->getTag().getXTag() != DCM_PixelData || !xfer_encapsulated(DcmXfer(x)) || x == EXS_RLELossless)
         return false;
     DcmPixelSequence *seq = nullptr;
     if (pd->getEncapsulatedRepresentation(x, nullptr, seq).bad() || !seq || seq->card() < 2) return false;

@@ -428,7 +428,7 @@ typedef struct udcm_sr_read_group {
  * TID 4019 algorithm identification items are not report text and are not
  * listed. */
 typedef struct udcm_sr_text_item {
-    udcm_sr_code concept;           /* e.g. (121071, DCM, "Finding") */
+    udcm_sr_code concept_name;          /* e.g. (121071, DCM, "Finding") */
     udcm_sr_code section;           /* nearest enclosing CONTAINER's concept
                                      * (e.g. (121070, DCM, "Findings")); the
                                      * root's for items directly below it */
