@@ -282,7 +282,7 @@ int config_load(OrthancPluginContext *ctx, unimed_config_t *c, char *err, size_t
     int bad = unimed_precision_parse(prec, &pv) != 0;
     free(prec);
     if (bad) {
-      cfg_err(err, n, "%s", "\"UniMed\".\"Precision\" must be \"fp32\" or \"bf16\"");
+      cfg_err(err, n, "%s", "\"UniMed\".\"Precision\" must be \"fp32\", \"bf16\" or \"int8\"");
       goto done;
     }
     c->precision = (int)pv;

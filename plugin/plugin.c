@@ -209,6 +209,9 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
     if (g.cfg.precision == UNIMED_PRECISION_BF16 && !unimed_bf16_supported())
       log_warning("UniMed: \"Precision\": \"bf16\" but this CPU has no avx512_bf16: "
                   "running FP32");
+    if (g.cfg.precision == UNIMED_PRECISION_INT8 && !unimed_int8_supported())
+      log_warning("UniMed: \"Precision\": \"int8\" but this CPU has no AVX-512 VNNI or AVX-VNNI: "
+                  "running %s", unimed_bf16_supported() ? "BF16" : "FP32");
     if (create_engines(err, sizeof err) != 0) {
       char why[1200];
       snprintf(why, sizeof why, "cannot load the model or the label sets: %s", err);
