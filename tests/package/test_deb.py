@@ -234,7 +234,9 @@ def main():
             time.sleep(2)
         check(st == 200 and res.get("state") == "done",
               "GET /unimed/studies/{id}: %s" % json.dumps(res)[:300])
-        sr = (res or {}).get("sr") if isinstance(res, dict) else None
+        # The answer names the SR as {"instance_id", "sop_instance_uid"} (docs/openapi.json).
+        sr_ref = (res or {}).get("sr") if isinstance(res, dict) else None
+        sr = sr_ref.get("instance_id") if isinstance(sr_ref, dict) else None
         st, series = jget(port, "/studies/%s/series" % study)
         srs = [i for s in (series if st == 200 else []) if s["MainDicomTags"].get("Modality") == "SR"
                for i in s["Instances"]]

@@ -45,15 +45,14 @@ def label_set(version, alpha_name, max_per_study):
     }
 
 
-def expected_labels(findings, ls):
-    """The documented rule, applied to the reported probabilities."""
+def expected_labels(answer, ls):
+    """The documented rule, applied to the probabilities GET studies/{id}
+    reports (its flat "scores", docs/openapi.json)."""
     best = {}
-    for se in findings.get("series", []):
-        for s in se.get("label_sets", []):
-            if s["name"] != ls["name"]:
-                continue
-            for f in s["findings"]:
-                best[f["label"]] = max(best.get(f["label"], -1.0), float(f["probability"]))
+    for f in answer.get("scores", []):
+        if f["label_set"] != ls["name"]:
+            continue
+        best[f["label"]] = max(best.get(f["label"], -1.0), float(f["probability"]))
     rule = ls["orthanc_labels"]
     cands = []
     for lab in ls["labels"]:
@@ -143,7 +142,7 @@ def main():
             for name, sid in studies.items():
                 st, r = study_result(o, sid, timeout=180)
                 ok(st == 200 and r["state"] == "done", "%s analysed: %s" % (name, r.get("state")))
-                expected[sid] = expected_labels(r["findings"], ls1)
+                expected[sid] = expected_labels(r, ls1)
                 got = settled_labels(o, sid, lambda l: ours(l) == expected[sid])
                 ok(got == expected[sid] and len(expected[sid]) == 2,
                    "%s carries exactly the 2 labels of the rule %s: %s"
@@ -193,7 +192,7 @@ def main():
             for name, sid in (("MR (C-STORE)", mr_id), ("CT 1", ct1)):
                 before = labels_of(o, sid)
                 st, r = reanalyse(o, sid)
-                want = expected_labels(r["findings"], ls2)
+                want = expected_labels(r, ls2)
                 got = settled_labels(o, sid, lambda l: ours(l) == want)
                 ok(len(want) == 1 and got == want | (before - ours(before)),
                    "%s with the new label set: ours %s, others unchanged %s"
