@@ -32,6 +32,8 @@ PACKAGES=(
   libcurl4-openssl-dev zlib1g-dev
   # Orthanc and DICOM tools
   orthanc orthanc-dev dicom3tools
+  # GNU time: the decode-budget tests read a process's peak RSS from "time -v"
+  time
   # references for the tests (Debian's /usr/bin/python3)
   python3 python3-torch python3-numpy python3-pydicom python3-pil python3-gdcm
   # bench/run.py: builds the ONNX Runtime INT8 model from the exported ONNX
