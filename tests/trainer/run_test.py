@@ -513,10 +513,22 @@ def case_orthanc():
         p = run([A.train, "--orthanc", "http://%s:%s@127.0.0.1:1" % (user, password),
                  "--out", os.path.join(w, "bad")] + common, 2)
         need(p.stderr, "must not hold credentials")
-        # Orthanc 1.10 has no labels: said so, not silently ignored
-        p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--orthanc-label", "x",
-                 "--out", os.path.join(w, "bad")] + common, 1)
-        need(p.stderr, "has no labels (they came with Orthanc 1.12)")
+        st, system = o.get("/system")
+        if isinstance(system, dict) and system.get("HasLabels"):
+            # Orthanc >= 1.12: --orthanc-label selects exactly the studies carrying the label
+            tagged = sorted(uid_to_id.values())[:5]
+            for sid in tagged:
+                st, body, _ = o.request("PUT", "/studies/%s/labels/train-selected" % sid, body="")
+                if st != 200:
+                    fail("PUT label on %s: HTTP %s %r" % (sid, st, body[:200]))
+            p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--orthanc-label",
+                     "train-selected", "--out", os.path.join(w, "labelled")] + common)
+            need(p.stderr, "5 studies selected")
+        else:
+            # Orthanc 1.10 has no labels: said so, not silently ignored
+            p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--orthanc-label", "x",
+                     "--out", os.path.join(w, "bad")] + common, 1)
+            need(p.stderr, "has no labels (they came with Orthanc 1.12)")
         # a date range that selects nothing
         p = run([A.train, "--orthanc", o.url, "--orthanc-credentials", cred, "--orthanc-date",
                  "20990101-20991231", "--out", os.path.join(w, "bad")] + common, 1)
