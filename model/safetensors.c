@@ -148,8 +148,9 @@ static int parse_entry(const cJSON *item, const char *fname, const unsigned char
 int st_parse(st_file *f, const void *buf, size_t len, const char *name, char *err,
              size_t errlen) {
   const unsigned char *p = buf;
-  f->tensors = NULL;
-  f->count = 0;
+  /* The whole record starts empty: st_close() on a parsed buffer must not
+   * see a mapping or an in-memory copy that st_open() did not make. */
+  memset(f, 0, sizeof *f);
   if (len < 8) {
     set_err(err, errlen, "%s: truncated safetensors file (%zu bytes, header length needs 8)",
             name, len);
