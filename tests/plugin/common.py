@@ -157,6 +157,20 @@ def storescu(o, paths):
         raise AssertionError("storescu failed (%d): %s %s" % (r.returncode, r.stdout, r.stderr))
 
 
+def store_study_over_dicom(o, study_uid, files, folder):
+    """Writes a study's files into folder, sends them with C-STORE and returns
+    the study's Orthanc ID."""
+    paths = []
+    for i, data in enumerate(files):
+        p = os.path.join(folder, "%s-%d.dcm" % (study_uid, i))
+        with open(p, "wb") as f:
+            f.write(data)
+        paths.append(p)
+    storescu(o, paths)
+    st, found = o.post("/tools/lookup", study_uid)
+    return [x["ID"] for x in found if x["Type"] == "Study"][0]
+
+
 class Check:
     """Counts failed checks; prints each one."""
 

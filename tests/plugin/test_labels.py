@@ -19,8 +19,8 @@ import sys
 import tempfile
 import time
 
-from common import (Check, Orthanc, env_paths, make_study, storescu, study_result, upload,
-                    orthanc_session)
+from common import (Check, Orthanc, env_paths, make_study, store_study_over_dicom, study_result,
+                    upload, orthanc_session)
 
 PREFIX = "unimed-"
 
@@ -123,15 +123,7 @@ def main():
 
             # C-STORE (MR), REST (two CT studies), and a study that cannot be analysed.
             mr_uid, mr = make_study("MR", n_series=2, n_instances=2, seed=11, patient_id="PL1")
-            paths = []
-            for i, data in enumerate(mr):
-                p = os.path.join(tmp, "mr%d.dcm" % i)
-                with open(p, "wb") as f:
-                    f.write(data)
-                paths.append(p)
-            storescu(o, paths)
-            st, found = o.post("/tools/lookup", mr_uid)
-            mr_id = [x["ID"] for x in found if x["Type"] == "Study"][0]
+            mr_id = store_study_over_dicom(o, mr_uid, mr, tmp)
             ct1 = upload(o, make_study("CT", n_instances=2, seed=12, patient_id="PL2")[1])
             ct2 = upload(o, make_study("CT", n_instances=2, seed=13, patient_id="PL3")[1])
             bad = upload(o, make_study("CT", n_instances=1, seed=14, broken=True,

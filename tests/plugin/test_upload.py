@@ -6,7 +6,6 @@ errors, re-analysis without a second SR."""
 
 import io
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ import time
 
 import pydicom
 
-from common import (Check, Orthanc, env_paths, make_study, sr_instances, storescu,
+from common import (Check, Orthanc, env_paths, make_study, sr_instances, store_study_over_dicom,
                     study_result, upload, wait_for, orthanc_session)
 
 
@@ -80,15 +79,7 @@ def main():
         mr_uid, mr = make_study("MR", n_series=1, n_instances=4, seed=3, patient_id="PMR")
         ct_id = upload(o, ct)
         cr_id = upload(o, cr)
-        paths = []
-        for i, data in enumerate(mr):
-            p = os.path.join(tmp, "mr%d.dcm" % i)
-            with open(p, "wb") as f:
-                f.write(data)
-            paths.append(p)
-        storescu(o, paths)
-        st, found = o.post("/tools/lookup", mr_uid)
-        mr_id = [x["ID"] for x in found if x["Type"] == "Study"][0]
+        mr_id = store_study_over_dicom(o, mr_uid, mr, tmp)
 
         st, pending = o.get("/unimed/studies/" + ct_id)
         ok(st in (200, 202), "GET studies/{id} while pending answers %d (%s)" % (st, pending.get("state")))
