@@ -819,8 +819,10 @@ static void planar_to_interleaved(std::vector<int32_t> &v, size_t px)
  * statement of its rules: from offset 0, while at least 5 bytes are left:
  * SOFn (C0-CF except C4, C8, CC) ends the walk; RSTn, SOI and EOI (D0-D9)
  * and reserved markers (02-BF) are 2 bytes; every other marker from C4 to
- * FE is followed by a 16-bit length; TEM (01) is not skipped at all (the
- * walk stalls); anything else ends the walk. */
+ * FE is followed by a 16-bit length; a fill byte (FF FF) advances one
+ * byte; TEM (01) is not skipped at all (the walk stalls); anything else
+ * ends the walk.  Every rule must be mirrored: a run of fill bytes that
+ * ends in FF 01 stalls it too (a fuzzer finding). */
 static bool jpeg_marker_walk_stalls(const uint8_t *d, size_t len)
 {
     size_t off = 0;
@@ -828,6 +830,10 @@ static bool jpeg_marker_walk_stalls(const uint8_t *d, size_t len)
         if (d[off] != 0xFF) return false;
         const uint8_t m = d[off + 1];
         if (m == 0x01) return true;
+        if (m == 0xFF) {
+            off += 1;
+            continue;
+        }
         if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) return false;
         if (m >= 0xD0 && m <= 0xD9)
             off += 2;

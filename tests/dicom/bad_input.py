@@ -358,6 +358,12 @@ def main():
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
     expect_error("JPEG with a TEM marker before SOF", save(ds, "jpeg_tem.dcm"), "TEM marker")
+    # the same after a run of fill bytes, which that walk steps over one by one
+    ds = base(ts="1.2.840.10008.1.2.4.50", bits=8)
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc4\x00\x04\x00\x00" + b"\xff" * 40 + b"\x01" + b"\x00" * 60])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    expect_error("JPEG with fill bytes then a TEM marker before SOF", save(ds, "jpeg_fill_tem.dcm"), "TEM marker")
 
     with open(os.path.join(TMP, "not_dicom.dcm"), "wb") as f:
         f.write(b"hello, this is not DICOM at all" * 10)

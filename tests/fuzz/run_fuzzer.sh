@@ -7,7 +7,9 @@
 # copied into CORPUS_DIR (existing entries are kept), so that real inputs
 # reach the decoders at once instead of after minutes of mutation.  Missing
 # seed folders are skipped.  The fuzzer then runs on CORPUS_DIR for SECONDS
-# with a 2 GiB RSS limit; crash artifacts go to CORPUS_DIR/../FUZZER-NAME-.
+# with a 2 GiB RSS limit and a 20 s limit per input (a hang fails the run at
+# once, with the input saved, instead of running into ctest's timeout);
+# crash and timeout artifacts go to CORPUS_DIR/../FUZZER-NAME-.
 # UBSan reports stop the run (the fuzz build compiles UBSan recoverable).
 set -eu
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
@@ -35,5 +37,5 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
 done
 [ $# -gt 0 ] && shift # the "--"
 name=$(basename "$fuzzer")
-exec "$fuzzer" -max_total_time="$seconds" -rss_limit_mb=2048 \
+exec "$fuzzer" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 \
     -artifact_prefix="$(dirname "$corpus")/$name-" "$@" "$corpus"
