@@ -183,12 +183,12 @@ int unimed_model_card_load(const char *model_dir, unimed_model_card **out, char 
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
     if (!fmt)
       card_fail(&r, "format", "missing (\"" CARD_FORMAT "\")");
-    else if (!cJSON_IsString(fmt) || !fmt->valuestring || strcmp(fmt->valuestring, CARD_FORMAT) != 0) {
+    else if (!cJSON_IsString(fmt) || !fmt->valuestring)
+      card_fail(&r, "format", "must be the string \"" CARD_FORMAT "\"");
+    else if (strcmp(fmt->valuestring, CARD_FORMAT) != 0) {
       char why[200];
-      snprintf(why, sizeof why, "%.80s%s%s is not a format this build reads (\"" CARD_FORMAT "\")",
-               cJSON_IsString(fmt) ? "\"" : "",
-               cJSON_IsString(fmt) && fmt->valuestring ? fmt->valuestring : "not a string",
-               cJSON_IsString(fmt) ? "\"" : "");
+      snprintf(why, sizeof why, "\"%.80s\" is not a format this build reads (\"" CARD_FORMAT "\")",
+               fmt->valuestring);
       card_fail(&r, "format", why);
     }
     const char *name = r.failed ? NULL : optional_string(&r, root, "name", "name");
