@@ -48,6 +48,7 @@ struct Store {
     std::deque<std::vector<udcm_sr_read_measurement>> measurements;
     std::deque<std::vector<udcm_sr_image_ref>> images;
     std::deque<std::vector<const char *>> params;
+    std::deque<std::vector<const char *>> comments;
     std::vector<udcm_sr_image_ref> library;
     std::vector<udcm_sr_text_item> texts;
 
@@ -69,6 +70,7 @@ struct GroupAcc {
     std::vector<udcm_sr_read_measurement> *measurements;
     std::vector<udcm_sr_image_ref> *images;
     std::vector<const char *> *params;
+    std::vector<const char *> *comments;
     std::map<std::string, size_t> image_index;
 };
 
@@ -155,6 +157,8 @@ struct Reader {
             st.measurements.emplace_back();
             st.images.emplace_back();
             st.params.emplace_back();
+            st.comments.emplace_back();
+            a.comments = &st.comments.back();
             a.findings = &st.findings.back();
             a.measurements = &st.measurements.back();
             a.images = &st.images.back();
@@ -201,6 +205,9 @@ struct Reader {
                     else if (k == "label_set_version") grp->g.label_set_version = st.str(v);
                     else if (k == "label_set_hash") grp->g.label_set_hash = st.str(v);
                 }
+            } else if (vt == DSRTypes::VT_Text && is(concept_code, "121106", "DCM") &&
+                       it.getRelationshipType() == DSRTypes::RT_contains) {
+                grp->comments->push_back(st.str(sv));
             } else if (vt == DSRTypes::VT_Code) {
                 udcm_sr_read_finding f{};
                 f.concept_name = st.code(concept_code);
@@ -296,6 +303,8 @@ udcm_sr_result *read_dataset(DcmItem &ds, const std::string &name, char *err, si
         a.g.n_images = a.images->size();
         a.g.algorithm_parameters = a.params->data();
         a.g.n_algorithm_parameters = a.params->size();
+        a.g.comments = a.comments->data();
+        a.g.n_comments = a.comments->size();
         st->groups.push_back(a.g);
     }
     res->groups = st->groups.data();
@@ -388,6 +397,10 @@ char *udcm_sr_result_json(const udcm_sr_result *res)
         cJSON_AddStringToObject(s, "name", g.label_set_name[0] ? g.label_set_name : g.tracking_id);
         cJSON_AddStringToObject(s, "version", g.label_set_version);
         cJSON_AddStringToObject(s, "hash", g.label_set_hash);
+        if (g.n_comments > 0) {
+            cJSON *cs = cJSON_AddArrayToObject(s, "comments");
+            for (size_t i = 0; i < g.n_comments; i++) cJSON_AddItemToArray(cs, cJSON_CreateString(g.comments[i]));
+        }
         cJSON *fs = cJSON_AddArrayToObject(s, "findings");
         for (size_t i = 0; i < g.n_findings; i++) {
             const udcm_sr_read_finding &f = g.findings[i];

@@ -238,6 +238,11 @@ Uids derive(const udcm_sr_request *req, const std::string &study)
     std::sort(inputs.begin(), inputs.end());
     inputs.erase(std::unique(inputs.begin(), inputs.end()), inputs.end());
     for (const std::string &in : inputs) inst += "input=" + in + "\n";
+    // A comment is content too (a model card that starts or stops listing a
+    // set changes the report); without comments the names stay as they were.
+    for (size_t g = 0; g < req->n_groups; g++)
+        if (!empty(req->groups[g].comment))
+            inst += "comment[" + std::to_string(g) + "]=" + req->groups[g].comment + "\n";
     u.sop = uid_from_name(inst);
     for (size_t g = 0; g < req->n_groups; g++)
         u.tracking.push_back(uid_from_name("unimed-sr-tracking\n" + base + group_key(req->groups[g])));
@@ -509,6 +514,10 @@ std::string findings_json(const udcm_sr_request *req, const std::string &study, 
         cJSON_AddStringToObject(s, "version", G.label_set_version);
         cJSON_AddStringToObject(s, "hash", G.label_set_hash);
         if (!empty(G.series_uid)) cJSON_AddStringToObject(s, "series", G.series_uid);
+        if (!empty(G.comment)) {
+            cJSON *cs = cJSON_AddArrayToObject(s, "comments");
+            cJSON_AddItemToArray(cs, cJSON_CreateString(G.comment));
+        }
         cJSON *fs = cJSON_AddArrayToObject(s, "findings");
         for (size_t i = 0; i < G.n_findings; i++) {
             const udcm_sr_finding &F = G.findings[i];
@@ -693,6 +702,17 @@ void write_sr(const udcm_sr_request *req, const char *dcm_path, uint8_t **dcm_bu
                 b.image(num, DSRTypes::RT_inferredFrom, &source_concept, e.first.sop_class,
                         e.first.sop, e.second);
         }
+        // The model card's warning (the set is not among those the model was
+        // validated with) belongs to this group's findings, not to the whole
+        // report: TID 1501 row 12 is exactly that place, a qualitative
+        // evaluation in text form (CONTAINS TEXT, any concept name), and
+        // (121106, DCM, "Comment") is the standard concept for free text
+        // about the observations. Observation context (HAS OBS CONTEXT) would
+        // be wrong: TID 1501 allows only its listed context items there, and
+        // the warning describes the answers, not the circumstances of the
+        // observation. Readers that do not know it show it as report text.
+        if (!empty(G.comment))
+            b.text(mg, DSRTypes::RT_contains, CODE_DCM_Comment, G.comment);
     }
     if (private_scheme) {
         // 99UNIMED is our private scheme (labels without a standard code).

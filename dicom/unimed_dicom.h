@@ -320,6 +320,11 @@ typedef struct udcm_sr_group {
     size_t n_findings;              /* >= 1 */
     const udcm_sr_image_ref *images;/* the images actually used */
     size_t n_images;                /* >= 1 */
+    const char *comment;            /* NULL or "": none; else a TEXT (121106, DCM,
+                                     * "Comment") in the group, e.g. the model
+                                     * card's warning that the set is not
+                                     * validated (docs/REPORTS.md); it feeds
+                                     * the SOP Instance UID */
 } udcm_sr_group;
 
 typedef struct udcm_sr_request {
@@ -420,6 +425,10 @@ typedef struct udcm_sr_read_group {
     size_t n_measurements;
     udcm_sr_image_ref *images;      /* IMAGE items anywhere in the group (deduplicated) */
     size_t n_images;
+    const char **comments;          /* TEXT (121106, DCM, "Comment") items directly in
+                                     * the group, n_comments (ours: the model card's
+                                     * warning, at most one) */
+    size_t n_comments;
 } udcm_sr_read_group;
 
 /* A TEXT content item of the report narrative (any SR template: Basic

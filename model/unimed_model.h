@@ -213,6 +213,40 @@ void unimed_label_set_score(const unimed_model *m, const unimed_label_set *ls,
                             const unimed_label_embeddings *e, const float *image_embedding,
                             float *probs);
 
+/* ---- model card (model_card.c) ----
+ * model-card.json in a model directory: what the model is for and the label
+ * sets it was validated with (format: docs/MODEL.md, "Model card"). A label
+ * set is listed when the card has an entry with its name and version (both
+ * equal; the file's hash is not compared: docs/MODEL.md says why). */
+
+typedef struct {
+  char *name, *version; /* the label set's "name" and "version" */
+  char *question;       /* "" when the card gives none */
+} unimed_card_label_set;
+
+typedef struct {
+  char *path;           /* the card file */
+  char *name, *version, *model_hash, *intended_use; /* "" when absent */
+  unimed_card_label_set *label_sets;
+  int n_label_sets;     /* may be 0: nothing validated */
+} unimed_model_card;
+
+/* Reads <model_dir>/model-card.json. 0 with *out = NULL when the directory
+ * has no card; 0 with *out when it has a valid one; -1 when the card is
+ * there but unreadable or malformed (err names the file and the field). */
+int unimed_model_card_load(const char *model_dir, unimed_model_card **out, char *err,
+                           size_t errlen);
+void unimed_model_card_free(unimed_model_card *c);
+/* The card's entry for (name, version), or NULL. */
+const unimed_card_label_set *unimed_model_card_find(const unimed_model_card *c, const char *name,
+                                                    const char *version);
+/* 1 when a card exists and does not vouch for label set (name, version) on
+ * the model with this hash (not listed, listed in other versions only, or
+ * the card names other weights), with the one-line warning in why; 0 when
+ * it is listed or there is no card (c NULL). */
+int unimed_model_card_check(const unimed_model_card *c, const char *model_hash, const char *name,
+                            const char *version, char *why, size_t whylen);
+
 /* BLAS threads used by the GEMMs (process-wide). */
 void unimed_set_threads(int n);
 /* Name of the OpenBLAS kernel in use (e.g. "Haswell", "SkylakeX"). */

@@ -21,6 +21,11 @@ struct unimed_engine {
   unimed_label_set **sets;
   unimed_label_embeddings *embeddings;
   int n_sets;
+  /* The model card (NULL: the model directory has none) and, per label set,
+   * the warning that its findings carry when the card does not list it
+   * (NULL: listed, or no card). */
+  unimed_model_card *card;
+  char **set_warnings;
   int max_slices;
   int aggregate_max;
   udcm_limits limits; /* checked when a file's header is read */
@@ -93,6 +98,9 @@ unimed_engine *unimed_engine_create(const unimed_engine_options *o, char *err, s
   const unimed_load_options lo = {.precision = o->precision};
   e->model = unimed_model_load_opts(o->model_dir, &lo, err, errlen);
   if (!e->model) goto fail;
+  /* A malformed card fails the engine like a malformed label set: analysing
+   * without it would drop the very warnings it exists for (docs/MODEL.md). */
+  if (unimed_model_card_load(o->model_dir, &e->card, err, errlen) != 0) goto fail;
 
   char **owned = NULL;
   const char *const *paths = o->label_sets;
@@ -108,7 +116,9 @@ unimed_engine *unimed_engine_create(const unimed_engine_options *o, char *err, s
   }
   e->sets = calloc((size_t)n, sizeof *e->sets);
   e->embeddings = calloc((size_t)n, sizeof *e->embeddings);
-  int ok = e->sets && e->embeddings;
+  e->set_warnings = calloc((size_t)n, sizeof *e->set_warnings);
+  int ok = e->sets && e->embeddings && e->set_warnings;
+  if (!ok) set_err(err, errlen, "out of memory");
   for (int i = 0; ok && i < n; i++) {
     e->sets[i] = unimed_label_set_load(paths[i], err, errlen);
     if (!e->sets[i]) {
@@ -116,6 +126,16 @@ unimed_engine *unimed_engine_create(const unimed_engine_options *o, char *err, s
       break;
     }
     e->n_sets = i + 1;
+    char why[512];
+    if (unimed_model_card_check(e->card, unimed_model_hash(e->model), e->sets[i]->name,
+                                e->sets[i]->version, why, sizeof why)) {
+      e->set_warnings[i] = strdup(why);
+      if (!e->set_warnings[i]) {
+        set_err(err, errlen, "out of memory");
+        ok = 0;
+        break;
+      }
+    }
     if (unimed_label_set_embed(e->model, e->sets[i], o->cache_dir, &e->embeddings[i], err,
                                errlen) != 0)
       ok = 0;
@@ -136,9 +156,12 @@ void unimed_engine_free(unimed_engine *e) {
   for (int i = 0; i < e->n_sets; i++) {
     unimed_label_embeddings_free(&e->embeddings[i]);
     unimed_label_set_free(e->sets[i]);
+    if (e->set_warnings) free(e->set_warnings[i]);
   }
   free(e->sets);
   free(e->embeddings);
+  free(e->set_warnings);
+  unimed_model_card_free(e->card);
   unimed_model_free(e->model);
   free(e);
 }
@@ -177,9 +200,53 @@ static cJSON *string_array(char **items, int n) {
   return a;
 }
 
+/* The card as status routes show it; JSON null when there is none. */
+static cJSON *card_json(const unimed_engine *e) {
+  const unimed_model_card *c = e->card;
+  if (!c) return cJSON_CreateNull();
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "file", c->path);
+  cJSON_AddStringToObject(j, "name", c->name);
+  cJSON_AddStringToObject(j, "version", c->version);
+  cJSON_AddStringToObject(j, "model_hash", c->model_hash);
+  cJSON_AddBoolToObject(j, "matches_model",
+                        !c->model_hash[0] || strcmp(c->model_hash, unimed_model_hash(e->model)) == 0);
+  cJSON_AddStringToObject(j, "intended_use", c->intended_use);
+  cJSON *sets = cJSON_AddArrayToObject(j, "label_sets");
+  for (int i = 0; i < c->n_label_sets; i++) {
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddStringToObject(s, "name", c->label_sets[i].name);
+    cJSON_AddStringToObject(s, "version", c->label_sets[i].version);
+    cJSON_AddStringToObject(s, "question", c->label_sets[i].question);
+    cJSON_AddItemToArray(sets, s);
+  }
+  return j;
+}
+
+/* With a card: "validated" and, when false, the "warning" the set's findings
+ * carry. Without one: neither (nothing is claimed, so nothing to flag). */
+static void add_validation(const unimed_engine *e, int set, cJSON *j) {
+  if (!e->card) return;
+  cJSON_AddBoolToObject(j, "validated", e->set_warnings[set] == NULL);
+  if (e->set_warnings[set]) cJSON_AddStringToObject(j, "warning", e->set_warnings[set]);
+}
+
+const char *unimed_engine_label_set_warning(const unimed_engine *e, int set) {
+  return set >= 0 && set < e->n_sets ? e->set_warnings[set] : NULL;
+}
+
+int unimed_engine_n_label_sets(const unimed_engine *e) { return e->n_sets; }
+
+const unimed_label_set *unimed_engine_label_set(const unimed_engine *e, int set) {
+  return set >= 0 && set < e->n_sets ? e->sets[set] : NULL;
+}
+
+const unimed_model_card *unimed_engine_model_card(const unimed_engine *e) { return e->card; }
+
 cJSON *unimed_engine_describe(const unimed_engine *e) {
   cJSON *j = cJSON_CreateObject();
   cJSON_AddItemToObject(j, "model", model_json(e->model));
+  cJSON_AddItemToObject(j, "model_card", card_json(e));
   cJSON *sets = cJSON_AddArrayToObject(j, "label_sets");
   for (int i = 0; i < e->n_sets; i++) {
     const unimed_label_set *ls = e->sets[i];
@@ -192,6 +259,7 @@ cJSON *unimed_engine_describe(const unimed_engine *e) {
     cJSON_AddItemToObject(s, "modalities", string_array(ls->modalities, ls->n_modalities));
     cJSON_AddItemToObject(s, "body_parts", string_array(ls->body_parts, ls->n_body_parts));
     cJSON_AddNumberToObject(s, "orthanc_max_per_study", ls->orthanc_max);
+    add_validation(e, i, s);
     cJSON *labels = cJSON_AddArrayToObject(s, "labels");
     for (int k = 0; k < ls->n_labels; k++) {
       cJSON *l = cJSON_CreateObject();
@@ -383,8 +451,9 @@ static void sr_groups_free(sr_groups *g) {
 }
 
 /* One group: a label set's findings on one series, with the images used. */
-static int sr_add_group(sr_groups *g, const unimed_label_set *ls, const udcm_series *s,
-                        const unimed_series_embedding *w, const float *probs) {
+static int sr_add_group(sr_groups *g, const unimed_label_set *ls, const char *warning,
+                        const udcm_series *s, const unimed_series_embedding *w,
+                        const float *probs) {
   if (g->n == g->cap) {
     int cap = g->cap ? g->cap * 2 : 8;
     udcm_sr_group *grown = realloc(g->groups, (size_t)cap * sizeof *grown);
@@ -425,6 +494,7 @@ static int sr_add_group(sr_groups *g, const unimed_label_set *ls, const udcm_ser
   grp->n_findings = (size_t)ls->n_labels;
   grp->images = im;
   grp->n_images = (size_t)w->n_frames;
+  grp->comment = warning; /* NULL: listed by the model card, or no card */
   return 0;
 }
 
@@ -498,6 +568,8 @@ static int analyze_collection(unimed_engine *e, udcm_collection *col, cJSON *ski
   cJSON_AddStringToObject(j, "study", study ? study : "");
   cJSON_AddItemToObject(j, "model", model_json(e->model));
   cJSON *series_out = cJSON_AddArrayToObject(j, "series");
+  /* Which label sets were applied to some series (each warned about once). */
+  char *applied = calloc((size_t)(e->n_sets ? e->n_sets : 1), 1);
   out->series = calloc((size_t)(col->n_series ? col->n_series : 1), sizeof *out->series);
   sr_groups groups = {0};
   int analysed = 0, failed = 0, rc = 0;
@@ -532,6 +604,8 @@ static int analyze_collection(unimed_engine *e, udcm_collection *col, cJSON *ski
       cJSON_AddStringToObject(lj, "version", ls->version);
       cJSON_AddStringToObject(lj, "scoring",
                               ls->scoring == UNIMED_SCORING_BINARY ? "binary" : "softmax");
+      if (e->set_warnings[k]) cJSON_AddStringToObject(lj, "warning", e->set_warnings[k]);
+      if (applied) applied[k] = 1;
       cJSON *fs = cJSON_AddArrayToObject(lj, "findings");
       for (int l = 0; l < ls->n_labels; l++) {
         cJSON *f = cJSON_CreateObject();
@@ -543,7 +617,7 @@ static int analyze_collection(unimed_engine *e, udcm_collection *col, cJSON *ski
         cJSON_AddItemToArray(fs, f);
       }
       cJSON_AddItemToArray(sets, lj);
-      if (write_sr && sr_add_group(&groups, ls, s, &w, probs) != 0) rc = -1;
+      if (write_sr && sr_add_group(&groups, ls, e->set_warnings[k], s, &w, probs) != 0) rc = -1;
       free(probs);
     }
     unimed_series_result *r = &out->series[out->n_series++];
@@ -554,6 +628,17 @@ static int analyze_collection(unimed_engine *e, udcm_collection *col, cJSON *ski
     if (r->embedding) memcpy(r->embedding, w.embedding, (size_t)E * sizeof(float));
     unimed_series_embedding_free(&w);
   }
+  /* One line per applied label set that the model card does not list. */
+  cJSON *warnings = cJSON_AddArrayToObject(j, "label_set_warnings");
+  for (int k = 0; applied && k < e->n_sets; k++) {
+    if (!applied[k] || !e->set_warnings[k]) continue;
+    cJSON *wj = cJSON_CreateObject();
+    cJSON_AddStringToObject(wj, "label_set", e->sets[k]->name);
+    cJSON_AddStringToObject(wj, "version", e->sets[k]->version);
+    cJSON_AddStringToObject(wj, "warning", e->set_warnings[k]);
+    cJSON_AddItemToArray(warnings, wj);
+  }
+  free(applied);
   out->complete = failed == 0 && cJSON_GetArraySize(skipped) == 0;
   cJSON_AddBoolToObject(j, "complete", out->complete);
   cJSON_AddItemToObject(j, "skipped", skipped);

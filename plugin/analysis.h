@@ -40,14 +40,26 @@ typedef struct {
   const char *software_version;
 } unimed_engine_options;
 
-/* Loads the model and the label sets and computes (or reads from the cache)
- * the label-set embeddings. NULL with a message naming the file at fault. */
+/* Loads the model, its model card (model-card.json, when there is one) and
+ * the label sets and computes (or reads from the cache) the label-set
+ * embeddings. NULL with a message naming the file at fault (a malformed
+ * model card included). */
 unimed_engine *unimed_engine_create(const unimed_engine_options *opts, char *err, size_t errlen);
 void unimed_engine_free(unimed_engine *e);
 
-/* {"model": {"name","version","hash","embed_dim","precision"}, "label_sets": [{"name","version",
- *  "hash","scoring","modalities","labels":[...]}]} — for status routes. */
+/* {"model": {"name","version","hash","embed_dim","precision"}, "model_card": null or {"file",
+ *  "name","version","model_hash","matches_model","intended_use","label_sets":[{"name","version",
+ *  "question"}]}, "label_sets": [{"name","version","hash","scoring","modalities","labels":[...],
+ *  with a model card also "validated" and, when false, "warning"}]} — for status routes. */
 cJSON *unimed_engine_describe(const unimed_engine *e);
+/* The model card of the engine's model directory (NULL: none). */
+const unimed_model_card *unimed_engine_model_card(const unimed_engine *e);
+int unimed_engine_n_label_sets(const unimed_engine *e);
+const unimed_label_set *unimed_engine_label_set(const unimed_engine *e, int set);
+/* The warning that findings of label set `set` carry because the model card
+ * does not list it (docs/MODEL.md, "Model card"); NULL when the card lists it
+ * or the model has no card. */
+const char *unimed_engine_label_set_warning(const unimed_engine *e, int set);
 int unimed_engine_embed_dim(const unimed_engine *e);
 /* Normalised text embedding (for search). 0 or -1 with err. */
 int unimed_engine_embed_text(unimed_engine *e, const char *text, float *out, char *err,

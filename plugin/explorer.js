@@ -86,6 +86,20 @@
     return html;
   }
 
+  /* Label sets the model card does not list (docs/MODEL.md): their answers
+   * come with the card's warning. */
+  function cardWarnings(list) {
+    if (!list || !list.length) {
+      return '';
+    }
+    var html = '<div id="unimed-card-warnings" style="border-left:4px solid #d90;padding:4px 8px;margin:6px 0">' +
+      '<b>Not validated for this model:</b><ul style="margin:2px 0">';
+    list.forEach(function (w) {
+      html += '<li class="unimed-label-set-warning" data-label-set="' + esc(w.label_set) + '">' + esc(w.warning) + '</li>';
+    });
+    return html + '</ul></div>';
+  }
+
   function failedSeries(list) {
     if (!list || !list.length) {
       return '';
@@ -111,6 +125,7 @@
       html += '<p class="unimed-state" data-state="done">' +
         (data.complete ? 'Analysed.' : 'Analysed in part: some series could not be read.') + '</p>';
       html += about(data);
+      html += cardWarnings(data.label_set_warnings);
       html += failedSeries(data.failed_series);
       if (data.sr) {
         html += '<p><a id="unimed-report-link" data-ajax="false" href="' + esc(BASE + 'studies/' + uuid + '/report.html') +

@@ -131,6 +131,7 @@ void index_note_analysis_locked(double seconds) {
  * enclosing modality, series UID and label-set name. */
 typedef struct {
   const char *modality, *series_uid, *label_set;
+  const char *warning; /* of the enclosing label-set object (model card) */
 } ctx_t;
 
 static const char *str_item(const cJSON *o, const char *const *keys) {
@@ -172,6 +173,7 @@ static void add_finding(study_t *s, const char *label, double p, const ctx_t *c)
   f->modality = xstrdup(c->modality ? c->modality : "");
   f->series_uid = xstrdup(c->series_uid ? c->series_uid : "");
   f->probability = p;
+  f->warning = c->warning;
 }
 
 static void walk(study_t *s, const cJSON *node, ctx_t c, const char *parent_key) {
@@ -197,6 +199,7 @@ static void walk(study_t *s, const cJSON *node, ctx_t c, const char *parent_key)
   int has_p = num_item(node, k_prob, &p);
   const char *label = str_item(node, k_label);
   int is_ls_obj = parent_key && (strcmp(parent_key, "label_sets") == 0 || strcmp(parent_key, "labelsets") == 0);
+  if (is_ls_obj) c.warning = str_item(node, (const char *const[]){"warning", NULL});
   if (has_p && label && !is_ls_obj) {
     add_finding(s, label, p, &c);
     return;
@@ -334,6 +337,11 @@ cJSON *index_label_sets_json(int with_labels) {
     }
     cJSON_AddStringToObject(o, "probability_meaning",
         scoring_meaning(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "scoring"))));
+    /* With a model card: whether it lists the set, and the warning if not. */
+    const cJSON *validated = cJSON_GetObjectItemCaseSensitive(it, "validated");
+    const char *warning = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "warning"));
+    if (cJSON_IsBool(validated)) cJSON_AddBoolToObject(o, "validated", cJSON_IsTrue(validated));
+    if (warning) cJSON_AddStringToObject(o, "warning", warning);
     if (with_labels) {
       const cJSON *extra;
       cJSON_ArrayForEach(extra, it) {
@@ -353,7 +361,13 @@ static cJSON *score_json(const finding_t *f) {
   cJSON_AddStringToObject(o, "label_set", f->label_set);
   cJSON_AddStringToObject(o, "modality", f->modality);
   cJSON_AddStringToObject(o, "series_instance_uid", f->series_uid);
+  if (f->warning) cJSON_AddStringToObject(o, "label_set_warning", f->warning);
   return o;
+}
+
+cJSON *index_label_set_warnings_json(const cJSON *findings) {
+  const cJSON *w = cJSON_GetObjectItemCaseSensitive(findings, "label_set_warnings");
+  return cJSON_IsArray(w) ? cJSON_Duplicate(w, 1) : cJSON_CreateArray();
 }
 
 cJSON *index_scores_json(const cJSON *findings) {
@@ -431,6 +445,7 @@ static cJSON *study_answer_locked(const study_t *s) {
   cJSON *failed = s->findings ? index_failed_series_json(s->findings)
                 : s->failed_series ? cJSON_Duplicate(s->failed_series, 1) : cJSON_CreateArray();
   cJSON_AddItemToObject(j, "failed_series", failed);
+  cJSON_AddItemToObject(j, "label_set_warnings", index_label_set_warnings_json(s->findings));
   if (s->state == ST_DONE) {
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(s->findings, "complete");
     cJSON_AddBoolToObject(j, "complete", c ? cJSON_IsTrue(c) : cJSON_GetArraySize(failed) == 0);

@@ -15,6 +15,8 @@
 typedef struct {
   char *label, *label_set, *modality, *series_uid;
   double probability;
+  const char *warning; /* the label set's model-card warning, NULL when none; points into
+                          the study's findings JSON (freed with it) */
 } finding_t;
 
 typedef struct {
@@ -101,6 +103,8 @@ cJSON *index_label_sets_json(int with_labels);
 /* The scores (flat) and the failed series of an engine findings JSON. */
 cJSON *index_scores_json(const cJSON *findings);
 cJSON *index_failed_series_json(const cJSON *findings);
+/* The findings' "label_set_warnings" (model card), [] when none. */
+cJSON *index_label_set_warnings_json(const cJSON *findings);
 /* GET studies: filters (NULL = any); analysed_since: ISO 8601 prefix
  * compared with analysed_at. */
 typedef struct {

@@ -153,6 +153,11 @@ static int create_engines(char *err, size_t errlen) {
   }
   g.dim = unimed_engine_embed_dim(g.rest_engine);
   g.describe = unimed_engine_describe(g.rest_engine);
+  const unimed_model_card *card = unimed_engine_model_card(g.rest_engine);
+  if (card)
+    log_warning("UniMed: model card %s: %d validated label set(s)", card->path, card->n_label_sets);
+  else
+    log_info("UniMed: %s has no model card (model-card.json): no label set is flagged", g.cfg.model_dir);
   const cJSON *model = cJSON_GetObjectItemCaseSensitive(g.describe, "model");
   const char *mh = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(model, "hash"));
   snprintf(g.model_hash, sizeof g.model_hash, "%s", mh ? mh : "");
@@ -161,8 +166,13 @@ static int create_engines(char *err, size_t errlen) {
   cJSON_ArrayForEach(ls, cJSON_GetObjectItemCaseSensitive(g.describe, "label_sets")) {
     const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ls, "name"));
     const char *hs = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ls, "hash"));
-    int w = snprintf(g.labelsets_key + off, sizeof g.labelsets_key - off, "%s%s:%s",
-                     off ? "," : "", nm ? nm : "?", hs ? hs : "?");
+    /* A set the model card does not list: its findings and SR carry the
+     * warning, so the key (and the studies' fingerprints) change when the
+     * card starts or stops listing it. */
+    const char *warning = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ls, "warning"));
+    if (warning) log_warning("UniMed: %s", warning);
+    int w = snprintf(g.labelsets_key + off, sizeof g.labelsets_key - off, "%s%s:%s%s",
+                     off ? "," : "", nm ? nm : "?", hs ? hs : "?", warning ? ":unlisted" : "");
     if (w < 0 || (size_t)w >= sizeof g.labelsets_key - off) break;
     off += (size_t)w;
   }

@@ -173,6 +173,9 @@ OrthancPluginErrorCode rest_status(OrthancPluginRestOutput *out, const char *url
   cJSON_AddItemToObject(j, "model", index_model_json());
   cJSON_AddStringToObject(j, "precision", unimed_precision_name((unimed_precision)g.cfg.precision));
   cJSON_AddItemToObject(j, "label_sets", index_label_sets_json(0));
+  /* The model card (docs/MODEL.md): null when the model directory has none. */
+  cJSON *card = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(g.describe, "model_card"), 1);
+  cJSON_AddItemToObject(j, "model_card", card ? card : cJSON_CreateNull());
   index_counts_t c;
   index_counts(&c);
   queue_status_t qs;
@@ -345,6 +348,7 @@ OrthancPluginErrorCode rest_classify(OrthancPluginRestOutput *out, const char *u
   cJSON_AddBoolToObject(j, "complete", r.complete);
   cJSON_AddItemToObject(j, "failed_series", index_failed_series_json(r.findings));
   cJSON_AddItemToObject(j, "scores", index_scores_json(r.findings));
+  cJSON_AddItemToObject(j, "label_set_warnings", index_label_set_warnings_json(r.findings));
   unimed_study_result_free(&r);
   answer(out, 200, j);
   return 0;

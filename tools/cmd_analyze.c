@@ -28,6 +28,9 @@ static void help_analyze(FILE *out) {
           "label sets, %s).\n"
           "--aggregate mean (default) scores the series' mean embedding; max takes each\n"
           "label's highest probability over the frames (a finding may sit in one slice).\n"
+          "When the model directory has a model card (model-card.json), each applied label\n"
+          "set that the card does not list gets a warning: on stderr, in the JSON\n"
+          "(\"label_set_warnings\") and in the SR (docs/MODEL.md).\n"
           "--sr writes the findings as a DICOM TID 1500 Structured Report, --xml the same\n"
           "report as DCMTK SR XML. Several studies need --out-dir DIR: one SR per study,\n"
           "DIR/<StudyInstanceUID>.dcm. Label-set text embeddings are cached in\n"
@@ -68,6 +71,13 @@ static int analyze_study(unimed_engine *e, const char *const *paths, int n, cons
   unimed_study_result r;
   int want_sr = sr_path || xml_path;
   int rc = unimed_engine_analyze_files(e, paths, n, want_sr, xml_path, &r) == 0 ? 0 : 1;
+  /* Label sets the model card does not list: one line each on stderr (the
+   * JSON and the SR carry them too). */
+  const cJSON *w;
+  cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(r.findings, "label_set_warnings")) {
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(w, "warning"));
+    if (text) fprintf(stderr, "unimed: warning: %s\n", text);
+  }
   if (r.findings) {
     if (want_sr && r.sr && sr_path && write_file(sr_path, r.sr, r.sr_len) != 0) rc = 1;
     if (want_sr && r.sr) {

@@ -102,7 +102,7 @@ int main(int argc, char **argv)
         }
         const udcm_sr_finding finding = {"finding", {"233604007", "SCT", "Pneumonia"}, 0.5};
         const udcm_sr_image_ref image = {NULL, in.series_uid, in.sop_class_uid, in.sop_instance_uid, 0};
-        const udcm_sr_group group = {"test", "1", "sha256:00", in.series_uid, &finding, 1, &image, 1};
+        const udcm_sr_group group = {"test", "1", "sha256:00", in.series_uid, &finding, 1, &image, 1, NULL};
         udcm_sr_request req;
         memset(&req, 0, sizeof req);
         req.source_buffer = buf;

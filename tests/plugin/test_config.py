@@ -3,6 +3,7 @@
 clear log line while Orthanc keeps serving; /unimed/status says why."""
 
 import os
+import shutil
 import sys
 import tempfile
 
@@ -18,6 +19,9 @@ CASES = [
     ("missing ModelDirectory", {"ModelDirectory": None}, "ModelDirectory"),
     ("unloadable model", {"ModelDirectory": "EMPTY"}, "cannot load the model"),
     ("missing label-set file", {"LabelSets": ["/nonexistent/labels.json"]}, "/nonexistent/labels.json"),
+    # The model works, but its model card is malformed: refused like a bad
+    # label set (analysing without it would drop its warnings).
+    ("malformed model card", {"ModelDirectory": "BADCARD"}, "model-card.json: label_sets[0].version"),
     ("disabled", {"Enable": False}, "Enable"),
 ]
 
@@ -26,10 +30,17 @@ def main():
     plugin, model = env_paths()
     ok = Check("plugin_config")
     empty = tempfile.mkdtemp(prefix="unimed-empty-model-")
+    # The fixture's model (files linked) with a card whose entry has no version.
+    bad_card = tempfile.mkdtemp(prefix="unimed-bad-card-")
+    for f in os.listdir(model):
+        if os.path.isfile(os.path.join(model, f)):
+            os.symlink(os.path.abspath(os.path.join(model, f)), os.path.join(bad_card, f))
+    with open(os.path.join(bad_card, "model-card.json"), "w") as f:
+        f.write('{"format": "unimed-model-card/1", "label_sets": [{"name": "ct"}]}')
     for name, settings, expect in CASES:
         unimed = {}
         for k, v in settings.items():
-            unimed[k] = empty if v == "EMPTY" else v
+            unimed[k] = {"EMPTY": empty, "BADCARD": bad_card}.get(v, v) if isinstance(v, str) else v
         o = Orthanc(plugin, None if settings.get("ModelDirectory", 1) is None else model, unimed={
             k: v for k, v in unimed.items() if v is not None})
         try:
@@ -51,6 +62,7 @@ def main():
             o.stop()
             o.cleanup()
     os.rmdir(empty)
+    shutil.rmtree(bad_card)
     return ok.done()
 
 

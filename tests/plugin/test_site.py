@@ -13,6 +13,12 @@ disagree"), on a real Orthanc:
  - configuration: a misspelt key disables the plugin, naming the right key
    (status and panel say so); a relative ModelDirectory resolves against the
    configuration folder given without a trailing slash (Debian's form);
+ - the model card: that model directory (a copy of the fixture's, files
+   linked) carries a model-card.json listing only the "ct" label set; the
+   "modality" set, applied too, is flagged in status and label-sets, its
+   scores and the study's label_set_warnings carry the warning (GET
+   studies/{id}, findings, classify) and the SR has it as the TEXT Comment of
+   the modality measurement group, not of the ct one;
  - POST studies/analyze-all analyses a study stored while the plugin was
    disabled."""
 
@@ -129,12 +135,26 @@ def main():
         shot(o, late, "disabled", ok)
 
     # ---- 2. relative ModelDirectory, folder argument without a slash ----
+    # The model directory: the fixture's files linked, and a model card that
+    # lists the "ct" label set only (the fixture itself has no card).
     o = Orthanc(plugin, None, unimed={"Workers": 1})
-    os.symlink(os.path.abspath(model), os.path.join(o.config_dir, "model"))
+    model_copy = os.path.join(o.config_dir, "model")
+    os.makedirs(model_copy)
+    for name in os.listdir(model):
+        if os.path.isfile(os.path.join(model, name)):
+            os.symlink(os.path.abspath(os.path.join(model, name)), os.path.join(model_copy, name))
+    labelsets = os.path.join(REPO, "labelsets")
+    with open(os.path.join(labelsets, "ct.json")) as f:
+        ct_version = json.load(f)["version"]
+    with open(os.path.join(model_copy, "model-card.json"), "w") as f:
+        json.dump({"format": "unimed-model-card/1", "name": "ref_small", "version": "test",
+                   "intended_use": "tests only", "clinical_use": False,
+                   "label_sets": [{"name": "ct", "version": ct_version, "question": "CT findings"}]}, f)
     cfg = os.path.join(o.config_dir, "unimed.json")
     with open(cfg) as f:
         c = json.load(f)
     c["UniMed"]["ModelDirectory"] = "model"
+    c["UniMed"]["LabelSetDirectory"] = labelsets
     with open(cfg, "w") as f:
         json.dump(c, f)
     with orthanc_session(o, ok):
@@ -155,6 +175,7 @@ def main():
            and ds1.CompletionFlag == "COMPLETE" and ds1.SoftwareVersions == s["version"],
            "first SR: Instance Number 1, COMPLETE, no predecessor, Software Versions %s"
            % (ds1.SoftwareVersions if ds1 else None))
+        check_model_card(o, s, r1, ds1, ct_version, ok, check_api)
         shot(o, sid, "normal", ok)
         upload(o, [make_instance(study_uid, series_uid, "CT", 3, rng)])
         st, r2 = wait_for(lambda: (lambda x: x if x[0] == 200 and x[1].get("sr") and
@@ -249,6 +270,9 @@ def main():
         check_api("/classify", "post", st, cl)
         ok(st == 200 and isinstance(cl["model"], dict) and cl["model"] == r3["model"]
            and cl["label_sets"] == r3["label_sets"], "classify: model and label sets as on every route")
+        ok(st == 200 and [w["label_set"] for w in cl["label_set_warnings"]] == ["modality"]
+           and {x.get("label_set_warning") is not None for x in cl["scores"] if x["label_set"] == "modality"}
+           == {True}, "classify: label_set_warnings and the modality scores' warning")
         st, html, hdr = o.request("GET", "/unimed/studies/%s/report.html" % sid)
         text = html.decode("utf-8", "replace") if isinstance(html, bytes) else str(html)
         ok(st == 200 and "unimed-back-link" in text and "Probability" in text,
@@ -276,6 +300,69 @@ def main():
         ok(st == 200 and r["state"] == "done", "POST studies/analyze-all analysed it")
     print("routes checked against docs/openapi.json: %s" % sorted(set(checked)))
     return ok.done()
+
+
+def sr_group_comments(ds):
+    """{label_set_name: [TEXT Comment items directly in its measurement group]}."""
+    def code(it):
+        c = it.get("ConceptNameCodeSequence")
+        return (c[0].CodeValue, c[0].CodingSchemeDesignator) if c else None
+
+    out = {}
+
+    def walk(items):
+        for it in items:
+            if code(it) == ("125007", "DCM"):
+                name, texts = None, []
+                for c in it.get("ContentSequence", []):
+                    if code(c) == ("111002", "DCM") and str(c.TextValue).startswith("label_set_name="):
+                        name = str(c.TextValue).split("=", 1)[1]
+                    elif code(c) == ("121106", "DCM") and c.ValueType == "TEXT" and c.RelationshipType == "CONTAINS":
+                        texts.append(str(c.TextValue))
+                out.setdefault(name, []).extend(texts)
+            elif "ContentSequence" in it:
+                walk(it.ContentSequence)
+
+    walk(ds.ContentSequence)
+    return out
+
+
+def check_model_card(o, status, r, ds, ct_version, ok, check_api):
+    """The card lists "ct" only: "modality" is flagged on every route and in the SR."""
+    card = status.get("model_card") or {}
+    ok([(x["name"], x["version"]) for x in card.get("label_sets", [])] == [("ct", ct_version)]
+       and card.get("file", "").endswith("/model/model-card.json") and card.get("matches_model") is True,
+       "status: model_card names the card and its one validated set: %s" % card)
+    flags = {x["name"]: (x.get("validated"), x.get("warning")) for x in status.get("label_sets", [])}
+    warning = (flags.get("modality") or (None, None))[1]
+    ok(flags.get("ct") == (True, None) and flags.get("modality", (None,))[0] is False and warning
+       and '"modality"' in warning and "not validated" in warning
+       and all(v[0] is False and v[1] for k, v in flags.items() if k != "ct"),
+       "status: ct validated, every other set validated=false with its warning: %s" % warning)
+    st, ls = o.get("/unimed/label-sets")
+    lflags = {x["name"]: (x.get("validated"), x.get("warning")) for x in ls.get("label_sets", [])}
+    ok(st == 200 and lflags == flags, "label-sets: the same validated flags and warnings")
+    lw = r.get("label_set_warnings") or []
+    ok([(w["label_set"], w["warning"]) for w in lw] == [("modality", warning)],
+       "GET studies/{id}: label_set_warnings names modality (applied, unlisted) and not ct: %s" % lw)
+    by_set = {}
+    for x in r.get("scores", []):
+        by_set.setdefault(x["label_set"], set()).add(x.get("label_set_warning"))
+    ok(by_set.get("modality") == {warning} and by_set.get("ct") == {None},
+       "GET studies/{id}: modality scores carry the warning, ct scores none")
+    comments = sr_group_comments(ds) if ds is not None else {}
+    ok(comments == {"ct": [], "modality": [warning]},
+       "SR: the warning is the TEXT Comment of the modality group, none in the ct group: %s" % comments)
+    m = [x for x in r.get("scores", []) if x["label_set"] == "modality"]
+    if m:
+        st, fa = o.get("/unimed/findings?label=%s&min_probability=0&label_set=modality"
+                       % m[0]["label"].replace(" ", "%20"))
+        check_api("/findings", "get", st, fa)
+        hit = [x for x in fa.get("studies", []) if x["study_id"] == r["study_id"]]
+        ok(st == 200 and hit and hit[0]["score"].get("label_set_warning") == warning,
+           "findings: the modality score of the study carries the warning")
+    log = open(o.log_path, errors="replace").read()
+    ok(warning and warning in log, "the warning is in Orthanc's log at start")
 
 
 SHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "explorer_shot.mjs")

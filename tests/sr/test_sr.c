@@ -59,6 +59,11 @@ static const udcm_sr_image_ref mf_images[] = {
 
 static udcm_sr_group groups[2];
 
+#define CARD_WARNING \
+    "label set \"chest-binary\" 2.1 is not validated for this model: its model card " \
+    "(model-card.json) does not list it"
+
+
 static void make_request(udcm_sr_request *req, const char *source, const char *model_hash)
 {
     memset(groups, 0, sizeof groups);
@@ -78,6 +83,8 @@ static void make_request(udcm_sr_request *req, const char *source, const char *m
     groups[1].n_findings = sizeof binary_findings / sizeof binary_findings[0];
     groups[1].images = mf_images;
     groups[1].n_images = 3;
+    /* A label set the model card does not list: its warning, in the group. */
+    groups[1].comment = CARD_WARNING;
 
     memset(req, 0, sizeof *req);
     req->source_path = source;
@@ -142,6 +149,13 @@ static void check_round_trip(const udcm_sr_result *r, const udcm_sr_request *req
             CHECK(rf->has_probability && fabs(rf->probability - wf->probability) < 1e-6,
                   "%s: %s probability %.9f != %.9f", what, wf->code.value, rf->probability, wf->probability);
         }
+        /* The comment comes back in its group, and only there. */
+        size_t want_comments = wg->comment && wg->comment[0] ? 1 : 0;
+        CHECK(rg->n_comments == want_comments, "%s: group %zu: %zu comments, want %zu", what, g,
+              rg->n_comments, want_comments);
+        if (want_comments && rg->n_comments == 1)
+            CHECK(strcmp(rg->comments[0], wg->comment) == 0, "%s: group %zu: comment '%s'", what, g,
+                  rg->comments[0]);
         size_t want_images = g == 0 ? 1 : 3;
         CHECK(rg->n_images == want_images, "%s: group %zu: %zu images", what, g, rg->n_images);
     }
@@ -216,6 +230,11 @@ static int cmd_write(const char *outdir, const char *source, const char *xsd)
     CHECK(udcm_sr_derive_uids(&other, study, series3, sop3, NULL, err, sizeof err) == 0, "derive: %s", err);
     CHECK(strcmp(series1, series3) == 0, "series UID depends on label sets");
     CHECK(strcmp(sop1, sop3) != 0, "SOP UID ignores label-set hash");
+    /* the model card's comment is content: dropping it -> same series, new instance */
+    make_request(&other, source, "sha256:0d9f3a77c1");
+    groups[1].comment = NULL;
+    CHECK(udcm_sr_derive_uids(&other, study, series3, sop3, NULL, err, sizeof err) == 0, "derive: %s", err);
+    CHECK(strcmp(series1, series3) == 0 && strcmp(sop1, sop3) != 0, "SOP UID ignores the group comment");
     printf("UIDs: series %s, instance %s; other model: %s / %s\n", series1, sop1, series2, sop2);
     make_request(&req, source, "sha256:0d9f3a77c1");
 
@@ -227,6 +246,8 @@ static int cmd_write(const char *outdir, const char *source, const char *xsd)
         CHECK(strcmp(r->series_uid, series1) == 0, "series UID %s != %s", r->series_uid, series1);
         char *js = udcm_sr_result_json(r);
         CHECK(js && strstr(js, "\"233604007\"") && strstr(js, "chest-binary"), "result JSON");
+        CHECK(js && strstr(js, "\"comments\"") && strstr(js, "is not validated for this model"),
+              "result JSON: the group's comment");
         free(js);
         udcm_sr_result_free(r);
     }
