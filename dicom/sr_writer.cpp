@@ -476,6 +476,19 @@ void now_strings(const udcm_sr_request *req, std::string &date, std::string &tim
 const char *kDefaultSeriesDescription = "UniMed AI findings \xE2\x80\x94 research use only";
 const char *kDefaultManufacturer = "UniMed for Orthanc";
 
+/* A Long String (LO) attribute holds at most 64 characters; a longer model
+ * name or version (the demo model's name is 66 bytes) would make the report
+ * invalid.  The attributes get the value cut at 64 bytes on a UTF-8
+ * character boundary; the observer context's TEXT items, which have no such
+ * limit, keep it whole. */
+std::string long_string_value(const std::string &v)
+{
+    if (v.size() <= 64) return v;
+    size_t n = 64;
+    while (n > 0 && ((unsigned char)v[n] & 0xC0) == 0x80) n--; /* not inside a character */
+    return v.substr(0, n);
+}
+
 std::string device_uid(const udcm_sr_request *req)
 {
     if (!empty(req->device_observer_uid)) return req->device_observer_uid;
@@ -590,9 +603,9 @@ void write_sr(const udcm_sr_request *req, const char *dcm_path, uint8_t **dcm_bu
     snprintf(instance_number, sizeof instance_number, "%d",
              req->instance_number > 0 ? req->instance_number : 1);
     check(doc.setInstanceNumber(instance_number), "Instance Number");
-    check(doc.setManufacturer(manufacturer.c_str()), "request.manufacturer");
-    check(doc.setManufacturerModelName(model_label.c_str()), "request.model_name");
-    check(doc.setSoftwareVersions(software.c_str()), "request.software_version");
+    check(doc.setManufacturer(long_string_value(manufacturer).c_str()), "request.manufacturer");
+    check(doc.setManufacturerModelName(long_string_value(model_label).c_str()), "request.model_name");
+    check(doc.setSoftwareVersions(long_string_value(software).c_str()), "request.software_version");
     check(doc.setContentDate(date.c_str()), "Content Date");
     check(doc.setContentTime(time_s.c_str()), "Content Time");
     check(doc.setSeriesDate(date.c_str()), "Series Date");
@@ -741,9 +754,12 @@ void write_sr(const udcm_sr_request *req, const char *dcm_path, uint8_t **dcm_bu
     {
         DcmItem *ce = nullptr;
         check(ds->findOrCreateSequenceItem(DCM_ContributingEquipmentSequence, ce, 0), "Contributing Equipment");
-        check(ce->putAndInsertString(DCM_Manufacturer, manufacturer.c_str()), "Contributing Equipment");
-        check(ce->putAndInsertString(DCM_ManufacturerModelName, model_label.c_str()), "Contributing Equipment");
-        check(ce->putAndInsertString(DCM_SoftwareVersions, software.c_str()), "Contributing Equipment");
+        check(ce->putAndInsertString(DCM_Manufacturer, long_string_value(manufacturer).c_str()),
+              "Contributing Equipment");
+        check(ce->putAndInsertString(DCM_ManufacturerModelName, long_string_value(model_label).c_str()),
+              "Contributing Equipment");
+        check(ce->putAndInsertString(DCM_SoftwareVersions, long_string_value(software).c_str()),
+              "Contributing Equipment");
         check(ce->putAndInsertString(DCM_ContributionDateTime, (date + time_s).c_str()), "Contributing Equipment");
         check(ce->putAndInsertString(DCM_ContributionDescription,
                                      ("Zero-shot findings by " + model_label + " (research use only)").c_str()),

@@ -32,18 +32,19 @@ def check_dciodvfy(outdir, _source):
     if not tool:
         print("SKIP: dciodvfy not installed")
         sys.exit(77)
-    p = subprocess.run([tool, os.path.join(outdir, "report.dcm")], capture_output=True, text=True)
-    lines = (p.stdout + p.stderr).splitlines()
-    errors = [l for l in lines if l.startswith("Error")]
-    warnings = [l for l in lines if l.startswith("Warning")]
-    print("dciodvfy output:")
-    for l in lines:
-        print("  " + l)
-    print(f"{len(errors)} errors, {len(warnings)} warnings")
-    if errors:
-        fail("dciodvfy reported errors")
-    if not any("ComprehensiveSR" in l for l in lines):
-        fail("dciodvfy did not recognise a Comprehensive SR")
+    for name in ("report.dcm", "report_long_name.dcm"):
+        p = subprocess.run([tool, os.path.join(outdir, name)], capture_output=True, text=True)
+        lines = (p.stdout + p.stderr).splitlines()
+        errors = [l for l in lines if l.startswith("Error")]
+        warnings = [l for l in lines if l.startswith("Warning")]
+        print(f"dciodvfy output for {name}:")
+        for l in lines:
+            print("  " + l)
+        print(f"{len(errors)} errors, {len(warnings)} warnings")
+        if errors:
+            fail(f"dciodvfy reported errors in {name}")
+        if not any("ComprehensiveSR" in l for l in lines):
+            fail(f"dciodvfy did not recognise a Comprehensive SR in {name}")
 
 
 def check_dsrdump(outdir, _source):
@@ -91,6 +92,18 @@ def check_pydicom(outdir, source):
     except ImportError:
         print("SKIP: pydicom not available")
         sys.exit(77)
+    # A model name over 64 bytes: the Long String attributes hold it cut on
+    # a character boundary, the observer context's TEXT item holds it whole.
+    long_sr = pydicom.dcmread(os.path.join(outdir, "report_long_name.dcm"))
+    full = "UniMed-CLIP demonstration model trained on MedMNIST at 28 px \u2014 not for clinical use"
+    cut = long_sr.ManufacturerModelName
+    if len(cut.encode("utf-8")) > 64 or not (full + " ").startswith(cut) or len(cut) < 60:
+        fail(f"Manufacturer's Model Name not cut to a 64-byte prefix: {cut!r}")
+    texts = [it.TextValue for it in long_sr.ContentSequence if "TextValue" in it]
+    if not any(t.startswith(full) for t in texts):
+        fail(f"the observer context lost the full model name: {texts!r}")
+    print(f"long model name: attribute {cut!r}, TEXT item keeps it whole")
+
     sr = pydicom.dcmread(os.path.join(outdir, "report.dcm"))
     src = pydicom.dcmread(source)
     js = load_json(outdir)

@@ -186,6 +186,20 @@ static int cmd_write(const char *outdir, const char *source, const char *xsd)
     if (rc != 0) return 1;
     printf("wrote %s (SOP Instance UID %s)\n", path_dcm, sop1);
 
+    /* A model name longer than a Long String holds, with a multi-byte
+     * character across the 64th byte: the report must stay valid
+     * (check_sr.py runs dciodvfy on it and reads the attributes back). */
+    {
+        char path_long[1024];
+        snprintf(path_long, sizeof path_long, "%s/report_long_name.dcm", outdir);
+        udcm_sr_request lr = req;
+        /* 62 ASCII bytes, then an em dash (3 bytes) over bytes 63-65 */
+        lr.model_name = "UniMed-CLIP demonstration model trained on MedMNIST at 28 px \xE2\x80\x94 not for clinical use";
+        char sopl[65] = "";
+        CHECK(udcm_sr_write(&lr, path_long, NULL, NULL, NULL, NULL, sopl, err, sizeof err) == 0,
+              "write with a long model name: %s", err);
+    }
+
     /* determinism: same request -> same UIDs (buffer output this time) */
     uint8_t *buf = NULL;
     size_t len = 0;
