@@ -13,7 +13,7 @@
 static char *read_text_file(const char *path, char *err, size_t errlen) {
   FILE *fp = fopen(path, "rb");
   if (!fp) {
-    um_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    unimed_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return NULL;
   }
   char *buf = NULL;
@@ -22,7 +22,7 @@ static char *read_text_file(const char *path, char *err, size_t errlen) {
     if (len + 4096 + 1 > cap) {
       cap = cap ? cap * 2 : 8192;
       if (cap > (16u << 20)) {
-        um_set_err(err, errlen, "%s: larger than 16 MiB, not a config file", path);
+        unimed_set_err(err, errlen, "%s: larger than 16 MiB, not a config file", path);
         free(buf);
         fclose(fp);
         return NULL;
@@ -31,7 +31,7 @@ static char *read_text_file(const char *path, char *err, size_t errlen) {
       if (!nb) {
         free(buf);
         fclose(fp);
-        um_set_err(err, errlen, "%s: out of memory", path);
+        unimed_set_err(err, errlen, "%s: out of memory", path);
         return NULL;
       }
       buf = nb;
@@ -56,7 +56,7 @@ typedef struct {
 static const cJSON *field(reader *r, const cJSON *obj, const char *key) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
   if (!v && !r->failed) {
-    um_set_err(r->err, r->errlen, "%s: missing field %s.%s", r->path, r->section, key);
+    unimed_set_err(r->err, r->errlen, "%s: missing field %s.%s", r->path, r->section, key);
     r->failed = 1;
   }
   return v;
@@ -67,7 +67,7 @@ static int get_int(reader *r, const cJSON *obj, const char *key, int lo, int hi)
   if (!v || r->failed) return 0;
   if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
       v->valuedouble > hi) {
-    um_set_err(r->err, r->errlen, "%s: field %s.%s must be an integer in [%d, %d]", r->path,
+    unimed_set_err(r->err, r->errlen, "%s: field %s.%s must be an integer in [%d, %d]", r->path,
             r->section, key, lo, hi);
     r->failed = 1;
     return 0;
@@ -79,7 +79,7 @@ static double get_num(reader *r, const cJSON *obj, const char *key, double lo, d
   const cJSON *v = field(r, obj, key);
   if (!v || r->failed) return 0;
   if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi)) {
-    um_set_err(r->err, r->errlen, "%s: field %s.%s must be a number in [%g, %g]", r->path,
+    unimed_set_err(r->err, r->errlen, "%s: field %s.%s must be a number in [%g, %g]", r->path,
             r->section, key, lo, hi);
     r->failed = 1;
     return 0;
@@ -99,7 +99,7 @@ static int get_choice(reader *r, const cJSON *obj, const char *key, const char *
     strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
     strncat(list, choices[i], sizeof list - strlen(list) - 1);
   }
-  um_set_err(r->err, r->errlen, "%s: field %s.%s must be one of: %s", r->path, r->section, key,
+  unimed_set_err(r->err, r->errlen, "%s: field %s.%s must be one of: %s", r->path, r->section, key,
           list);
   r->failed = 1;
   return 0;
@@ -110,7 +110,7 @@ static void get_vec3(reader *r, const cJSON *obj, const char *key, float out[3],
   const cJSON *v = field(r, obj, key);
   if (!v || r->failed) return;
   if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 3) {
-    um_set_err(r->err, r->errlen, "%s: field %s.%s must be an array of 3 numbers", r->path,
+    unimed_set_err(r->err, r->errlen, "%s: field %s.%s must be an array of 3 numbers", r->path,
             r->section, key);
     r->failed = 1;
     return;
@@ -118,7 +118,7 @@ static void get_vec3(reader *r, const cJSON *obj, const char *key, float out[3],
   for (int i = 0; i < 3; i++) {
     const cJSON *e = cJSON_GetArrayItem(v, i);
     if (!cJSON_IsNumber(e) || !(e->valuedouble >= lo && e->valuedouble <= hi)) {
-      um_set_err(r->err, r->errlen, "%s: field %s.%s[%d] must be a number in [%g, %g]", r->path,
+      unimed_set_err(r->err, r->errlen, "%s: field %s.%s[%d] must be a number in [%g, %g]", r->path,
               r->section, key, i, lo, hi);
       r->failed = 1;
       return;
@@ -131,21 +131,21 @@ static const cJSON *section(reader *r, const cJSON *root, const char *key) {
   r->section = "(top)";
   const cJSON *s = field(r, root, key);
   if (s && !cJSON_IsObject(s) && !r->failed) {
-    um_set_err(r->err, r->errlen, "%s: field %s must be an object", r->path, key);
+    unimed_set_err(r->err, r->errlen, "%s: field %s must be an object", r->path, key);
     r->failed = 1;
   }
   r->section = key;
   return s;
 }
 
-int um_config_load(const char *path, unimed_config *cfg, char *err, size_t errlen) {
+int unimed_config_load(const char *path, unimed_config *cfg, char *err, size_t errlen) {
   memset(cfg, 0, sizeof *cfg);
   char *text = read_text_file(path, err, errlen);
   if (!text) return -1;
   cJSON *root = cJSON_Parse(text);
   free(text);
   if (!cJSON_IsObject(root)) {
-    um_set_err(err, errlen, "%s: not valid JSON (a JSON object is expected)", path);
+    unimed_set_err(err, errlen, "%s: not valid JSON (a JSON object is expected)", path);
     cJSON_Delete(root);
     return -1;
   }
@@ -203,33 +203,33 @@ int um_config_load(const char *path, unimed_config *cfg, char *err, size_t errle
 
   /* Cross-field consistency. */
   if (vc->image_size % vc->patch_size != 0) {
-    um_set_err(err, errlen, "%s: vision.image_size %d is not a multiple of vision.patch_size %d",
+    unimed_set_err(err, errlen, "%s: vision.image_size %d is not a multiple of vision.patch_size %d",
             path, vc->image_size, vc->patch_size);
     return -1;
   }
   if (vc->width % vc->heads != 0) {
-    um_set_err(err, errlen, "%s: vision.width %d is not divisible by vision.heads %d", path,
+    unimed_set_err(err, errlen, "%s: vision.width %d is not divisible by vision.heads %d", path,
             vc->width, vc->heads);
     return -1;
   }
   if (tc->hidden_size % tc->heads != 0) {
-    um_set_err(err, errlen, "%s: text.hidden_size %d is not divisible by text.heads %d", path,
+    unimed_set_err(err, errlen, "%s: text.hidden_size %d is not divisible by text.heads %d", path,
             tc->hidden_size, tc->heads);
     return -1;
   }
   if (tc->context_length > tc->max_position_embeddings) {
-    um_set_err(err, errlen,
+    unimed_set_err(err, errlen,
             "%s: text.context_length %d exceeds text.max_position_embeddings %d", path,
             tc->context_length, tc->max_position_embeddings);
     return -1;
   }
   if (cfg->image_size != vc->image_size) {
-    um_set_err(err, errlen, "%s: preprocessing.size %d differs from vision.image_size %d", path,
+    unimed_set_err(err, errlen, "%s: preprocessing.size %d differs from vision.image_size %d", path,
             cfg->image_size, vc->image_size);
     return -1;
   }
   if (tc->projection == UNIMED_PROJ_NONE && tc->hidden_size != cfg->embed_dim) {
-    um_set_err(err, errlen, "%s: text.projection none needs text.hidden_size == embed_dim", path);
+    unimed_set_err(err, errlen, "%s: text.projection none needs text.hidden_size == embed_dim", path);
     return -1;
   }
   return 0;

@@ -5,7 +5,7 @@
 
 #include "internal.h"
 
-void um_set_err(char *err, size_t errlen, const char *fmt, ...) {
+void unimed_set_err(char *err, size_t errlen, const char *fmt, ...) {
   if (!err || errlen == 0) return;
   va_list ap;
   va_start(ap, fmt);

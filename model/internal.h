@@ -102,7 +102,7 @@ struct unimed_model {
   unimed_config cfg;
   char hash[17];
   st_file st;
-  um_vocab *vocab;
+  unimed_vocab *vocab;
   float logit_scale;
   vit_weights vit;
   bert_weights bert;
@@ -123,11 +123,6 @@ struct unimed_model {
 /* The model's key in the label-set embedding cache: its hash, mixed with the
  * precision when that is not FP32. */
 const char *um_model_cache_key(const unimed_model *m);
-
-/* printf-style message into (err, errlen); nothing when err is NULL or
- * errlen 0 (errors.c). */
-void um_set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* Ensures the workspace holds n floats (64-byte aligned). */
 int um_workspace(unimed_model *m, size_t n, char *err, size_t errlen);
@@ -238,8 +233,5 @@ size_t um_bert_workspace_floats(const unimed_config *c, int n_seqs, int total_to
 /* Packed sequences → out: n × E (not normalised). */
 void um_bert_forward(unimed_model *m, const int *const *ids, const int *lens, int n,
                      float *out);
-
-/* ---- config (config.c) ---- */
-int um_config_load(const char *path, unimed_config *cfg, char *err, size_t errlen);
 
 #endif

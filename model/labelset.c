@@ -85,9 +85,9 @@ static void fail(ctx *c, const char *field, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (field && *field)
-    um_set_err(c->err, c->errlen, "%s: %s: %s", c->path, field, msg);
+    unimed_set_err(c->err, c->errlen, "%s: %s: %s", c->path, field, msg);
   else
-    um_set_err(c->err, c->errlen, "%s: %s", c->path, msg);
+    unimed_set_err(c->err, c->errlen, "%s: %s", c->path, msg);
 }
 
 static void oom(ctx *c) { fail(c, NULL, "out of memory"); }
@@ -973,12 +973,12 @@ void unimed_label_embeddings_free(unimed_label_embeddings *e) {
 int unimed_label_set_embed(unimed_model *m, const unimed_label_set *ls, const char *cache_dir,
                            unimed_label_embeddings *out, char *err, size_t errlen) {
   if (!out) {
-    um_set_err(err, errlen, "label-set embeddings: no output given");
+    unimed_set_err(err, errlen, "label-set embeddings: no output given");
     return -1;
   }
   memset(out, 0, sizeof *out);
   if (!m || !ls || ls->n_labels <= 0) {
-    um_set_err(err, errlen, "label-set embeddings: no model or no label set");
+    unimed_set_err(err, errlen, "label-set embeddings: no model or no label set");
     return -1;
   }
   const int dim = unimed_model_config(m)->embed_dim;
@@ -990,7 +990,7 @@ int unimed_label_set_embed(unimed_model *m, const unimed_label_set *ls, const ch
   if (cache_dir && *cache_dir) {
     int n = snprintf(file, sizeof file, "%s/%s-%s.emb", cache_dir, mhash, ls->hash);
     if (n < 0 || (size_t)n >= sizeof file) {
-      um_set_err(err, errlen, "%s: cache directory path too long", cache_dir);
+      unimed_set_err(err, errlen, "%s: cache directory path too long", cache_dir);
       return -1;
     }
     if (read_cache(file, mhash, ls->hash, L, dim, binary, out) == 0) return 0;
@@ -1007,7 +1007,7 @@ int unimed_label_set_embed(unimed_model *m, const unimed_label_set *ls, const ch
   out->n_labels = L;
   out->dim = dim;
   if (!texts || !emb || !out->positive || (binary && !out->negative)) {
-    um_set_err(err, errlen, "%s: out of memory for %d prompt embeddings", ls->path, total);
+    unimed_set_err(err, errlen, "%s: out of memory for %d prompt embeddings", ls->path, total);
     goto fail;
   }
   int k = 0;
@@ -1020,7 +1020,7 @@ int unimed_label_set_embed(unimed_model *m, const unimed_label_set *ls, const ch
     int n = total - b < LS_BATCH ? total - b : LS_BATCH;
     char e2[512];
     if (unimed_encode_texts(m, texts + b, n, emb + (size_t)b * dim, e2, sizeof e2) != 0) {
-      um_set_err(err, errlen, "%s: encoding prompts %d..%d: %s", ls->path, b, b + n - 1, e2);
+      unimed_set_err(err, errlen, "%s: encoding prompts %d..%d: %s", ls->path, b, b + n - 1, e2);
       goto fail;
     }
   }

@@ -33,7 +33,7 @@ static const st_tensor *lookup(binder *b, const char *name, int ndim, const int6
   if (b->failed) return NULL;
   const st_tensor *t = st_find(&b->m->st, name);
   if (!t) {
-    um_set_err(b->err, b->errlen, "%s: missing tensor '%s'", b->file, name);
+    unimed_set_err(b->err, b->errlen, "%s: missing tensor '%s'", b->file, name);
     b->failed = 1;
     return NULL;
   }
@@ -47,14 +47,14 @@ static const st_tensor *lookup(binder *b, const char *name, int ndim, const int6
     for (int i = 0; i < ndim; i++)
       snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", i ? "," : "",
                (long long)want[i]);
-    um_set_err(b->err, b->errlen,
+    unimed_set_err(b->err, b->errlen,
             "%s: tensor '%s' has shape [%s] but config.json implies [%s]", b->file, name,
             got, exp);
     b->failed = 1;
     return NULL;
   }
   if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64) {
-    um_set_err(b->err, b->errlen, "%s: tensor '%s' has dtype %s; a float type is needed", b->file,
+    unimed_set_err(b->err, b->errlen, "%s: tensor '%s' has dtype %s; a float type is needed", b->file,
             name, st_dtype_name(t->dtype));
     b->failed = 1;
     return NULL;
@@ -87,7 +87,7 @@ static const float *f32_view(binder *b, const st_tensor *t, float **tmp) {
   if (in_place(t)) return t->data;
   *tmp = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
   if (!*tmp) {
-    um_set_err(b->err, b->errlen, "%s: out of memory converting '%s'", b->file, t->name);
+    unimed_set_err(b->err, b->errlen, "%s: out of memory converting '%s'", b->file, t->name);
     b->failed = 1;
     return NULL;
   }
@@ -110,7 +110,7 @@ static const float *bind(binder *b, const char *name, int ndim, ...) {
   const float *v = f32_view(b, t, &copy);
   if (copy && own(b->m, copy, (size_t)t->numel * sizeof(float)) != 0) {
     free(copy);
-    um_set_err(b->err, b->errlen, "%s: out of memory converting '%s'", b->file, name);
+    unimed_set_err(b->err, b->errlen, "%s: out of memory converting '%s'", b->file, name);
     b->failed = 1;
     return NULL;
   }
@@ -130,7 +130,7 @@ static void drop_pages(const unimed_model *m, const void *p, size_t n) {
 static um_bf16_weight *pack(binder *b, const char *name, const float *W, int N, int K) {
   um_bf16_weight *w = um_bf16_pack(W, N, K);
   if (!w) {
-    um_set_err(b->err, b->errlen, "%s: out of memory packing '%s' as BF16", b->file, name);
+    unimed_set_err(b->err, b->errlen, "%s: out of memory packing '%s' as BF16", b->file, name);
     b->failed = 1;
     return NULL;
   }
@@ -141,7 +141,7 @@ static um_bf16_weight *pack(binder *b, const char *name, const float *W, int N, 
 static um_i8_weight *pack8(binder *b, const char *name, const float *W, int N, int K) {
   um_i8_weight *w = um_i8_pack(W, N, K);
   if (!w) {
-    um_set_err(b->err, b->errlen, "%s: out of memory quantizing '%s' as INT8", b->file, name);
+    unimed_set_err(b->err, b->errlen, "%s: out of memory quantizing '%s' as INT8", b->file, name);
     b->failed = 1;
     return NULL;
   }
@@ -172,7 +172,7 @@ static void bind_packed(binder *b, um_bf16_weight **dst, um_i8_weight **dst8, co
     tr = malloc((size_t)(N * K) * sizeof(float));
     if (!tr) {
       free(tmp);
-      um_set_err(b->err, b->errlen, "%s: out of memory transposing '%s'", b->file, name);
+      unimed_set_err(b->err, b->errlen, "%s: out of memory transposing '%s'", b->file, name);
       b->failed = 1;
       return;
     }
@@ -210,7 +210,7 @@ static void bind_qkv(binder *b, const char *prefix, int64_t D, bert_layer_bf16 *
   W = malloc((size_t)(3 * D * D) * sizeof(float));
   bias = malloc((size_t)(3 * D) * sizeof(float));
   if (!W || !bias) {
-    um_set_err(b->err, b->errlen, "%s: out of memory", b->file);
+    unimed_set_err(b->err, b->errlen, "%s: out of memory", b->file);
     b->failed = 1;
     goto done;
   }
@@ -273,7 +273,7 @@ static void bind_vision(binder *b) {
     m->w16->vit_layers = c->vision.layers;
   }
   if (!w->blocks || (m->bf16 && !w16->blocks)) {
-    um_set_err(b->err, b->errlen, "out of memory");
+    unimed_set_err(b->err, b->errlen, "out of memory");
     b->failed = 1;
     return;
   }
@@ -307,7 +307,7 @@ static void bind_vision(binder *b) {
   /* A checkpoint with more blocks than the config is a config mismatch. */
   snprintf(n, sizeof n, "visual.transformer.resblocks.%d.ln_1.weight", c->vision.layers);
   if (!b->failed && st_find(&m->st, n)) {
-    um_set_err(b->err, b->errlen, "%s: tensor '%s' exists but config.json says vision.layers = %d",
+    unimed_set_err(b->err, b->errlen, "%s: tensor '%s' exists but config.json says vision.layers = %d",
             b->file, n, c->vision.layers);
     b->failed = 1;
   }
@@ -345,7 +345,7 @@ static void bind_text(binder *b) {
     m->w16->text_layers = c->text.layers;
   }
   if (!w->layers || (m->bf16 && !w16->layers)) {
-    um_set_err(b->err, b->errlen, "out of memory");
+    unimed_set_err(b->err, b->errlen, "out of memory");
     b->failed = 1;
     return;
   }
@@ -387,7 +387,7 @@ static void bind_text(binder *b) {
 #undef LB
   snprintf(n, sizeof n, "%sencoder.layer.%d.output.dense.weight", pre, c->text.layers);
   if (!b->failed && st_find(&m->st, n)) {
-    um_set_err(b->err, b->errlen, "%s: tensor '%s' exists but config.json says text.layers = %d",
+    unimed_set_err(b->err, b->errlen, "%s: tensor '%s' exists but config.json says text.layers = %d",
             b->file, n, c->text.layers);
     b->failed = 1;
   }
@@ -504,12 +504,12 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
   if (!opts) opts = &defaults;
   if (opts->precision != UNIMED_PRECISION_FP32 && opts->precision != UNIMED_PRECISION_BF16 &&
       opts->precision != UNIMED_PRECISION_INT8) {
-    um_set_err(err, errlen, "%s: unknown precision %d", dir, (int)opts->precision);
+    unimed_set_err(err, errlen, "%s: unknown precision %d", dir, (int)opts->precision);
     return NULL;
   }
   unimed_model *m = calloc(1, sizeof *m);
   if (!m) {
-    um_set_err(err, errlen, "%s: out of memory", dir);
+    unimed_set_err(err, errlen, "%s: out of memory", dir);
     return NULL;
   }
   m->requested = opts->precision;
@@ -530,16 +530,16 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
   snprintf(m->dir, sizeof m->dir, "%s", dir);
   char path[1200];
   snprintf(path, sizeof path, "%s/config.json", dir);
-  if (um_config_load(path, &m->cfg, err, errlen) != 0) goto fail;
+  if (unimed_config_load(path, &m->cfg, err, errlen) != 0) goto fail;
   char cfg_path[1200];
   snprintf(cfg_path, sizeof cfg_path, "%s", path);
 
   snprintf(path, sizeof path, "%s/vocab.txt", dir);
-  m->vocab = um_vocab_load(path, err, errlen);
+  m->vocab = unimed_vocab_load(path, err, errlen);
   if (!m->vocab) goto fail;
-  if (um_vocab_size(m->vocab) > m->cfg.text.vocab_size) {
-    um_set_err(err, errlen, "%s: %d tokens but config.json says text.vocab_size = %d", path,
-            um_vocab_size(m->vocab), m->cfg.text.vocab_size);
+  if (unimed_vocab_size(m->vocab) > m->cfg.text.vocab_size) {
+    unimed_set_err(err, errlen, "%s: %d tokens but config.json says text.vocab_size = %d", path,
+            unimed_vocab_size(m->vocab), m->cfg.text.vocab_size);
     goto fail;
   }
 
@@ -578,7 +578,7 @@ unimed_model *unimed_model_load_opts(const char *dir, const unimed_load_options 
     }
     if (!m->w16) {
       pthread_mutex_unlock(&registry_mu);
-      um_set_err(err, errlen, "%s: out of memory", path);
+      unimed_set_err(err, errlen, "%s: out of memory", path);
       goto fail;
     }
     bind_vision(&b);
@@ -629,7 +629,7 @@ void unimed_model_free(unimed_model *m) {
   free(m->vit.blocks);
   free(m->bert.layers);
   st_close(&m->st);
-  um_vocab_free(m->vocab);
+  unimed_vocab_free(m->vocab);
   free(m->ws);
   free(m);
 }
@@ -673,7 +673,7 @@ int um_workspace(unimed_model *m, size_t n, char *err, size_t errlen) {
   m->ws = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
   if (!m->ws) {
     m->ws_floats = 0;
-    um_set_err(err, errlen, "out of memory for a %zu MiB workspace", n * sizeof(float) >> 20);
+    unimed_set_err(err, errlen, "out of memory for a %zu MiB workspace", n * sizeof(float) >> 20);
     return -1;
   }
   m->ws_floats = n;
@@ -696,7 +696,7 @@ void unimed_l2_normalize(float *v, int dim) {
 int unimed_encode_images(unimed_model *m, const float *pixels, int n, float *out, char *err,
                          size_t errlen) {
   if (n <= 0) {
-    um_set_err(err, errlen, "no images to encode");
+    unimed_set_err(err, errlen, "no images to encode");
     return -1;
   }
   if (um_workspace(m, um_vit_workspace_floats(&m->cfg, n), err, errlen) != 0) return -1;
@@ -708,19 +708,19 @@ int unimed_encode_images(unimed_model *m, const float *pixels, int n, float *out
 int unimed_encode_token_ids(unimed_model *m, const int *const *ids, const int *lens, int n,
                             float *out, char *err, size_t errlen) {
   if (n <= 0) {
-    um_set_err(err, errlen, "no texts to encode");
+    unimed_set_err(err, errlen, "no texts to encode");
     return -1;
   }
   int total = 0, maxlen = 0;
   for (int s = 0; s < n; s++) {
     if (lens[s] < 1 || lens[s] > m->cfg.text.max_position_embeddings) {
-      um_set_err(err, errlen, "text %d: %d tokens (must be 1..%d)", s, lens[s],
+      unimed_set_err(err, errlen, "text %d: %d tokens (must be 1..%d)", s, lens[s],
               m->cfg.text.max_position_embeddings);
       return -1;
     }
     for (int p = 0; p < lens[s]; p++)
       if (ids[s][p] < 0 || ids[s][p] >= m->cfg.text.vocab_size) {
-        um_set_err(err, errlen, "text %d: token id %d outside the vocabulary (0..%d)", s,
+        unimed_set_err(err, errlen, "text %d: token id %d outside the vocabulary (0..%d)", s,
                 ids[s][p], m->cfg.text.vocab_size - 1);
         return -1;
       }
@@ -738,7 +738,7 @@ int unimed_encode_token_ids(unimed_model *m, const int *const *ids, const int *l
 int unimed_encode_texts(unimed_model *m, const char *const *texts, int n, float *out, char *err,
                         size_t errlen) {
   if (n <= 0) {
-    um_set_err(err, errlen, "no texts to encode");
+    unimed_set_err(err, errlen, "no texts to encode");
     return -1;
   }
   const int ctx = m->cfg.text.context_length;
@@ -747,7 +747,7 @@ int unimed_encode_texts(unimed_model *m, const char *const *texts, int n, float 
   const int **rows = malloc((size_t)n * sizeof(int *));
   int rc = -1;
   if (!buf || !lens || !rows) {
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     goto done;
   }
   for (int i = 0; i < n; i++) {
@@ -755,7 +755,7 @@ int unimed_encode_texts(unimed_model *m, const char *const *texts, int n, float 
     lens[i] = um_tokenize(m->vocab, texts[i], ctx, buf + (size_t)i * ctx, err, errlen);
     if (lens[i] < 0) goto done;
     if (lens[i] <= 2) {
-      um_set_err(err, errlen, "text %d is empty after cleaning; give words to embed", i);
+      unimed_set_err(err, errlen, "text %d is empty after cleaning; give words to embed", i);
       goto done;
     }
   }

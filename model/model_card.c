@@ -29,9 +29,9 @@ static void card_fail(card_reader *r, const char *field, const char *why) {
   if (r->failed) return;
   r->failed = 1;
   if (field)
-    um_set_err(r->err, r->errlen, "%s: %s: %s", r->path, field, why);
+    unimed_set_err(r->err, r->errlen, "%s: %s: %s", r->path, field, why);
   else
-    um_set_err(r->err, r->errlen, "%s: %s", r->path, why);
+    unimed_set_err(r->err, r->errlen, "%s: %s", r->path, why);
 }
 
 static char *dup_or_empty(const char *s) {
@@ -148,13 +148,13 @@ int unimed_model_card_load(const char *model_dir, unimed_model_card **out, char 
                            size_t errlen) {
   *out = NULL;
   if (!model_dir) {
-    um_set_err(err, errlen, "no model directory given");
+    unimed_set_err(err, errlen, "no model directory given");
     return -1;
   }
   size_t plen = strlen(model_dir) + sizeof CARD_FILE + 2;
   char *path = malloc(plen);
   if (!path) {
-    um_set_err(err, errlen, "%s: out of memory", model_dir);
+    unimed_set_err(err, errlen, "%s: out of memory", model_dir);
     return -1;
   }
   size_t dlen = strlen(model_dir);
@@ -254,7 +254,7 @@ int unimed_model_card_check(const unimed_model_card *c, const char *model_hash, 
   if (why && whylen) why[0] = 0;
   if (!c) return 0;
   if (c->model_hash[0] && model_hash && strcmp(c->model_hash, model_hash) != 0) {
-    um_set_err(why, whylen,
+    unimed_set_err(why, whylen,
                "label set \"%s\" %s is not validated for this model: its model card (" CARD_FILE
                ") was written for other weights (model hash %s; these are %s)",
                name, version, c->model_hash, model_hash);
@@ -272,12 +272,12 @@ int unimed_model_card_check(const unimed_model_card *c, const char *model_hash, 
     off += (size_t)w;
   }
   if (off)
-    um_set_err(why, whylen,
+    unimed_set_err(why, whylen,
                "label set \"%s\" %s is not validated for this model: its model card (" CARD_FILE
                ") lists \"%s\" in version %s only",
                name, version, name, others);
   else
-    um_set_err(why, whylen,
+    unimed_set_err(why, whylen,
                "label set \"%s\" %s is not validated for this model: its model card (" CARD_FILE
                ") does not list it",
                name, version);

@@ -6,6 +6,7 @@
  * the data section, and byte size == numel * dtype size. A lying header is
  * reported as an error naming the file and the tensor, never trusted. */
 #include "safetensors.h"
+#include "unimed_train.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -536,4 +537,44 @@ int st_write(const char *path, const st_write_tensor *tensors, int count, enum s
     return -1;
   }
   return 0;
+}
+
+/* unimed_train.h's writer: float32 tensors, metadata naming the producer. */
+int unimed_weights_write(const char *path, const unimed_named_tensor *tensors, int n,
+                         const char *producer, char *err, size_t errlen) {
+  if (n < 0 || (n > 0 && !tensors)) {
+    set_err(err, errlen, "%s: no tensors to write", path);
+    return -1;
+  }
+  st_write_tensor *wt = calloc((size_t)n + 1, sizeof *wt);
+  cJSON *meta = cJSON_CreateObject();
+  if (meta) {
+    cJSON_AddStringToObject(meta, "format", "pt");
+    cJSON_AddStringToObject(meta, "producer", producer ? producer : "");
+  }
+  char *meta_json = meta ? cJSON_PrintUnformatted(meta) : NULL;
+  cJSON_Delete(meta);
+  if (!wt || !meta_json) {
+    free(wt);
+    free(meta_json);
+    set_err(err, errlen, "%s: out of memory", path);
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    if (tensors[i].ndim < 0 || tensors[i].ndim > 4) {
+      set_err(err, errlen, "%s: tensor %s: %d dimensions (at most 4)", path,
+              tensors[i].name, tensors[i].ndim);
+      free(wt);
+      free(meta_json);
+      return -1;
+    }
+    wt[i].name = tensors[i].name;
+    wt[i].ndim = tensors[i].ndim;
+    for (int d = 0; d < tensors[i].ndim; d++) wt[i].shape[d] = tensors[i].shape[d];
+    wt[i].data = tensors[i].data;
+  }
+  int rc = st_write(path, wt, n, ST_F32, meta_json, err, errlen);
+  free(wt);
+  free(meta_json);
+  return rc;
 }

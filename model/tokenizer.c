@@ -148,7 +148,7 @@ static void sb_putcp(sbuf *b, uint32_t cp)
  * Vocabulary: one token per line, id = line number; hash table lookup.
  * ====================================================================== */
 
-struct um_vocab {
+struct unimed_vocab {
     char *data;        /* all tokens, each NUL-terminated */
     size_t *off;       /* token i starts at data + off[i] */
     uint32_t *len;     /* byte length of token i */
@@ -179,7 +179,7 @@ static uint64_t hash_bytes(const char *s, size_t n)
     return h;
 }
 
-int um_vocab_lookup(const um_vocab *v, const char *tok, size_t len)
+int um_vocab_lookup(const unimed_vocab *v, const char *tok, size_t len)
 {
     if (!v || (!tok && len)) return -1;
     size_t i = (size_t)hash_bytes(tok, len) & v->mask;
@@ -191,15 +191,15 @@ int um_vocab_lookup(const um_vocab *v, const char *tok, size_t len)
     }
 }
 
-int um_vocab_size(const um_vocab *v) { return v ? v->n : 0; }
+int unimed_vocab_size(const unimed_vocab *v) { return v ? v->n : 0; }
 
-const char *um_vocab_token(const um_vocab *v, int id)
+const char *um_vocab_token(const unimed_vocab *v, int id)
 {
     if (!v || id < 0 || id >= v->n) return NULL;
     return v->data + v->off[id];
 }
 
-void um_vocab_free(um_vocab *v)
+void unimed_vocab_free(unimed_vocab *v)
 {
     if (!v) return;
     free(v->data);
@@ -225,7 +225,7 @@ static size_t trim_end_len(const char *s, size_t n)
     return n;
 }
 
-um_vocab *um_vocab_load(const char *path, char *err, size_t errlen)
+unimed_vocab *unimed_vocab_load(const char *path, char *err, size_t errlen)
 {
     if (!path) { set_err(err, errlen, "vocab path is NULL"); return NULL; }
     FILE *f = fopen(path, "rb");
@@ -259,7 +259,7 @@ um_vocab *um_vocab_load(const char *path, char *err, size_t errlen)
         free(raw.p);
         return NULL;
     }
-    um_vocab *v = calloc(1, sizeof *v);
+    unimed_vocab *v = calloc(1, sizeof *v);
     size_t cap = 16;
     while (cap < lines * 2) cap *= 2;
     if (v) {
@@ -269,7 +269,7 @@ um_vocab *um_vocab_load(const char *path, char *err, size_t errlen)
     }
     if (!v || !v->off || !v->len || !v->slots) {
         set_err(err, errlen, "out of memory loading vocab file '%s'", path);
-        um_vocab_free(v);
+        unimed_vocab_free(v);
         free(raw.p);
         return NULL;
     }
@@ -498,7 +498,7 @@ static int is_cjk(uint32_t cp) /* HF's is_chinese_char ranges */
 }
 
 typedef struct {
-    const um_vocab *v;
+    const unimed_vocab *v;
     int *ids;
     int n, limit;      /* ids used; pieces stop at limit (room for [SEP]) */
     /* current word: "##" followed by its bytes (the prefix room is used by
@@ -521,7 +521,7 @@ static void emit(tok_state *t, int id)
 static void flush_word(tok_state *t)
 {
     if (t->nchars == 0) return;
-    const um_vocab *v = t->v;
+    const unimed_vocab *v = t->v;
     int nchars = t->nchars;
     t->nchars = 0;
     t->blen = 0;
@@ -655,7 +655,7 @@ static void tokenize_segment(tok_state *t, const char *s, size_t n)
     flush_word(t);
 }
 
-int um_tokenize(const um_vocab *v, const char *text, int max_len, int *ids,
+int um_tokenize(const unimed_vocab *v, const char *text, int max_len, int *ids,
                 char *err, size_t errlen)
 {
     if (!v || !ids) { set_err(err, errlen, "um_tokenize: NULL vocab or ids"); return -1; }
@@ -716,4 +716,10 @@ int um_tokenize(const um_vocab *v, const char *text, int max_len, int *ids,
     free(t);
     free(clean);
     return count;
+}
+
+int unimed_vocab_tokenize(const unimed_vocab *v, const char *text, int *ids, int max_ids,
+                          char *err, size_t errlen)
+{
+    return um_tokenize(v, text, max_ids, ids, err, errlen);
 }

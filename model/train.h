@@ -17,13 +17,14 @@
  * towers are overwritten unless a comment says "+=". Nothing allocates once
  * the workspace is sized (umt_workspace_reserve). Deterministic: no threads
  * other than OpenBLAS's, every reduction in a fixed order. */
-#ifndef UNIMED_TRAIN_H
-#define UNIMED_TRAIN_H
+#ifndef UNIMED_TRAIN_INTERNAL_H
+#define UNIMED_TRAIN_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "unimed_model.h"
+#include "unimed_train.h" /* unimed_copy_file */
 
 /* ---- parameter block ---- */
 
@@ -106,9 +107,6 @@ void umt_params_free(umt_params *P);
  * copies config.json and vocab.txt from the source directory. DIR is created
  * if needed; it may be the source directory itself. */
 int umt_params_save(const umt_params *P, const char *dir, char *err, size_t errlen);
-/* Copies file `from` to `to` (nothing to do when both are the same file).
- * Returns 0, or -1 with the file and the reason in err. */
-int umt_copy_file(const char *from, const char *to, char *err, size_t errlen);
 const umt_tensor *umt_params_find(const umt_params *P, const char *name);
 void umt_zero_grad(umt_params *P);
 
@@ -207,6 +205,8 @@ typedef struct {
   float weight_decay;
   float grad_clip;     /* max global L2 norm; <= 0: no clipping */
   int warmup, total_steps; /* cosine schedule with linear warm-up (OpenCLIP cosine_lr) */
+  int lazy_moments;    /* 1: AdamW moments calloc'd (zero pages mapped on demand, so
+                          those of frozen tensors never become resident) */
 } umt_opt_config;
 
 /* OpenCLIP's cosine_lr: step < warmup: lr·(step+1)/warmup; after,

@@ -76,15 +76,22 @@ int umt_trainer_init(umt_trainer *T, const char *model_dir, const umt_opt_config
   memset(T, 0, sizeof *T);
   if (umt_params_load(&T->P, model_dir, rule, err, errlen) != 0) return -1;
   T->opt = *opt;
-  T->m = aligned_alloc(64, T->P.total * sizeof(float));
-  T->v = aligned_alloc(64, T->P.total * sizeof(float));
+  if (opt->lazy_moments) {
+    T->m = calloc(T->P.total, sizeof(float));
+    T->v = calloc(T->P.total, sizeof(float));
+  } else {
+    T->m = aligned_alloc(64, T->P.total * sizeof(float));
+    T->v = aligned_alloc(64, T->P.total * sizeof(float));
+  }
   if (!T->m || !T->v) {
     snprintf(err, errlen, "out of memory for the optimiser state");
     umt_trainer_free(T);
     return -1;
   }
-  memset(T->m, 0, T->P.total * sizeof(float));
-  memset(T->v, 0, T->P.total * sizeof(float));
+  if (!opt->lazy_moments) {
+    memset(T->m, 0, T->P.total * sizeof(float));
+    memset(T->v, 0, T->P.total * sizeof(float));
+  }
   return 0;
 }
 

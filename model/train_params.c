@@ -170,7 +170,7 @@ int umt_params_load(umt_params *P, const char *dir, enum umt_decay_rule rule, ch
   snprintf(P->src_dir, sizeof P->src_dir, "%s", dir);
   char path[1200];
   snprintf(path, sizeof path, "%s/config.json", dir);
-  if (um_config_load(path, &P->cfg, err, errlen) != 0) return -1;
+  if (unimed_config_load(path, &P->cfg, err, errlen) != 0) return -1;
   const unimed_config *c = &P->cfg;
   const int max_tensors = 16 + 12 * c->vision.layers + 16 * c->text.layers + 16;
   P->t = calloc((size_t)max_tensors, sizeof *P->t);
@@ -201,14 +201,14 @@ int umt_params_load(umt_params *P, const char *dir, enum umt_decay_rule rule, ch
         t->present = 0;
         continue;
       }
-      um_set_err(err, errlen, "%s: missing tensor '%s'", path, t->name);
+      unimed_set_err(err, errlen, "%s: missing tensor '%s'", path, t->name);
       st_close(&st);
       goto fail;
     }
     int same = s->ndim == t->ndim;
     for (int d = 0; same && d < t->ndim; d++) same = s->shape[d] == t->shape[d];
     if (!same || st_to_f32(s, P->params + t->offset) != 0) {
-      um_set_err(err, errlen, "%s: tensor '%s' has the wrong shape or a non-float dtype (%s)", path,
+      unimed_set_err(err, errlen, "%s: tensor '%s' has the wrong shape or a non-float dtype (%s)", path,
               t->name, st_dtype_name(s->dtype));
       st_close(&st);
       goto fail;
@@ -217,23 +217,23 @@ int umt_params_load(umt_params *P, const char *dir, enum umt_decay_rule rule, ch
   st_close(&st);
   return 0;
 oom:
-  um_set_err(err, errlen, "%s: out of memory for the training parameters", dir);
+  unimed_set_err(err, errlen, "%s: out of memory for the training parameters", dir);
 fail:
   umt_params_free(P);
   return -1;
 }
 
-int umt_copy_file(const char *from, const char *to, char *err, size_t errlen) {
+int unimed_copy_file(const char *from, const char *to, char *err, size_t errlen) {
   char a[PATH_MAX], b[PATH_MAX];
   if (realpath(from, a) && realpath(to, b) && !strcmp(a, b)) return 0; /* same file */
   FILE *in = fopen(from, "rb");
   if (!in) {
-    um_set_err(err, errlen, "%s: %s", from, strerror(errno));
+    unimed_set_err(err, errlen, "%s: %s", from, strerror(errno));
     return -1;
   }
   FILE *out = fopen(to, "wb");
   if (!out) {
-    um_set_err(err, errlen, "%s: %s", to, strerror(errno));
+    unimed_set_err(err, errlen, "%s: %s", to, strerror(errno));
     fclose(in);
     return -1;
   }
@@ -245,26 +245,26 @@ int umt_copy_file(const char *from, const char *to, char *err, size_t errlen) {
   ok = ok && !ferror(in);
   fclose(in);
   if (fclose(out) != 0) ok = 0;
-  if (!ok) um_set_err(err, errlen, "%s: write failed", to);
+  if (!ok) unimed_set_err(err, errlen, "%s: write failed", to);
   return ok ? 0 : -1;
 }
 
 int umt_params_save(const umt_params *P, const char *dir, char *err, size_t errlen) {
   if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-    um_set_err(err, errlen, "%s: %s", dir, strerror(errno));
+    unimed_set_err(err, errlen, "%s: %s", dir, strerror(errno));
     return -1;
   }
   char from[1200], to[1200], tmp[1250];
   snprintf(from, sizeof from, "%s/config.json", P->src_dir);
   snprintf(to, sizeof to, "%s/config.json", dir);
-  if (umt_copy_file(from, to, err, errlen) != 0) return -1;
+  if (unimed_copy_file(from, to, err, errlen) != 0) return -1;
   snprintf(from, sizeof from, "%s/vocab.txt", P->src_dir);
   snprintf(to, sizeof to, "%s/vocab.txt", dir);
-  if (umt_copy_file(from, to, err, errlen) != 0) return -1;
+  if (unimed_copy_file(from, to, err, errlen) != 0) return -1;
 
   st_write_tensor *wt = calloc((size_t)P->n, sizeof *wt);
   if (!wt) {
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     return -1;
   }
   int k = 0;
@@ -285,7 +285,7 @@ int umt_params_save(const umt_params *P, const char *dir, char *err, size_t errl
   free(wt);
   if (rc != 0) return -1;
   if (rename(tmp, to) != 0) {
-    um_set_err(err, errlen, "%s: %s", to, strerror(errno));
+    unimed_set_err(err, errlen, "%s: %s", to, strerror(errno));
     unlink(tmp);
     return -1;
   }

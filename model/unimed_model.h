@@ -47,6 +47,19 @@ typedef struct {
 
 typedef struct unimed_model unimed_model;
 
+/* Reads and validates a config.json (docs/MODEL.md); errors name the file
+ * and the field. */
+int unimed_config_load(const char *path, unimed_config *cfg, char *err, size_t errlen);
+
+/* The library's way of writing an error: printf-style into (err, errlen),
+ * nothing when err is NULL or errlen 0. For code built on the library that
+ * reports errors the same way. */
+void unimed_set_err(char *err, size_t errlen, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 /* Loads a model directory: config.json, model.safetensors, vocab.txt, for
  * FP32 inference (unimed_model_load_opts with the default options). */
 unimed_model *unimed_model_load(const char *dir, char *err, size_t errlen);

@@ -17,7 +17,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static um_vocab *fuzz_vocab;
+static unimed_vocab *fuzz_vocab;
 
 static const char builtin_vocab[] =
     "[PAD]\n[unused0]\n[SEP]\n[UNK]\n[CLS]\n[MASK]\n"
@@ -38,7 +38,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     char err[512];
     const char *path = getenv("UNIMED_FUZZ_VOCAB");
     if (path && *path) {
-        fuzz_vocab = um_vocab_load(path, err, sizeof err);
+        fuzz_vocab = unimed_vocab_load(path, err, sizeof err);
     } else {
         char tmpl[] = "/tmp/unimed_fuzz_vocab_XXXXXX";
         int fd = mkstemp(tmpl);
@@ -46,7 +46,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         size_t len = sizeof builtin_vocab - 1;
         if (write(fd, builtin_vocab, len) != (ssize_t)len) { perror("write"); abort(); }
         close(fd);
-        fuzz_vocab = um_vocab_load(tmpl, err, sizeof err);
+        fuzz_vocab = unimed_vocab_load(tmpl, err, sizeof err);
         unlink(tmpl);
     }
     if (!fuzz_vocab) { fprintf(stderr, "fuzz_tokenizer: %s\n", err); abort(); }
@@ -100,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ids[0] != um_vocab_lookup(fuzz_vocab, "[CLS]", 5)) abort();
     if (ids[n - 1] != um_vocab_lookup(fuzz_vocab, "[SEP]", 5)) abort();
     for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= um_vocab_size(fuzz_vocab)) abort();
+        if (ids[i] < 0 || ids[i] >= unimed_vocab_size(fuzz_vocab)) abort();
     /* tokenizing the cleaned text again gives the same ids only when the
      * second cleaning changes nothing; at least it must not crash */
     int n2 = um_tokenize(fuzz_vocab, clean, max_len, ids, err, sizeof err);

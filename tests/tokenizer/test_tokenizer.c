@@ -69,7 +69,7 @@ static void print_escaped(FILE *f, const char *s, size_t max)
     fputc('"', f);
 }
 
-static void print_ids(FILE *f, const um_vocab *v, const int *ids, int n)
+static void print_ids(FILE *f, const unimed_vocab *v, const int *ids, int n)
 {
     fputc('[', f);
     for (int i = 0; i < n; i++) {
@@ -110,7 +110,7 @@ static int run_parity(const char *vocab_path, int context, const char *ref_path)
         return SKIP;
     }
     char err[512];
-    um_vocab *v = um_vocab_load(vocab_path, err, sizeof err);
+    unimed_vocab *v = unimed_vocab_load(vocab_path, err, sizeof err);
     if (!v) { fprintf(stderr, "%s\n", err); return 1; }
     size_t len;
     char *data = read_file(ref_path, &len);
@@ -184,10 +184,10 @@ static int run_parity(const char *vocab_path, int context, const char *ref_path)
     }
     printf("%s (vocab %d tokens, context %d): %d texts, %d identical ids, %d identical cleaned texts; "
            "%lld ids in %.3f ms\n",
-           ref_path, um_vocab_size(v), context, total, same, clean_same, pieces, secs * 1e3);
+           ref_path, unimed_vocab_size(v), context, total, same, clean_same, pieces, secs * 1e3);
     free(ids);
     free(data);
-    um_vocab_free(v);
+    unimed_vocab_free(v);
     if (total == 0) { fprintf(stderr, "no texts in %s\n", ref_path); return 1; }
     return (same == total && clean_same == total) ? 0 : 1;
 }
@@ -253,7 +253,7 @@ static int write_file(const char *path, const char *content)
 }
 
 /* ids of text as a space-separated token string, for readable checks */
-static char *tok_str(const um_vocab *v, const char *text, int max_len)
+static char *tok_str(const unimed_vocab *v, const char *text, int max_len)
 {
     static char out[4096];
     int ids[512];
@@ -280,14 +280,14 @@ static void unit_vocab_errors(const char *tmp)
 {
     char err[1024], path[1024];
     const char *missing = "/nonexistent-dir-unimed/vocab.txt";
-    um_vocab *v = um_vocab_load(missing, err, sizeof err);
+    unimed_vocab *v = unimed_vocab_load(missing, err, sizeof err);
     CHECK(v == NULL, "loading a missing vocab must fail");
     CHECK(strstr(err, missing) != NULL, "error must name the file: %s", err);
     printf("missing vocab: %s\n", err);
 
     snprintf(path, sizeof path, "%s/empty_vocab.txt", tmp);
     write_file(path, "");
-    v = um_vocab_load(path, err, sizeof err);
+    v = unimed_vocab_load(path, err, sizeof err);
     CHECK(v == NULL && strstr(err, path), "empty vocab must fail naming the file: %s", err);
 
     static const struct { const char *name, *content, *missing; } cases[] = {
@@ -298,7 +298,7 @@ static void unit_vocab_errors(const char *tmp)
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         snprintf(path, sizeof path, "%s/%s.txt", tmp, cases[k].name);
         CHECK(write_file(path, cases[k].content), "cannot write %s", path);
-        v = um_vocab_load(path, err, sizeof err);
+        v = unimed_vocab_load(path, err, sizeof err);
         CHECK(v != NULL, "vocab %s should load: %s", path, err);
         if (!v) continue;
         int ids[8];
@@ -307,7 +307,7 @@ static void unit_vocab_errors(const char *tmp)
         CHECK(n == -1, "tokenize with %s must fail", cases[k].name);
         CHECK(strstr(err, cases[k].missing) != NULL, "error must name %s: %s", cases[k].missing, err);
         printf("vocab without %s: %s\n", cases[k].missing, err);
-        um_vocab_free(v);
+        unimed_vocab_free(v);
     }
 }
 
@@ -318,10 +318,10 @@ static void unit_vocab_format(const char *tmp)
     /* CRLF line ends, trailing blanks, a duplicate (the later id wins, as in
      * HF's vocab map), no final newline */
     CHECK(write_file(path, "[PAD]\r\n[UNK]\r\n[CLS]  \n[SEP]\t\nlung\nlung\n##s\r\nx"), "write");
-    um_vocab *v = um_vocab_load(path, err, sizeof err);
+    unimed_vocab *v = unimed_vocab_load(path, err, sizeof err);
     CHECK(v != NULL, "format vocab: %s", err);
     if (!v) return;
-    CHECK(um_vocab_size(v) == 8, "size %d", um_vocab_size(v));
+    CHECK(unimed_vocab_size(v) == 8, "size %d", unimed_vocab_size(v));
     CHECK(um_vocab_lookup(v, "[UNK]", 5) == 1, "CRLF");
     CHECK(um_vocab_lookup(v, "[CLS]", 5) == 2, "trailing spaces trimmed");
     CHECK(um_vocab_lookup(v, "lung", 4) == 5, "duplicate keeps the last id");
@@ -330,7 +330,7 @@ static void unit_vocab_format(const char *tmp)
     CHECK(strcmp(um_vocab_token(v, 6), "##s") == 0, "token text");
     CHECK(um_vocab_token(v, 8) == NULL && um_vocab_token(v, -1) == NULL, "out of range");
     CHECK_TOK(v, "Lungs x", 16, "[CLS] lung ##s x [SEP]");
-    um_vocab_free(v);
+    unimed_vocab_free(v);
 }
 
 static void unit_behaviour(const char *tmp)
@@ -343,7 +343,7 @@ static void unit_behaviour(const char *tmp)
                      "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\nb\n##b\n\xf0\xa0\x80\x80\n"
                      "\xce\xb1\xcf\x83\n\xce\xb1\xcf\x82\nab\nx\n##x\ny\n.\nun\n##aff\n##able\n"),
           "write");
-    um_vocab *v = um_vocab_load(path, err, sizeof err);
+    unimed_vocab *v = unimed_vocab_load(path, err, sizeof err);
     CHECK(v != NULL, "behaviour vocab: %s", err);
     if (!v) return;
     /* supplementary-plane CJK ideographs are spaced (U+20000) */
@@ -387,16 +387,16 @@ static void unit_behaviour(const char *tmp)
     got = tok_str(v, acc, 200);
     CHECK(strncmp(got, "[CLS] x ##x ##x", 15) == 0, "100 accented chars: %.40s", got);
     free(acc);
-    um_vocab_free(v);
+    unimed_vocab_free(v);
 }
 
 static void unit_full_vocab(const char *vocab_path)
 {
     char err[512];
-    um_vocab *v = um_vocab_load(vocab_path, err, sizeof err);
+    unimed_vocab *v = unimed_vocab_load(vocab_path, err, sizeof err);
     CHECK(v != NULL, "%s", err);
     if (!v) return;
-    int n = um_vocab_size(v), bad = 0;
+    int n = unimed_vocab_size(v), bad = 0;
     for (int id = 0; id < n; id++) {
         const char *t = um_vocab_token(v, id);
         if (!t || um_vocab_lookup(v, t, strlen(t)) != id) bad++;
@@ -458,7 +458,7 @@ static void unit_full_vocab(const char *vocab_path)
     printf("huge inputs: %.0f ms for 9 texts of 4 MiB\n",
            1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec));
     free(buf);
-    um_vocab_free(v);
+    unimed_vocab_free(v);
 }
 
 static int run_unit(const char *vocab_path, const char *clean_expected, const char *tmp)

@@ -9,6 +9,7 @@
 #include "dataset.h"
 #include "evaluate.h"
 #include "scratch.h"
+#include "unimed_train.h"
 
 static int failures = 0;
 #define CHECK(cond)                                                  \
@@ -119,12 +120,12 @@ static void test_captions(const char *dir) {
   }
   CHECK(reports > 60 && reports < 140);
   /* vocabulary from the corpus */
-  ut_vocab_builder *vb = ut_vocab_builder_new();
-  ut_caption_corpus(&d, ut_vocab_builder_add, vb);
-  ut_vocab_builder_add(vb, "Déjà vu, 42!");
+  unimed_vocab_builder *vb = unimed_vocab_builder_new();
+  ut_caption_corpus(&d, unimed_vocab_builder_add, vb);
+  unimed_vocab_builder_add(vb, "Déjà vu, 42!");
   snprintf(path, sizeof path, "%s/vocab.txt", dir);
-  int n = ut_vocab_builder_write(vb, path, 1000, err, sizeof err);
-  ut_vocab_builder_free(vb);
+  int n = unimed_vocab_builder_write(vb, path, 1000, err, sizeof err);
+  unimed_vocab_builder_free(vb);
   CHECK(n > 70);
   fp = fopen(path, "r");
   char line[128];

@@ -1,7 +1,7 @@
 /* Study archives + labels CSV + label sets -> rows of (labels, report, images),
  * every image decoded once through udcm_frame_tensor. See dataset.h. */
 #include "dataset.h"
-#include "internal.h"
+#include "unimed_model.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -106,7 +106,7 @@ static char *trim(char *s) {
 static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
   FILE *fp = fopen(path, "rb");
   if (!fp) {
-    um_set_err(err, errlen, "%s: %s", path, strerror(errno));
+    unimed_set_err(err, errlen, "%s: %s", path, strerror(errno));
     return NULL;
   }
   size_t cap = 1 << 16, n = 0;
@@ -129,7 +129,7 @@ static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
   fclose(fp);
   if (!buf || bad) {
     free(buf);
-    um_set_err(err, errlen, "%s: read failed", path);
+    unimed_set_err(err, errlen, "%s: read failed", path);
     return NULL;
   }
   buf[n] = 0;
@@ -200,12 +200,12 @@ static int load_csv(loader *L, char *err, size_t errlen) {
   char *f[256];
   int rc = -1;
   if (!buf) {
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     goto done;
   }
   int nf = ut_csv_record(&p, end, buf, cap, f, 256);
   if (nf <= 0) {
-    um_set_err(err, errlen, "%s: empty or unreadable header line", o->labels_csv);
+    unimed_set_err(err, errlen, "%s: empty or unreadable header line", o->labels_csv);
     goto done;
   }
   int kcol = -1, lcol = -1, rcol = -1;
@@ -222,18 +222,18 @@ static int load_csv(loader *L, char *err, size_t errlen) {
   }
   if (kcol < 0) {
     if (o->key_column)
-      um_set_err(err, errlen, "%s: key column '%s' is not in the header, or is not one of "
+      unimed_set_err(err, errlen, "%s: key column '%s' is not in the header, or is not one of "
                            "StudyInstanceUID, AccessionNumber, SeriesInstanceUID, SOPInstanceUID, "
                            "OrthancStudyID",
               o->labels_csv, o->key_column);
     else
-      um_set_err(err, errlen, "%s: no key column (StudyInstanceUID, AccessionNumber, "
+      unimed_set_err(err, errlen, "%s: no key column (StudyInstanceUID, AccessionNumber, "
                            "SeriesInstanceUID, SOPInstanceUID or OrthancStudyID) in the header",
               o->labels_csv);
     goto done;
   }
   if (lcol < 0 && rcol < 0) {
-    um_set_err(err, errlen, "%s: neither a 'label' nor a 'report' column", o->labels_csv);
+    unimed_set_err(err, errlen, "%s: neither a 'label' nor a 'report' column", o->labels_csv);
     goto done;
   }
   int cap_rows = 0, line = 1;
@@ -258,7 +258,7 @@ static int load_csv(loader *L, char *err, size_t errlen) {
       cap_rows = cap_rows ? cap_rows * 2 : 256;
       ut_row *nr = realloc(d->rows, (size_t)cap_rows * sizeof *nr);
       if (!nr) {
-        um_set_err(err, errlen, "out of memory");
+        unimed_set_err(err, errlen, "out of memory");
         goto done;
       }
       d->rows = nr;
@@ -272,7 +272,7 @@ static int load_csv(loader *L, char *err, size_t errlen) {
   }
   L->order = malloc((size_t)(d->n_rows ? d->n_rows : 1) * sizeof(int));
   if (!L->order) {
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     goto done;
   }
   for (int i = 0; i < d->n_rows; i++) L->order[i] = i;
@@ -315,7 +315,7 @@ static int push_image(loader *L, int row, float **slot, char *err, size_t errlen
   *slot = L->pix + (size_t)L->n_img * L->per;
   return 0;
 oom:
-  um_set_err(err, errlen, "out of memory for the image cache");
+  unimed_set_err(err, errlen, "out of memory for the image cache");
   return -1;
 }
 
@@ -546,7 +546,7 @@ static int add_sr(loader *L, const udcm_series *s, char *err, size_t errlen) {
       if (nt) L->sr_text = nt;
       if (!ns || !nt) {
         free(t);
-        um_set_err(err, errlen, "out of memory");
+        unimed_set_err(err, errlen, "out of memory");
         return -1;
       }
       L->cap_sr = nc;
@@ -582,7 +582,7 @@ static int add_collection(loader *L, const udcm_collection *c, char *err, size_t
   const int K = o->frames_per_series > 0 ? o->frames_per_series : 1;
   udcm_frame_ref *refs = malloc((size_t)K * sizeof *refs);
   if (!refs) {
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     return -1;
   }
   int rc = 0;
@@ -628,7 +628,7 @@ static int add_collection(loader *L, const udcm_collection *c, char *err, size_t
     }
     int k = udcm_series_pick_frames(s, K, refs);
     if (k < 0) {
-      um_set_err(err, errlen, "out of memory");
+      unimed_set_err(err, errlen, "out of memory");
       rc = -1;
     }
     for (int j = 0; j < k && rc == 0; j++)
@@ -661,7 +661,7 @@ static int add_zip(loader *L, const char *path, char *err, size_t errlen) {
   char **names = calloc((size_t)(n > 0 ? n : 1), sizeof *names);
   int nf = 0, rc = 0;
   if (!files || !names) {
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     rc = -1;
     goto done;
   }
@@ -723,7 +723,7 @@ static int add_zip(loader *L, const char *path, char *err, size_t errlen) {
     names[nf] = malloc(nlen);
     if (!names[nf]) {
       free(buf);
-      um_set_err(err, errlen, "out of memory");
+      unimed_set_err(err, errlen, "out of memory");
       rc = -1;
       goto done;
     }
@@ -736,7 +736,7 @@ static int add_zip(loader *L, const char *path, char *err, size_t errlen) {
   udcm_collection c;
   char e2[512];
   if (udcm_collect_memory(files, nf, NULL, warn_cb, L, &c, e2, sizeof e2) != 0) {
-    um_set_err(err, errlen, "%s: %s", path, e2);
+    unimed_set_err(err, errlen, "%s: %s", path, e2);
     rc = -1;
     goto done;
   }
@@ -830,7 +830,7 @@ static int add_folder(loader *L, const char *path, char *err, size_t errlen) {
   path_list files = {0}, zips = {0};
   int rc = walk_folder(L, path, 0, &files, &zips);
   if (rc != 0) {
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     goto done;
   }
   int before = L->n_img;
@@ -839,7 +839,7 @@ static int add_folder(loader *L, const char *path, char *err, size_t errlen) {
     char e2[512];
     if (udcm_collect((const char *const *)files.v, files.n, NULL, warn_cb, L, &c, e2,
                      sizeof e2) != 0) {
-      um_set_err(err, errlen, "%s: %s", path, e2);
+      unimed_set_err(err, errlen, "%s: %s", path, e2);
       rc = -1;
       goto done;
     }
@@ -861,7 +861,7 @@ static int add_orthanc_study(void *ctx, const ut_orthanc_study *s) {
   loader *L = ctx;
   udcm_memory_file *files = calloc((size_t)(s->n_files ? s->n_files : 1), sizeof *files);
   if (!files) {
-    um_set_err(L->err, L->errlen, "out of memory");
+    unimed_set_err(L->err, L->errlen, "out of memory");
     return -1;
   }
   for (int i = 0; i < s->n_files; i++) {
@@ -873,7 +873,7 @@ static int add_orthanc_study(void *ctx, const ut_orthanc_study *s) {
   char e2[512];
   int rc = udcm_collect_memory(files, s->n_files, NULL, warn_cb, L, &c, e2, sizeof e2);
   if (rc != 0) {
-    um_set_err(L->err, L->errlen, "Orthanc study %s: %s", s->orthanc_id, e2);
+    unimed_set_err(L->err, L->errlen, "Orthanc study %s: %s", s->orthanc_id, e2);
   } else {
     L->orthanc_id = s->orthanc_id;
     L->alias_study_uid = s->original_study_uid;
@@ -961,7 +961,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
   int rc = -1;
   if (load_csv(&L, err, errlen) != 0) goto done;
   if (d->n_rows == 0) {
-    um_set_err(err, errlen, "%s: no data rows", o->labels_csv);
+    unimed_set_err(err, errlen, "%s: no data rows", o->labels_csv);
     goto done;
   }
   for (int a = 0; a < o->n_archives; a++) {
@@ -991,7 +991,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
       goto done;
 #else
     (void)add_orthanc_study;
-    um_set_err(err, errlen, "this unimed-train was built without libcurl: no --orthanc");
+    unimed_set_err(err, errlen, "this unimed-train was built without libcurl: no --orthanc");
     goto done;
 #endif
   }
@@ -1006,7 +1006,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
   /* which rows are kept */
   int *count = calloc((size_t)d->n_rows, sizeof(int));
   if (!count) {
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     goto done;
   }
   for (int i = 0; i < L.n_img; i++) count[L.img_row[i]]++;
@@ -1040,7 +1040,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
     free(count);
     free(newidx);
     free(first);
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     goto done;
   }
   int nr = 0, ni = 0;
@@ -1067,7 +1067,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
     free(count);
     free(newidx);
     free(first);
-    um_set_err(err, errlen, "out of memory for the image cache");
+    unimed_set_err(err, errlen, "out of memory for the image cache");
     goto done;
   }
   for (int i = 0; i < L.n_img; i++) {
@@ -1082,7 +1082,7 @@ int ut_dataset_load(ut_dataset *d, const ut_load_opts *o, char *err, size_t errl
   free(newidx);
   free(first);
   if (d->n_rows == 0) {
-    um_set_err(err, errlen,
+    unimed_set_err(err, errlen,
             "nothing to train on: no CSV row matched an image with a usable label or report "
             "(see the skipped counts above)");
     ut_skips_report(&d->skips, o->log, o->log_ctx);

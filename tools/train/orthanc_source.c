@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "unimed_model.h"
 
 typedef struct {
   char *data;
@@ -75,13 +75,13 @@ static long request(client *c, const char *path, const char *body, buffer *out, 
   curl_slist_free_all(hdr);
   curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
   if (rc != CURLE_OK) {
-    um_set_err(err, errlen, "%s: %s", url, curl_easy_strerror(rc));
+    unimed_set_err(err, errlen, "%s: %s", url, curl_easy_strerror(rc));
     return 0;
   }
   long status = 0;
   curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
   if (status != 200)
-    um_set_err(err, errlen, "%s: HTTP %ld%s", url, status,
+    unimed_set_err(err, errlen, "%s: HTTP %ld%s", url, status,
                status == 401 ? " (login refused: check the credentials)" :
                status == 403 ? " (forbidden for this user)" : "");
   return status;
@@ -92,7 +92,7 @@ static cJSON *get_json(client *c, const char *path, const char *body, buffer *b,
   *status = request(c, path, body, b, err, errlen);
   if (*status != 200) return NULL;
   cJSON *j = cJSON_ParseWithLength(b->data ? b->data : "", b->len);
-  if (!j) um_set_err(err, errlen, "%s%s: the answer is not JSON", c->base, path);
+  if (!j) unimed_set_err(err, errlen, "%s%s: the answer is not JSON", c->base, path);
   return j;
 }
 
@@ -102,7 +102,7 @@ static int read_credentials(const ut_orthanc_opts *o, char *out, size_t cap, cha
   if (o->credentials_file) {
     FILE *fp = fopen(o->credentials_file, "r");
     if (!fp) {
-      um_set_err(err, errlen, "%s: %s", o->credentials_file, strerror(errno));
+      unimed_set_err(err, errlen, "%s: %s", o->credentials_file, strerror(errno));
       return -1;
     }
     char line[512] = "";
@@ -110,7 +110,7 @@ static int read_credentials(const ut_orthanc_opts *o, char *out, size_t cap, cha
     fclose(fp);
     line[strcspn(line, "\r\n")] = 0;
     if (!strchr(line, ':') || line[0] == ':') {
-      um_set_err(err, errlen, "%s: the first line must be user:password", o->credentials_file);
+      unimed_set_err(err, errlen, "%s: the first line must be user:password", o->credentials_file);
       return -1;
     }
     snprintf(out, cap, "%s", line);
@@ -136,7 +136,7 @@ static char *find_body(const ut_orthanc_opts *o, char *err, size_t errlen) {
   cJSON *q = o->query_json ? cJSON_Parse(o->query_json) : cJSON_CreateObject();
   if (!cJSON_IsObject(q)) {
     cJSON_Delete(q);
-    um_set_err(err, errlen, "--orthanc-query: not a JSON object: %s", o->query_json);
+    unimed_set_err(err, errlen, "--orthanc-query: not a JSON object: %s", o->query_json);
     return NULL;
   }
   if (o->modality) {
@@ -207,7 +207,7 @@ static int fetch_study(client *c, const char *id, ut_orthanc_study_fn fn, void *
   len = calloc((size_t)(total ? total : 1), sizeof *len);
   names = calloc((size_t)(total ? total : 1), sizeof *names);
   if (!data || !len || !names) {
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     rc = -1;
     goto done;
   }
@@ -260,12 +260,12 @@ int ut_orthanc_fetch(const ut_orthanc_opts *o, ut_orthanc_study_fn fn, void *fn_
   size_t bl = strlen(c.base);
   while (bl > 0 && c.base[bl - 1] == '/') c.base[--bl] = 0;
   if (strncmp(c.base, "http://", 7) && strncmp(c.base, "https://", 8)) {
-    um_set_err(err, errlen, "--orthanc %s: not an http:// or https:// URL", o->url);
+    unimed_set_err(err, errlen, "--orthanc %s: not an http:// or https:// URL", o->url);
     return -1;
   }
   if (read_credentials(o, c.userpwd, sizeof c.userpwd, err, errlen) != 0) return -1;
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || !(c.curl = curl_easy_init())) {
-    um_set_err(err, errlen, "libcurl could not be initialised");
+    unimed_set_err(err, errlen, "libcurl could not be initialised");
     return -1;
   }
   curl_easy_setopt(c.curl, CURLOPT_NOSIGNAL, 1L);
@@ -291,7 +291,7 @@ int ut_orthanc_fetch(const ut_orthanc_opts *o, ut_orthanc_study_fn fn, void *fn_
   if (o->n_labels > 0) {
     int maj = 0, min = 0;
     if (sscanf(version, "%d.%d", &maj, &min) != 2 || maj * 100 + min < 112) {
-      um_set_err(err, errlen, "%s: Orthanc %s has no labels (they came with Orthanc 1.12): "
+      unimed_set_err(err, errlen, "%s: Orthanc %s has no labels (they came with Orthanc 1.12): "
                               "select the studies with --orthanc-query instead", c.base, version);
       goto done;
     }
@@ -300,13 +300,13 @@ int ut_orthanc_fetch(const ut_orthanc_opts *o, ut_orthanc_study_fn fn, void *fn_
   if (found == NULL) logf_(&c, "the query was %s", body);
   if (!found) goto done;
   if (!cJSON_IsArray(found)) {
-    um_set_err(err, errlen, "%s/tools/find: the answer is not a list of studies", c.base);
+    unimed_set_err(err, errlen, "%s/tools/find: the answer is not a list of studies", c.base);
     goto done;
   }
   int total = cJSON_GetArraySize(found);
   ids = calloc((size_t)(total ? total : 1), sizeof *ids);
   if (!ids) {
-    um_set_err(err, errlen, "out of memory");
+    unimed_set_err(err, errlen, "out of memory");
     goto done;
   }
   const cJSON *it;

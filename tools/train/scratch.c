@@ -1,8 +1,8 @@
-/* Model directories from scratch: vocabulary, config, random weights. */
+/* Model directories from scratch: config and random weights (the vocabulary
+ * comes from unimed_train.h's builder). */
 #include "scratch.h"
 
 #include <cjson/cJSON.h>
-#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -11,169 +11,8 @@
 #include <string.h>
 
 #include "dataset.h"
-#include "internal.h"
-#include "safetensors.h"
-
-/* ---- vocabulary ---- */
-
-typedef struct {
-  char *tok;
-  int count;
-} vb_entry;
-
-struct ut_vocab_builder {
-  vb_entry *words;
-  int n, cap;
-  int *slots;           /* open addressing: index + 1 into words, 0 empty */
-  size_t n_slots;       /* power of two, > 2 n */
-  int chars[256];       /* ASCII characters seen */
-  char **uchars;        /* non-ASCII code points seen (UTF-8) */
-  int n_uchars, cap_uchars;
-};
-
-ut_vocab_builder *ut_vocab_builder_new(void) { return calloc(1, sizeof(ut_vocab_builder)); }
-
-static uint64_t hash_bytes(const char *s, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-  return h;
-}
-
-static int rehash(ut_vocab_builder *b, size_t n_slots) {
-  int *ns = calloc(n_slots, sizeof(int));
-  if (!ns) return -1;
-  for (int i = 0; i < b->n; i++) {
-    size_t k = hash_bytes(b->words[i].tok, strlen(b->words[i].tok)) & (n_slots - 1);
-    while (ns[k]) k = (k + 1) & (n_slots - 1);
-    ns[k] = i + 1;
-  }
-  free(b->slots);
-  b->slots = ns;
-  b->n_slots = n_slots;
-  return 0;
-}
-
-static void add_word(ut_vocab_builder *b, const char *w, size_t len) {
-  if ((size_t)(b->n + 1) * 2 >= b->n_slots && rehash(b, b->n_slots ? b->n_slots * 2 : 1024) != 0)
-    return;
-  size_t k = hash_bytes(w, len) & (b->n_slots - 1);
-  while (b->slots[k]) {
-    vb_entry *e = &b->words[b->slots[k] - 1];
-    if (strlen(e->tok) == len && !memcmp(e->tok, w, len)) {
-      e->count++;
-      return;
-    }
-    k = (k + 1) & (b->n_slots - 1);
-  }
-  if (b->n == b->cap) {
-    int nc = b->cap ? b->cap * 2 : 256;
-    vb_entry *nw = realloc(b->words, (size_t)nc * sizeof *nw);
-    if (!nw) return;
-    b->words = nw;
-    b->cap = nc;
-  }
-  char *t = malloc(len + 1);
-  if (!t) return;
-  memcpy(t, w, len);
-  t[len] = 0;
-  b->words[b->n].tok = t;
-  b->words[b->n++].count = 1;
-  b->slots[k] = b->n;
-}
-
-static void add_uchar(ut_vocab_builder *b, const char *s, size_t len) {
-  for (int i = 0; i < b->n_uchars; i++)
-    if (strlen(b->uchars[i]) == len && !memcmp(b->uchars[i], s, len)) return;
-  if (b->n_uchars == b->cap_uchars) {
-    int nc = b->cap_uchars ? b->cap_uchars * 2 : 32;
-    char **nu = realloc(b->uchars, (size_t)nc * sizeof *nu);
-    if (!nu) return;
-    b->uchars = nu;
-    b->cap_uchars = nc;
-  }
-  char *t = malloc(len + 1);
-  if (!t) return;
-  memcpy(t, s, len);
-  t[len] = 0;
-  b->uchars[b->n_uchars++] = t;
-}
-
-void ut_vocab_builder_add(void *builder, const char *text) {
-  ut_vocab_builder *b = builder;
-  char word[256];
-  size_t wl = 0;
-  for (const unsigned char *p = (const unsigned char *)text;; p++) {
-    unsigned char ch = *p;
-    int boundary = ch == 0 || isspace(ch) || (ch < 128 && ispunct(ch));
-    if (boundary) {
-      if (wl) add_word(b, word, wl);
-      wl = 0;
-      if (ch == 0) break;
-      if (ispunct(ch)) b->chars[ch] = 1;
-      continue;
-    }
-    if (ch < 128) {
-      ch = (unsigned char)tolower(ch);
-      b->chars[ch] = 1;
-      if (wl < sizeof word - 1) word[wl++] = (char)ch;
-    } else { /* one UTF-8 sequence */
-      size_t n = ch >= 0xF0 ? 4 : ch >= 0xE0 ? 3 : ch >= 0xC0 ? 2 : 1, k = 1;
-      while (k < n && (p[k] & 0xC0) == 0x80) k++;
-      add_uchar(b, (const char *)p, k);
-      if (wl + k < sizeof word - 1) memcpy(word + wl, p, k), wl += k;
-      p += k - 1;
-    }
-  }
-}
-
-static int cmp_words(const void *a, const void *b) {
-  const vb_entry *x = a, *y = b;
-  if (x->count != y->count) return y->count - x->count;
-  return strcmp(x->tok, y->tok);
-}
-
-int ut_vocab_builder_write(ut_vocab_builder *b, const char *path, int max_size, char *err,
-                           size_t errlen) {
-  FILE *fp = fopen(path, "w");
-  if (!fp) {
-    um_set_err(err, errlen, "%s: %s", path, strerror(errno));
-    return -1;
-  }
-  int lines = 0;
-  static const char *const specials[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
-  for (int i = 0; i < 5; i++) fprintf(fp, "%s\n", specials[i]), lines++;
-  for (int c = 'a'; c <= 'z'; c++) b->chars[c] = 1;
-  for (int c = '0'; c <= '9'; c++) b->chars[c] = 1;
-  for (int c = 33; c < 127; c++)
-    if (b->chars[c] && !isupper(c)) fprintf(fp, "%c\n", c), lines++;
-  for (int i = 0; i < b->n_uchars; i++) fprintf(fp, "%s\n", b->uchars[i]), lines++;
-  for (int c = 33; c < 127; c++)
-    if (b->chars[c] && isalnum(c) && !isupper(c)) fprintf(fp, "##%c\n", c), lines++;
-  for (int i = 0; i < b->n_uchars; i++) fprintf(fp, "##%s\n", b->uchars[i]), lines++;
-  qsort(b->words, (size_t)b->n, sizeof *b->words, cmp_words);
-  for (int i = 0; i < b->n && lines < max_size; i++) {
-    const char *w = b->words[i].tok;
-    if (strlen(w) == 1 || (strlen(w) <= 4 && (unsigned char)w[0] >= 128 && b->n_uchars))
-      continue; /* single characters are there already */
-    fprintf(fp, "%s\n", w);
-    lines++;
-  }
-  if (fclose(fp) != 0) {
-    um_set_err(err, errlen, "%s: write failed", path);
-    return -1;
-  }
-  return lines;
-}
-
-void ut_vocab_builder_free(ut_vocab_builder *b) {
-  if (!b) return;
-  for (int i = 0; i < b->n; i++) free(b->words[i].tok);
-  for (int i = 0; i < b->n_uchars; i++) free(b->uchars[i]);
-  free(b->words);
-  free(b->slots);
-  free(b->uchars);
-  free(b);
-}
+#include "unimed_model.h"
+#include "unimed_train.h"
 
 /* ---- config ---- */
 
@@ -225,7 +64,7 @@ int ut_write_config(const char *dir, const char *src, int vocab_size, int pad_id
   if (!root) {
     FILE *fp = fopen(src, "rb");
     if (!fp) {
-      um_set_err(err, errlen, "--config %s: not a preset (small, tiny) nor a readable file: %s", src,
+      unimed_set_err(err, errlen, "--config %s: not a preset (small, tiny) nor a readable file: %s", src,
               strerror(errno));
       return -1;
     }
@@ -236,7 +75,7 @@ int ut_write_config(const char *dir, const char *src, int vocab_size, int pad_id
     root = cJSON_Parse(buf);
     if (!cJSON_IsObject(root)) {
       cJSON_Delete(root);
-      um_set_err(err, errlen, "%s: not a JSON object", src);
+      unimed_set_err(err, errlen, "%s: not a JSON object", src);
       return -1;
     }
   }
@@ -276,7 +115,7 @@ int ut_write_config(const char *dir, const char *src, int vocab_size, int pad_id
   cJSON_Delete(root);
   FILE *fp = fopen(path, "w");
   if (!fp || !text) {
-    um_set_err(err, errlen, "%s: %s", path, strerror(errno));
+    unimed_set_err(err, errlen, "%s: %s", path, strerror(errno));
     free(text);
     if (fp) fclose(fp);
     return -1;
@@ -285,11 +124,11 @@ int ut_write_config(const char *dir, const char *src, int vocab_size, int pad_id
   fputc('\n', fp);
   free(text);
   if (fclose(fp) != 0) {
-    um_set_err(err, errlen, "%s: write failed", path);
+    unimed_set_err(err, errlen, "%s: write failed", path);
     return -1;
   }
   unimed_config c;
-  return um_config_load(path, &c, err, errlen); /* validates */
+  return unimed_config_load(path, &c, err, errlen); /* validates */
 }
 
 /* ---- random weights ---- */
@@ -319,7 +158,7 @@ static double normal(rng *r) {
 }
 
 typedef struct {
-  st_write_tensor *t;
+  unimed_named_tensor *t;
   float **data;
   int n, cap;
   rng r;
@@ -333,7 +172,7 @@ static void T(wlist *w, enum init_kind kind, double a, int ndim, int64_t d0, int
   if (w->failed) return;
   if (w->n == w->cap) {
     int nc = w->cap ? w->cap * 2 : 64;
-    st_write_tensor *nt = realloc(w->t, (size_t)nc * sizeof *nt);
+    unimed_named_tensor *nt = realloc(w->t, (size_t)nc * sizeof *nt);
     float **nd = nt ? realloc(w->data, (size_t)nc * sizeof *nd) : NULL;
     if (nt) w->t = nt;
     if (!nt || !nd) {
@@ -360,7 +199,7 @@ static void T(wlist *w, enum init_kind kind, double a, int ndim, int64_t d0, int
   for (size_t i = 0; i < numel; i++)
     x[i] = kind == I_ZERO ? 0.0f : kind == I_ONE ? 1.0f : kind == I_CONST ? (float)a
           : kind == I_NORMAL ? (float)(normal(&w->r) * a) : (float)((uniform(&w->r) * 2 - 1) * a);
-  st_write_tensor *t = &w->t[w->n];
+  unimed_named_tensor *t = &w->t[w->n];
   memset(t, 0, sizeof *t);
   t->name = name;
   t->ndim = ndim;
@@ -373,7 +212,7 @@ int ut_write_random_weights(const char *dir, uint64_t seed, char *err, size_t er
   char path[4096];
   snprintf(path, sizeof path, "%s/config.json", dir);
   unimed_config c;
-  if (um_config_load(path, &c, err, errlen) != 0) return -1;
+  if (unimed_config_load(path, &c, err, errlen) != 0) return -1;
   wlist w = {0};
   w.r.s = ut_hash3(seed, 0x1417, 0);
   const int64_t D = c.vision.width, P = c.vision.patch_size, G = c.vision.image_size / P;
@@ -443,11 +282,10 @@ int ut_write_random_weights(const char *dir, uint64_t seed, char *err, size_t er
   T(&w, I_CONST, log(1 / 0.07), 0, 0, 0, 0, 0, "logit_scale");
   int rc = -1;
   if (w.failed) {
-    um_set_err(err, errlen, "out of memory for the initial weights");
+    unimed_set_err(err, errlen, "out of memory for the initial weights");
   } else {
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    rc = st_write(path, w.t, w.n, ST_F32, "{\"format\":\"pt\",\"producer\":\"unimed-train init\"}",
-                  err, errlen);
+    rc = unimed_weights_write(path, w.t, w.n, "unimed-train init", err, errlen);
   }
   for (int i = 0; i < w.n; i++) {
     free((void *)w.t[i].name);
