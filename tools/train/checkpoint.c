@@ -1,10 +1,9 @@
-/* unimed-train's checkpoints (checkpoint.h): the output model directory,
+/* unimed-train's checkpoints (checkpoint.h): the output directory,
  * OUT/trainer_state.bin (the run's options and data fingerprint, the step,
  * the AdamW moments) and what --resume checks against it. The weights are
  * saved through unimed_trainer_save. */
 #include "checkpoint.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,40 +28,6 @@ int ut_mkdir_p(const char *dir) {
 int ut_same_dir(const char *a, const char *b) {
   char ra[4096], rb[4096];
   return realpath(a, ra) && realpath(b, rb) && !strcmp(ra, rb);
-}
-
-int ut_patch_config(const char *dir, const char *name, const char *version) {
-  if (!name && !version) return 0;
-  char path[2048];
-  snprintf(path, sizeof path, "%s/config.json", dir);
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return -1;
-  char buf[65536];
-  size_t n = fread(buf, 1, sizeof buf - 1, fp);
-  fclose(fp);
-  buf[n] = 0;
-  cJSON *root = cJSON_Parse(buf);
-  if (!root) return -1;
-  if (name) {
-    cJSON_DeleteItemFromObjectCaseSensitive(root, "model_name");
-    cJSON_AddStringToObject(root, "model_name", name);
-  }
-  if (version) {
-    cJSON_DeleteItemFromObjectCaseSensitive(root, "model_version");
-    cJSON_AddStringToObject(root, "model_version", version);
-  }
-  char *text = cJSON_Print(root);
-  cJSON_Delete(root);
-  fp = fopen(path, "w");
-  if (!fp || !text) {
-    free(text);
-    if (fp) fclose(fp);
-    return -1;
-  }
-  fputs(text, fp);
-  fputc('\n', fp);
-  free(text);
-  return fclose(fp);
 }
 
 /* ---- trainer state ---- */

@@ -16,9 +16,6 @@
 int ut_mkdir_p(const char *dir);
 /* 1 when both paths name the same existing directory. */
 int ut_same_dir(const char *a, const char *b);
-/* Rewrites DIR/config.json with model_name / model_version (either may be
- * NULL: kept). */
-int ut_patch_config(const char *dir, const char *name, const char *version);
 
 /* Writes DIR/trainer_state.bin (whole file or nothing); 0 or -1. */
 int ut_state_save(const char *dir, unimed_trainer *t, const ut_hparams *h, double best);

@@ -1,5 +1,6 @@
-/* Model directories from scratch: config and random weights (the vocabulary
- * comes from unimed_train.h's builder). */
+/* Model directories: config and random weights from scratch (the
+ * vocabulary comes from unimed_train.h's builder), the model name / version
+ * in config.json. */
 #include "scratch.h"
 
 #include <cjson/cJSON.h>
@@ -15,6 +16,27 @@
 #include "unimed_train.h"
 
 /* ---- config ---- */
+
+/* Writes root (and frees it) to path, indented, with a final newline. */
+static int write_json(const char *path, cJSON *root, char *err, size_t errlen) {
+  char *text = cJSON_Print(root);
+  cJSON_Delete(root);
+  FILE *fp = fopen(path, "w");
+  if (!fp || !text) {
+    unimed_set_err(err, errlen, "%s: %s", path, strerror(errno));
+    free(text);
+    if (fp) fclose(fp);
+    return -1;
+  }
+  fputs(text, fp);
+  fputc('\n', fp);
+  free(text);
+  if (fclose(fp) != 0) {
+    unimed_set_err(err, errlen, "%s: write failed", path);
+    return -1;
+  }
+  return 0;
+}
 
 static cJSON *preset(const char *name) {
   const char *small =
@@ -111,24 +133,32 @@ int ut_write_config(const char *dir, const char *src, int vocab_size, int pad_id
   def_str(p, "crop", "center");
   char path[4096];
   snprintf(path, sizeof path, "%s/config.json", dir);
-  char *text = cJSON_Print(root);
-  cJSON_Delete(root);
-  FILE *fp = fopen(path, "w");
-  if (!fp || !text) {
-    unimed_set_err(err, errlen, "%s: %s", path, strerror(errno));
-    free(text);
-    if (fp) fclose(fp);
-    return -1;
-  }
-  fputs(text, fp);
-  fputc('\n', fp);
-  free(text);
-  if (fclose(fp) != 0) {
-    unimed_set_err(err, errlen, "%s: write failed", path);
-    return -1;
-  }
+  if (write_json(path, root, err, errlen) != 0) return -1;
   unimed_config c;
   return unimed_config_load(path, &c, err, errlen); /* validates */
+}
+
+int ut_patch_config(const char *dir, const char *name, const char *version) {
+  if (!name && !version) return 0;
+  char path[2048];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  FILE *fp = fopen(path, "rb");
+  if (!fp) return -1;
+  char buf[65536];
+  size_t n = fread(buf, 1, sizeof buf - 1, fp);
+  fclose(fp);
+  buf[n] = 0;
+  cJSON *root = cJSON_Parse(buf);
+  if (!root) return -1;
+  if (name) {
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "model_name");
+    cJSON_AddStringToObject(root, "model_name", name);
+  }
+  if (version) {
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "model_version");
+    cJSON_AddStringToObject(root, "model_version", version);
+  }
+  return write_json(path, root, NULL, 0);
 }
 
 /* ---- random weights ---- */
