@@ -30,6 +30,8 @@ PACKAGES=(
   # libraries
   libopenblas-dev libcjson-dev libdcmtk-dev dcmtk libopenjp2-7-dev libxml2-dev libxml2-utils libzip-dev libpng-dev
   libcurl4-openssl-dev zlib1g-dev
+  # data-parallel training (unimed-train over mpirun) and its test trainer_mpi
+  libopenmpi-dev openmpi-bin
   # Orthanc and DICOM tools
   orthanc orthanc-dev dicom3tools
   # GNU time: the decode-budget tests read a process's peak RSS from "time -v"
