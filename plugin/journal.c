@@ -47,6 +47,15 @@ static int queue_push_locked(study_t *s) {
   return 0;
 }
 
+static int queue_push_front_locked(study_t *s) {
+  if (queue_push_locked(s) != 0) return -1; /* grows the ring if needed; s is last */
+  q.len--;                                   /* off the end again */
+  q.head = (q.head + q.cap - 1) % q.cap;     /* and before the first (a free slot) */
+  q.ring[q.head] = s;
+  q.len++;
+  return 0;
+}
+
 const study_transition_t *study_apply_locked(study_t *s, enum study_event ev, int force) {
   const study_transition_t *t = study_transition((enum study_state)s->state, ev);
   if (!t) {
@@ -56,7 +65,10 @@ const study_transition_t *study_apply_locked(study_t *s, enum study_event ev, in
   }
   switch (t->action) {
     case ACT_ENQUEUE:
-      if (queue_push_locked(s) != 0) return NULL;
+      /* A re-check (another server's claim, a failure to store) is a
+       * metadata read or two, and a dead server's claim waits for it: ahead
+       * of the analyses. */
+      if ((ev == EV_RECHECK ? queue_push_front_locked(s) : queue_push_locked(s)) != 0) return NULL;
       if (force) s->force = 1;
       pthread_cond_broadcast(&g.cv);
       break;
@@ -427,6 +439,59 @@ static void recheck_unstable(study_t *s, void *arg) {
     study_apply_locked(s, EV_RECOVER, 0);
 }
 
+struct id_list {
+  char (*ids)[64];
+  int n, cap;
+};
+
+static void collect_running(study_t *s, void *arg) {
+  struct id_list *l = arg;
+  if (s->state != ST_RUNNING) return;
+  if (l->n == l->cap) {
+    int nc = l->cap ? l->cap * 2 : 16;
+    char(*ni)[64] = realloc(l->ids, (size_t)nc * sizeof *ni);
+    if (!ni) return;
+    l->ids = ni;
+    l->cap = nc;
+  }
+  snprintf(l->ids[l->n++], 64, "%s", s->id);
+}
+
+/* Renews this server's claims: each study it analyses whose record is its
+ * claim is written again (same text, with If-Match of its revision), which
+ * gives the record a new revision. The other servers measure the lease from
+ * the last revision they saw, so a claim is taken over only ClaimLease after
+ * its server stopped renewing it (it died, or lost the database), however
+ * long the analysis takes. A write that races with the worker's final
+ * record fails with 409 and changes nothing. */
+static void renew_claims(void) {
+  struct id_list l = {NULL, 0, 0};
+  pthread_mutex_lock(&g.mu);
+  study_for_each_locked(collect_running, &l);
+  pthread_mutex_unlock(&g.mu);
+  for (int i = 0; i < l.n; i++) {
+    buf_t b;
+    char etag[64] = "";
+    if (orth_meta_get(l.ids[i], g.cfg.meta_state, &b, etag) == 200 && b.data && etag[0]) {
+      char *txt = malloc(b.len + 1);
+      cJSON *j = txt ? cJSON_ParseWithLength(b.data, b.len) : NULL;
+      study_record rec;
+      if (j && study_record_from_json(j, &rec) == 0 && rec.state == ST_RUNNING &&
+          strcmp(rec.owner, g.cfg.server_id) == 0) {
+        memcpy(txt, b.data, b.len);
+        txt[b.len] = 0;
+        int st = orth_meta_put(l.ids[i], g.cfg.meta_state, txt, etag);
+        if (st != 200 && st != 409)
+          log_warning("UniMed: study %s: renewing the claim answered HTTP %d", l.ids[i], st);
+      }
+      cJSON_Delete(j);
+      free(txt);
+    }
+    buf_free(&b);
+  }
+  free(l.ids);
+}
+
 static void recheck_retry(study_t *s, void *arg) {
   (void)arg;
   if (s->state == ST_FAILED && s->retry) study_apply_locked(s, EV_RECHECK, 0);
@@ -473,6 +538,7 @@ static void *journal_main(void *arg) {
       double now = now_seconds();
       study_for_each_locked(recheck_unstable, &now);
       pthread_mutex_unlock(&g.mu);
+      renew_claims();
       last_claims = now_seconds();
     }
     persist();

@@ -306,7 +306,10 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
                   id, cur.owner, g.cfg.claim_lease);
   }
   buf_free(&b);
-  st = put_state(id, ST_RUNNING, o, etag[0] ? etag : NULL);
+  /* If-Match of the revision read, or, when there was no record, a write
+   * that only creates it: of several servers claiming at once, one wins and
+   * the others get 409. */
+  st = put_state(id, ST_RUNNING, o, etag);
   if (st == 409 || st == 412 || st == 428) {
     o->state = ST_SKIPPED;
     o->elsewhere = 1;
@@ -315,7 +318,10 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
   }
   if (st != 200) {
     o->state = ST_FAILED;
-    snprintf(o->error, sizeof o->error, "cannot write metadata %s (HTTP %d)", g.cfg.meta_state, st);
+    /* No answer, or a database busy or away: try again later. */
+    o->transient = st == 0 || st >= 500;
+    snprintf(o->error, sizeof o->error, "cannot write metadata %s (HTTP %d)%s", g.cfg.meta_state, st,
+             o->transient ? "; the analysis is retried" : "");
     goto out;
   }
 
