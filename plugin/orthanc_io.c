@@ -189,13 +189,16 @@ int orth_meta_put(const char *study, const char *name, const char *value,
   /* An unconditional write: with the current revision, so that a server with
    * "CheckRevisions": true accepts it (absent metadata: no If-Match). Another
    * writer between our read and our write (a claim renewal, another server)
-   * makes it 409: read again and write again. */
+   * makes it 409: read again and write again (a few times). */
   int st = 0;
   for (int attempt = 0; attempt < 5; attempt++) {
     const char *im = NULL;
     if (orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, NULL, etag) == 200 && etag[0]) im = etag;
     st = orth_call(OrthancPluginHttpMethod_Put, uri, im, value, strlen(value), NULL, NULL);
-    if (st != 409) break;
+    if (st != 409 && st != 503) break;
+    /* 503: the database aborted the transaction (PostgreSQL's serializable
+     * conflicts between servers): a moment later it goes through. */
+    if (st == 503) nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
   }
   return st;
 }

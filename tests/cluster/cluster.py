@@ -155,6 +155,7 @@ def cluster_node(i, plugin, model, pg, storage, lease, workers=1, unimed=None, s
         "StableAge": stable_age,
         "Name": "UniMed cluster %s" % node_name(i),
     }
+    plugin = os.path.abspath(plugin)
     o = Orthanc(plugin, model, unimed=settings, extra=extra)
     o.name = node_name(i)
     return o
