@@ -143,6 +143,7 @@ def node_name(i):
 def cluster_node(i, plugin, model, pg, storage, lease, workers=1, unimed=None, stable_age=2):
     """Orthanc server number i of the cluster (not started): the shared
     database and storage folder, its own identity and journal."""
+    plugin = os.path.abspath(plugin)
     settings = {"Workers": workers, "ClaimLease": lease, "JournalProperty": 4700 + i}
     settings.update(unimed or {})
     extra = {
@@ -155,7 +156,6 @@ def cluster_node(i, plugin, model, pg, storage, lease, workers=1, unimed=None, s
         "StableAge": stable_age,
         "Name": "UniMed cluster %s" % node_name(i),
     }
-    plugin = os.path.abspath(plugin)
     o = Orthanc(plugin, model, unimed=settings, extra=extra)
     o.name = node_name(i)
     return o
