@@ -11,13 +11,14 @@ benchmark, not a test (docs/PERFORMANCE.md, "Archive-scale index").
 1. Starts Debian's Orthanc with the plugin (SQLite index, a storage folder
    in --workdir) and analyses one real study, to copy the plugin's own
    record, findings and embeddings format (and the model and label-set
-   hashes) from it.
+   hashes) from it; its memory before that is the baseline.
 2. Generates --studies studies: one small CT instance each (so that Orthanc
    holds the study), then, like a worker's final writes, the findings
    metadata (the real study's findings with random probabilities and this
    study's series UIDs), the embeddings attachment (--series random unit
    vectors of the model's dimension, written as the plugin writes them) and
-   the `done` record. 8 client threads. Reused when --workdir already holds
+   the `done` record; 8 client threads, the plugin disabled meanwhile (so
+   that its first start only rebuilds). Reused when --workdir already holds
    them (--keep keeps it).
 3. Restarts Orthanc: the time from the start until GET status says
    catching_up false (the rebuild), and Orthanc's resident memory (VmRSS)
@@ -32,7 +33,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import threading
 import time
@@ -150,41 +150,42 @@ def main():
     os.makedirs(a.workdir, exist_ok=True)
     unimed = {"Workers": 1, "Threads": 2, "Precision": "bf16"}
     extra = {"HttpThreadsCount": 50}
-    o = Orthanc(a.plugin, a.model, workdir=a.workdir, unimed=unimed, extra=extra)
     tmpl_path = os.path.join(a.workdir, "template.json")
+    # The template study, and the baseline memory: the same Orthanc and
+    # plugin (model loaded, label sets embedded) on an empty storage.
+    b = Orthanc(a.plugin, a.model, unimed=unimed, extra=extra)
     try:
-        o.start(timeout=600)
-        wait_for(lambda: (o.get("/unimed/status")[1] or {}).get("catching_up") is False, 600, what="catch-up")
+        b.start(timeout=600)
+        wait_for(lambda: (b.get("/unimed/status")[1] or {}).get("catching_up") is False, 600, what="catch-up")
+        time.sleep(2)
+        base_rss = rss_kib(b.proc.pid)
         if not os.path.exists(tmpl_path):
             uid, files = make_study("CT", n_series=1, n_instances=2, seed=0, patient_id="TEMPLATE")
-            sid = upload(o, files)
-            study_result(o, sid, 600)
-            rec = o.get("/studies/%s/metadata/4600" % sid)[1]
-            findings = o.get("/studies/%s/metadata/4601" % sid)[1]
-            emb = o.get("/studies/%s/attachments/4602/data" % sid)[1]
+            sid = upload(b, files)
+            study_result(b, sid, 600)
+            rec = b.get("/studies/%s/metadata/4600" % sid)[1]
+            findings = b.get("/studies/%s/metadata/4601" % sid)[1]
+            emb = b.get("/studies/%s/attachments/4602/data" % sid)[1]
             with open(tmpl_path, "w") as f:
                 json.dump([rec, findings, emb], f)
-        with open(tmpl_path) as f:
-            template = json.load(f)
-        have = len(o.get("/studies")[1]) - 1
+    finally:
+        b.cleanup()
+    with open(tmpl_path) as f:
+        template = json.load(f)
+    # The studies, written with the plugin disabled (so that it does not
+    # queue them); its first start then begins at the end of the change log
+    # and only rebuilds its index from what is stored.
+    o = Orthanc(a.plugin, a.model, workdir=a.workdir, unimed=dict(unimed, Enable=False), extra=extra)
+    try:
+        o.start(timeout=600)
+        have = len(o.get("/studies")[1])
         if have < a.studies:
             print("generating %d studies (%d there) ..." % (a.studies, have), flush=True)
-            secs = generate(o, a.studies, a.series, template, max(have, 0), 8, a.seed)
+            secs = generate(o, a.studies, a.series, template, have, 8, a.seed)
             print("generated in %.0f s" % secs, flush=True)
         n_in = len(o.get("/studies")[1])
         o.stop()
-
-        # Baseline: the same Orthanc and plugin (model loaded) on an empty storage.
-        b = Orthanc(a.plugin, a.model, unimed=unimed, extra=extra)
-        try:
-            b.start(timeout=600)
-            wait_for(lambda: (b.get("/unimed/status")[1] or {}).get("catching_up") is False, 600,
-                     what="catch-up")
-            time.sleep(2)
-            base_rss = rss_kib(b.proc.pid)
-        finally:
-            b.cleanup()
-
+        o.write_config(a.model, unimed, extra)
         t0 = time.time()
         o.start(timeout=600)
         wait_for(lambda: (o.get("/unimed/status")[1] or {}).get("catching_up") is False, 3600, interval=0.2,
@@ -193,7 +194,6 @@ def main():
         time.sleep(2)
         rss = rss_kib(o.proc.pid)
         st = o.get("/unimed/status")[1]
-        # The text tower alone, to tell it from the scan.
         label = None
         for node in [template[1]]:
             s = json.dumps(node)
