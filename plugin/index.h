@@ -35,6 +35,13 @@ typedef struct study {
   int retry;         /* failed because Orthanc could not store: analysed again later */
   int64_t new_seq;   /* /changes position of the NewStudy the replay saw (-1: none) */
   int elsewhere;     /* skipped because another server holds the claim */
+  /* Another server's claim as this server last saw it: its ETag (revision)
+   * and when this server first saw that revision (now_seconds(): this
+   * server's monotonic clock). The lease runs from there, so no two
+   * servers' clocks are compared. */
+  char claim_etag[64];
+  double claim_seen;
+  double new_seen;   /* when it became "new" (now_seconds()): see recheck_unstable() */
   int64_t checked_seq; /* /changes position read when the last check started */
   char *error;
   char *sr_id;

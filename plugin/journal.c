@@ -47,6 +47,15 @@ static int queue_push_locked(study_t *s) {
   return 0;
 }
 
+static int queue_push_front_locked(study_t *s) {
+  if (queue_push_locked(s) != 0) return -1; /* grows the ring if needed; s is last */
+  q.len--;                                   /* off the end again */
+  q.head = (q.head + q.cap - 1) % q.cap;     /* and before the first (a free slot) */
+  q.ring[q.head] = s;
+  q.len++;
+  return 0;
+}
+
 const study_transition_t *study_apply_locked(study_t *s, enum study_event ev, int force) {
   const study_transition_t *t = study_transition((enum study_state)s->state, ev);
   if (!t) {
@@ -56,7 +65,10 @@ const study_transition_t *study_apply_locked(study_t *s, enum study_event ev, in
   }
   switch (t->action) {
     case ACT_ENQUEUE:
-      if (queue_push_locked(s) != 0) return NULL;
+      /* A re-check (another server's claim, a failure to store) is a
+       * metadata read or two, and a dead server's claim waits for it: ahead
+       * of the analyses. */
+      if ((ev == EV_RECHECK ? queue_push_front_locked(s) : queue_push_locked(s)) != 0) return NULL;
       if (force) s->force = 1;
       pthread_cond_broadcast(&g.cv);
       break;
@@ -82,6 +94,7 @@ const study_transition_t *study_apply_locked(study_t *s, enum study_event ev, in
     case ACT_NONE:
       break;
   }
+  if (t->to == ST_NEW && s->state != ST_NEW) s->new_seen = now_seconds();
   s->state = t->to;
   q.dirty = 1;
   return t;
@@ -223,6 +236,12 @@ static void replay_changes(void) {
         study_t *s = study_get(id);
         /* Already checked after this change was logged: nothing new. */
         if (s && seq > s->checked_seq) study_apply_locked(s, EV_STABLE, 0);
+      } else if (strcmp(type, "UpdatedMetadata") == 0) {
+        /* Another server wrote a study record (its claim, or its result):
+         * a study left to it is looked at again now rather than at the next
+         * periodic re-check, so that its findings reach this index at once. */
+        study_t *s = study_find(id);
+        if (s && s->state == ST_SKIPPED && s->elsewhere) study_apply_locked(s, EV_RECHECK, 0);
       } else if (strcmp(type, "Deleted") == 0) {
         study_t *s = study_find(id);
         if (s) study_apply_locked(s, EV_DELETED, 0);
@@ -273,7 +292,6 @@ static void rebuild_index(void) {
   cJSON *studies = orth_get_json("/studies?expand", NULL);
   const cJSON *st;
   long n_loaded = 0, n_requeued = 0;
-  time_t now = time(NULL);
   cJSON_ArrayForEach(st, studies) {
     const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "ID"));
     if (!id) continue;
@@ -313,10 +331,11 @@ static void rebuild_index(void) {
         s->error = xstrdup(rec.error);
         study_apply_locked(s, EV_LOAD_SKIPPED, 0);
       } else if (rec.state == ST_RUNNING) {
-        /* Interrupted: ours (same identity), or another server's whose lease ran out. */
-        int mine = strcmp(rec.owner, g.cfg.server_id) == 0;
-        int expired = now - (time_t)rec.since > g.cfg.claim_lease;
-        if ((mine || expired) && study_apply_locked(s, EV_RECOVER, 0)) n_requeued++;
+        /* Ours (same identity): interrupted by the stop, analysed again.
+         * Another server's: queued too, so that a worker watches the claim
+         * (taken over if it is not renewed for ClaimLease, else its result
+         * is loaded when it is done). */
+        if (study_apply_locked(s, EV_RECOVER, 0)) n_requeued++;
       }
     }
     pthread_mutex_unlock(&g.mu);
@@ -408,9 +427,83 @@ static void recheck_elsewhere(study_t *s, void *arg) {
   if (s->state == ST_SKIPPED && s->elsewhere) study_apply_locked(s, EV_RECHECK, 0);
 }
 
+/* A study that stays "new" (its NewStudy seen, no StableStudy) for
+ * StableAge + ClaimLease: it was being received by a server that stopped
+ * before the study became stable there (Orthanc keeps stability in memory
+ * and sends no StableStudy for it after a restart, nor does any other
+ * server). Checked now, so that a dead server's incoming studies are taken
+ * over like its claims. Measured on this server's monotonic clock. */
+static void recheck_unstable(study_t *s, void *arg) {
+  double now = *(const double *)arg;
+  if (s->state == ST_NEW && now - s->new_seen >= (double)(g.cfg.stable_age + g.cfg.claim_lease))
+    study_apply_locked(s, EV_RECOVER, 0);
+}
+
+struct id_list {
+  char (*ids)[64];
+  int n, cap;
+};
+
+static void collect_running(study_t *s, void *arg) {
+  struct id_list *l = arg;
+  if (s->state != ST_RUNNING) return;
+  if (l->n == l->cap) {
+    int nc = l->cap ? l->cap * 2 : 16;
+    char(*ni)[64] = realloc(l->ids, (size_t)nc * sizeof *ni);
+    if (!ni) return;
+    l->ids = ni;
+    l->cap = nc;
+  }
+  snprintf(l->ids[l->n++], 64, "%s", s->id);
+}
+
+/* Renews this server's claims: each study it analyses whose record is its
+ * claim is written again (same text, with If-Match of its revision), which
+ * gives the record a new revision. The other servers measure the lease from
+ * the last revision they saw, so a claim is taken over only ClaimLease after
+ * its server stopped renewing it (it died, or lost the database), however
+ * long the analysis takes. A write that races with the worker's final
+ * record fails with 409 and changes nothing. */
+static void renew_claims(void) {
+  struct id_list l = {NULL, 0, 0};
+  pthread_mutex_lock(&g.mu);
+  study_for_each_locked(collect_running, &l);
+  pthread_mutex_unlock(&g.mu);
+  for (int i = 0; i < l.n; i++) {
+    buf_t b;
+    char etag[64] = "";
+    if (orth_meta_get(l.ids[i], g.cfg.meta_state, &b, etag) == 200 && b.data && etag[0]) {
+      char *txt = malloc(b.len + 1);
+      cJSON *j = txt ? cJSON_ParseWithLength(b.data, b.len) : NULL;
+      study_record rec;
+      if (j && study_record_from_json(j, &rec) == 0 && rec.state == ST_RUNNING &&
+          strcmp(rec.owner, g.cfg.server_id) == 0) {
+        memcpy(txt, b.data, b.len);
+        txt[b.len] = 0;
+        int st = orth_meta_put(l.ids[i], g.cfg.meta_state, txt, etag);
+        if (st != 200 && st != 409)
+          log_warning("UniMed: study %s: renewing the claim answered HTTP %d", l.ids[i], st);
+      }
+      cJSON_Delete(j);
+      free(txt);
+    }
+    buf_free(&b);
+  }
+  free(l.ids);
+}
+
 static void recheck_retry(study_t *s, void *arg) {
   (void)arg;
   if (s->state == ST_FAILED && s->retry) study_apply_locked(s, EV_RECHECK, 0);
+}
+
+/* How often the studies left to another server are looked at again: a
+ * quarter of ClaimLease (so that a dead server's claim is taken over within
+ * 1.25 leases of its last renewal), at most every minute, at least every
+ * second. */
+static double claim_poll_seconds(void) {
+  double t = g.cfg.claim_lease / 4.0;
+  return t < 1.0 ? 1.0 : t > 60.0 ? 60.0 : t;
 }
 
 static void *journal_main(void *arg) {
@@ -437,12 +530,15 @@ static void *journal_main(void *arg) {
       pthread_mutex_unlock(&g.mu);
       last_retry = now_seconds();
     }
-    if (now_seconds() - last_claims >= 60.0) {
+    if (now_seconds() - last_claims >= claim_poll_seconds()) {
       /* Studies claimed by another server: look again (it may be done, or
        * its claim may have expired because it died). */
       pthread_mutex_lock(&g.mu);
       study_for_each_locked(recheck_elsewhere, NULL);
+      double now = now_seconds();
+      study_for_each_locked(recheck_unstable, &now);
       pthread_mutex_unlock(&g.mu);
+      renew_claims();
       last_claims = now_seconds();
     }
     persist();

@@ -121,6 +121,14 @@ int orth_call(OrthancPluginHttpMethod method, const char *uri, const char *if_ma
       status = 404;
     else if (rc == OrthancPluginErrorCode_BadRequest || rc == OrthancPluginErrorCode_BadFileFormat)
       status = 400;
+    /* A write whose If-Match is no longer the current revision (another
+     * server wrote first): what Orthanc answers 409 over HTTP. */
+    else if (rc == OrthancPluginErrorCode_Revision)
+      status = 409;
+    /* A database that is busy or away (PostgreSQL: a serialization failure
+     * between servers' transactions): transient, worth retrying. */
+    else if (rc == OrthancPluginErrorCode_Database || rc == OrthancPluginErrorCode_DatabaseUnavailable)
+      status = 503;
     else
       status = 500;
   }
@@ -174,12 +182,23 @@ int orth_meta_put(const char *study, const char *name, const char *value,
                   const char *expected_etag) {
   char uri[256], etag[64];
   snprintf(uri, sizeof uri, "/studies/%s/metadata/%s", study, name);
-  const char *im = expected_etag;
-  if (!im) {
-    /* Current revision, so that a server with "CheckRevisions": true accepts
-     * the write. Absent metadata: no If-Match. */
-    int st = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, NULL, etag);
-    if (st == 200 && etag[0]) im = etag;
+  if (expected_etag && !expected_etag[0]) /* create only: 409 if it exists */
+    return orth_call(OrthancPluginHttpMethod_Put, uri, NULL, value, strlen(value), NULL, NULL);
+  if (expected_etag)
+    return orth_call(OrthancPluginHttpMethod_Put, uri, expected_etag, value, strlen(value), NULL, NULL);
+  /* An unconditional write: with the current revision, so that a server with
+   * "CheckRevisions": true accepts it (absent metadata: no If-Match). Another
+   * writer between our read and our write (a claim renewal, another server)
+   * makes it 409: read again and write again (a few times). */
+  int st = 0;
+  for (int attempt = 0; attempt < 5; attempt++) {
+    const char *im = NULL;
+    if (orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, NULL, etag) == 200 && etag[0]) im = etag;
+    st = orth_call(OrthancPluginHttpMethod_Put, uri, im, value, strlen(value), NULL, NULL);
+    if (st != 409 && st != 503) break;
+    /* 503: the database aborted the transaction (PostgreSQL's serializable
+     * conflicts between servers): a moment later it goes through. */
+    if (st == 503) nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
   }
-  return orth_call(OrthancPluginHttpMethod_Put, uri, im, value, strlen(value), NULL, NULL);
+  return st;
 }

@@ -25,8 +25,11 @@ int orth_call(OrthancPluginHttpMethod method, const char *uri, const char *if_ma
 cJSON *orth_get_json(const char *uri, int *status);
 int64_t orth_last_change(void);
 int orth_meta_get(const char *study, const char *name, buf_t *out, char *etag);
-/* Writes metadata, with If-Match: expected_etag, or else the current
- * revision (so that "CheckRevisions": true accepts it). Returns the HTTP status. */
+/* Writes metadata. expected_etag: a revision (If-Match: written only if the
+ * metadata is still at it, else 409); "" (created only if absent, else 409);
+ * NULL (an unconditional write: with the current revision, so that
+ * "CheckRevisions": true accepts it, read again and retried when another
+ * writer came between). Returns the HTTP status. */
 int orth_meta_put(const char *study, const char *name, const char *value, const char *expected_etag);
 
 void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -17,7 +17,10 @@ typedef struct {
   int unchanged;       /* already up to date: index untouched */
   int analysed;        /* the engine ran (for the mean analysis time) */
   int elsewhere;       /* another server holds the claim */
+  int adopted;         /* another server's final record (done or failed) taken as it is */
   int transient;       /* failed because Orthanc could not store (e.g. disk full): retried */
+  char claim_etag[64]; /* elsewhere: the other server's claim (its ETag) and */
+  double claim_seen;   /* when this server first saw it (now_seconds()) */
   char error[600];
   char fingerprint[17];
   char *sr_id;
@@ -168,8 +171,26 @@ static int deleted_meanwhile(const char *id, outcome_t *o) {
   return 1;
 }
 
+/* Another server's claim, read with its ETag: honoured until this server has
+ * seen the same revision of it, unchanged, for ClaimLease seconds of its own
+ * monotonic clock. The owner's clock (the record's "since") plays no part,
+ * so the servers' clocks need not agree. seen_etag/seen_at: what the
+ * previous look at the study saw. Fills o->claim_etag/claim_seen. Returns 1
+ * when the claim is still to be honoured. */
+static int claim_honoured(const char *etag, const char *seen_etag, double seen_at, outcome_t *o) {
+  double now = now_seconds();
+  if (etag[0] && seen_etag && strcmp(etag, seen_etag) == 0 && seen_at > 0) {
+    snprintf(o->claim_etag, sizeof o->claim_etag, "%s", etag);
+    o->claim_seen = seen_at;
+    return now - seen_at < (double)g.cfg.claim_lease;
+  }
+  snprintf(o->claim_etag, sizeof o->claim_etag, "%s", etag);
+  o->claim_seen = now;
+  return 1;
+}
+
 static void analyse(unimed_engine *e, const char *id, int force, const char *known_fp,
-                    outcome_t *o) {
+                    const char *seen_etag, double seen_at, outcome_t *o) {
   char uri[256];
   int st;
   o->study_json = NULL;
@@ -249,6 +270,7 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
         strcmp(cur.fingerprint, o->fingerprint) == 0) {
       /* Analysed already (by us before a restart, or by another server). */
       o->state = ST_DONE;
+      o->adopted = strcmp(cur.owner, g.cfg.server_id) != 0;
       o->sr_id = cur.sr[0] ? xstrdup(cur.sr) : NULL;
       snprintf(o->sr_uid, sizeof o->sr_uid, "%s", cur.sr_uid);
       o->seconds = cur.seconds;
@@ -257,17 +279,37 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
       buf_free(&b);
       goto out;
     }
+    if (!force && cur.state == ST_FAILED && !cur.retry && cur.fingerprint[0] &&
+        strcmp(cur.fingerprint, o->fingerprint) == 0 && strcmp(cur.owner, g.cfg.server_id) != 0) {
+      /* Another server analysed it and it failed: the same instances with the
+       * same model fail the same way here. */
+      o->state = ST_FAILED;
+      o->adopted = 1;
+      snprintf(o->error, sizeof o->error, "%s", cur.error);
+      snprintf(o->time, sizeof o->time, "%s", cur.time);
+      study_fetch_stored_results(id, &o->findings, &o->emb);
+      cJSON_Delete(o->emb);
+      o->emb = NULL;
+      buf_free(&b);
+      goto out;
+    }
     if (cur.state == ST_RUNNING && cur.owner[0] && strcmp(cur.owner, g.cfg.server_id) != 0 &&
-        cur.since > 0 && time(NULL) - (time_t)cur.since <= g.cfg.claim_lease) {
+        claim_honoured(etag, seen_etag, seen_at, o)) {
       o->state = ST_SKIPPED;
       o->elsewhere = 1;
       snprintf(o->error, sizeof o->error, "being analysed by %s", cur.owner);
       buf_free(&b);
       goto out;
     }
+    if (cur.state == ST_RUNNING && strcmp(cur.owner, g.cfg.server_id) != 0)
+      log_warning("UniMed: study %s: the claim of %s was not renewed for %d s (ClaimLease): taken over",
+                  id, cur.owner, g.cfg.claim_lease);
   }
   buf_free(&b);
-  st = put_state(id, ST_RUNNING, o, etag[0] ? etag : NULL);
+  /* If-Match of the revision read, or, when there was no record, a write
+   * that only creates it: of several servers claiming at once, one wins and
+   * the others get 409. */
+  st = put_state(id, ST_RUNNING, o, etag);
   if (st == 409 || st == 412 || st == 428) {
     o->state = ST_SKIPPED;
     o->elsewhere = 1;
@@ -276,7 +318,10 @@ static void analyse(unimed_engine *e, const char *id, int force, const char *kno
   }
   if (st != 200) {
     o->state = ST_FAILED;
-    snprintf(o->error, sizeof o->error, "cannot write metadata %s (HTTP %d)", g.cfg.meta_state, st);
+    /* No answer, or a database busy or away: try again later. */
+    o->transient = st == 0 || st >= 500;
+    snprintf(o->error, sizeof o->error, "cannot write metadata %s (HTTP %d)%s", g.cfg.meta_state, st,
+             o->transient ? "; the analysis is retried" : "");
     goto out;
   }
 
@@ -455,6 +500,13 @@ static void finish_locked(study_t *s, outcome_t *o, int had_failed) {
     study_apply_locked(s, EV_FINISH_SKIPPED, 0);
   }
   s->elsewhere = o->state == ST_SKIPPED && o->elsewhere;
+  if (s->elsewhere) {
+    snprintf(s->claim_etag, sizeof s->claim_etag, "%s", o->claim_etag);
+    s->claim_seen = o->claim_seen;
+  } else {
+    s->claim_etag[0] = 0;
+    s->claim_seen = 0;
+  }
   if (s->rerun || s->force) {
     s->rerun = 0;
     study_apply_locked(s, EV_STABLE, 0);
@@ -472,8 +524,10 @@ void *worker_main(void *arg) {
     int force = s->force;
     s->run_forced = force;
     s->force = 0;
-    char id[64], fp[17];
+    char id[64], fp[17], seen_etag[64];
     snprintf(id, sizeof id, "%s", s->id);
+    snprintf(seen_etag, sizeof seen_etag, "%s", s->claim_etag);
+    double seen_at = s->claim_seen;
     /* A final result for this fingerprint (done, or failed) is not redone
      * unless forced. */
     int had_done = s->fingerprint[0] && (s->findings || s->sr_id);
@@ -485,10 +539,10 @@ void *worker_main(void *arg) {
     int64_t seq = orth_last_change();
     outcome_t o;
     memset(&o, 0, sizeof o);
-    analyse(e, id, force, had_done || had_failed ? fp : NULL, &o);
+    analyse(e, id, force, had_done || had_failed ? fp : NULL, seen_etag, seen_at, &o);
     /* Our labels follow a new outcome: a failed or skipped study carries
      * none (a deleted one, ST_NONE, loses its labels with it). */
-    if (!o.unchanged && !o.elsewhere && o.state != ST_NONE)
+    if (!o.unchanged && !o.elsewhere && !o.adopted && o.state != ST_NONE)
       labels_update(id, o.state == ST_DONE ? o.findings : NULL);
 
     pthread_mutex_lock(&g.mu);

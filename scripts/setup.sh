@@ -34,6 +34,11 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   # Orthanc and DICOM tools
   orthanc orthanc-dev dicom3tools
+  # the cluster test (tests/cluster/): Orthanc's PostgreSQL index plugin and
+  # PostgreSQL's server programs (initdb, pg_ctl; PostgreSQL 15 on Debian 12,
+  # 17 on Debian 13: same package names). The test creates its own database
+  # server in a temporary folder; the system's PostgreSQL service is not used.
+  orthanc-postgresql postgresql
   # GNU time: the decode-budget tests read a process's peak RSS from "time -v"
   time
   # references for the tests (Debian's /usr/bin/python3)
