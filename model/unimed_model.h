@@ -155,7 +155,7 @@ void unimed_prompt_ensemble(const float *prompt_embeddings, int n_prompts, int d
 void unimed_zero_shot(const unimed_model *m, const float *image_embeddings, int n_images,
                       const float *class_embeddings, int n_classes, float *probs);
 
-/* ---- label sets (labelset.c) ----
+/* ---- label sets (labelset_*.c) ----
  * A label set is a JSON file: which findings to ask about, for which images,
  * with which prompts and codes (format: docs/LABEL_SETS.md). */
 
