@@ -9,13 +9,6 @@
 
 #include "labelset_internal.h"
 
-char *um_ls_strdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d) memcpy(d, s, n);
-  return d;
-}
-
 void um_ls_free_strings(char **v, int n) {
   if (!v) return;
   for (int i = 0; i < n; i++) free(v[i]);
@@ -112,7 +105,7 @@ char *um_ls_get_string(um_ls_ctx *c, const cJSON *obj, const char *key, const ch
     um_ls_fail(c, field, "\"%s\" is longer than %zu characters", v->valuestring, maxlen);
     return NULL;
   }
-  char *s = um_ls_strdup(v->valuestring);
+  char *s = strdup(v->valuestring);
   if (!s) um_ls_oom(c);
   return s;
 }
@@ -147,7 +140,7 @@ void um_ls_get_string_array(um_ls_ctx *c, const cJSON *obj, const char *key, con
       um_ls_fail(c, f, "must not be empty");
       return;
     }
-    (*out)[i] = um_ls_strdup(e->valuestring);
+    (*out)[i] = strdup(e->valuestring);
     if (!(*out)[i]) {
       um_ls_oom(c);
       return;

@@ -60,7 +60,6 @@ void um_ls_get_string_array(um_ls_ctx *c, const cJSON *obj, const char *key, con
 /* A number from 0 to 1. */
 double um_ls_get_probability(um_ls_ctx *c, const cJSON *v, const char *field);
 
-char *um_ls_strdup(const char *s);
 void um_ls_free_strings(char **v, int n);
 int um_ls_ascii_lower(int c);
 /* 1 when s is empty or only white space. */

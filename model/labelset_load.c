@@ -206,7 +206,7 @@ unimed_label_set *unimed_label_set_load(const char *path, char *err, size_t errl
   }
   snprintf(ls->hash, sizeof ls->hash, "%016llx",
            (unsigned long long)um_ls_fnv1a(UM_LS_FNV_OFFSET, text, len));
-  ls->path = um_ls_strdup(path);
+  ls->path = strdup(path);
   if (!ls->path) {
     um_ls_oom(&c);
     goto done;
@@ -256,7 +256,7 @@ unimed_label_set *unimed_label_set_load(const char *path, char *err, size_t errl
     if (d && !cJSON_IsString(d))
       um_ls_fail(&c, "description", "must be a string");
     else
-      ls->description = um_ls_strdup(d ? d->valuestring : "");
+      ls->description = strdup(d ? d->valuestring : "");
     if (!c.failed && !ls->description) um_ls_oom(&c);
   }
 

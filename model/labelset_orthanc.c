@@ -33,7 +33,7 @@ static char *default_orthanc_label(const char *name) {
   }
   while (n && out[n - 1] == '-') n--;
   out[n] = 0;
-  return n ? um_ls_strdup(out) : NULL;
+  return n ? strdup(out) : NULL;
 }
 
 void um_ls_load_orthanc_labels(um_ls_ctx *c, const cJSON *root, unimed_label_set *ls,
@@ -87,7 +87,7 @@ void um_ls_load_orthanc_label(um_ls_ctx *c, unimed_label *l, const cJSON *jl, co
                    v->valuestring);
         return;
       }
-    l->orthanc_label = um_ls_strdup(v->valuestring);
+    l->orthanc_label = strdup(v->valuestring);
     if (!l->orthanc_label) um_ls_oom(c);
   } else {
     l->orthanc_label = default_orthanc_label(l->name);
