@@ -46,7 +46,8 @@ void um_ls_load_orthanc_labels(um_ls_ctx *c, const cJSON *root, unimed_label_set
   if (cJSON_IsFalse(olj)) {
     ls->orthanc_max = 0;
   } else if (!cJSON_IsObject(olj)) {
-    um_ls_fail(c, "orthanc_labels", "must be an object {\"threshold\", \"max_per_study\"} or false");
+    um_ls_fail(c, "orthanc_labels",
+               "must be an object {\"threshold\", \"max_per_study\"} or false");
   } else {
     static const char *const okeys[] = {"threshold", "max_per_study", NULL};
     um_ls_check_keys(c, olj, "orthanc_labels", okeys);
