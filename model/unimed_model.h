@@ -1,8 +1,10 @@
 /* UniMed model core — the one public header of model/.
  *
  * UniMed-CLIP: an OpenCLIP ViT image tower and a HuggingFace BERT text tower
- * with an MLP projection, run on the CPU with OpenBLAS. Knows nothing of
- * DICOM or Orthanc.
+ * with an MLP projection, run on the CPU with OpenBLAS. Reads no DICOM and
+ * talks to no Orthanc: a label set names DICOM attributes and codes and
+ * Orthanc labels, which the library checks and carries as data of the
+ * label-set file (docs/ARCHITECTURE.md, "Label sets").
  *
  * Errors: functions that can fail return 0 on success and -1 on failure,
  * writing one line into `err` (errlen bytes) that names the file, tensor or
@@ -155,7 +157,7 @@ void unimed_prompt_ensemble(const float *prompt_embeddings, int n_prompts, int d
 void unimed_zero_shot(const unimed_model *m, const float *image_embeddings, int n_images,
                       const float *class_embeddings, int n_classes, float *probs);
 
-/* ---- label sets (labelset.c) ----
+/* ---- label sets (labelset_*.c) ----
  * A label set is a JSON file: which findings to ask about, for which images,
  * with which prompts and codes (format: docs/LABEL_SETS.md). */
 
@@ -202,8 +204,10 @@ typedef struct {
 /* Loads and validates a label set; errors name the file and the field. */
 unimed_label_set *unimed_label_set_load(const char *path, char *err, size_t errlen);
 void unimed_label_set_free(unimed_label_set *ls);
-/* 1 when the set applies to an image with these attributes (NULL/"" = unknown:
- * a filter on an unknown attribute does not exclude). */
+/* 1 when the set applies to an image with these attributes, as the caller
+ * read them from DICOM (NULL/"" = unknown: a filter on an unknown attribute
+ * does not exclude). Code strings compare without case and padding spaces,
+ * UIDs exactly. */
 int unimed_label_set_applies(const unimed_label_set *ls, const char *modality,
                              const char *body_part, const char *sop_class_uid);
 

@@ -1,4 +1,4 @@
-/* Test driver for model/labelset.c.
+/* Test driver for the label sets of the model library (model/labelset_*.c).
  *
  *   labelset_tool load FILE...
  *       Loads each set; prints "ok NAME LABELS HASH" per file, or the error
