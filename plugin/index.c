@@ -609,12 +609,12 @@ typedef struct {
   const study_t *s;
   int series;
   double score;
-} shit_t;
+} search_hit_t;
 
-static int cmp_shit(const void *a, const void *b) {
-  double pa = ((const shit_t *)a)->score, pb = ((const shit_t *)b)->score;
+static int cmp_search_hits(const void *a, const void *b) {
+  double pa = ((const search_hit_t *)a)->score, pb = ((const search_hit_t *)b)->score;
   if (pa != pb) return pa < pb ? 1 : -1;
-  return strcmp(((const shit_t *)a)->s->id, ((const shit_t *)b)->s->id);
+  return strcmp(((const search_hit_t *)a)->s->id, ((const search_hit_t *)b)->s->id);
 }
 
 typedef struct {
@@ -628,7 +628,7 @@ static cJSON *search_candidates(const void *ctx, size_t want, size_t *total) {
   const char *mod = sq->mod;
   pthread_mutex_lock(&g.mu);
   size_t cap = 256, n = 0;
-  shit_t *hits = malloc(cap * sizeof *hits);
+  search_hit_t *hits = malloc(cap * sizeof *hits);
   for (size_t i = 0; i < ix.table_size && hits; i++)
     for (study_t *s = ix.table[i]; s; s = s->next) {
       if (!has_listed_result(s) || s->nemb == 0) continue;
@@ -642,7 +642,7 @@ static cJSON *search_candidates(const void *ctx, size_t want, size_t *total) {
       }
       if (best < 0) continue;
       if (n == cap) {
-        shit_t *nh = realloc(hits, 2 * cap * sizeof *nh);
+        search_hit_t *nh = realloc(hits, 2 * cap * sizeof *nh);
         if (!nh) break;
         hits = nh;
         cap *= 2;
@@ -652,7 +652,7 @@ static cJSON *search_candidates(const void *ctx, size_t want, size_t *total) {
       hits[n].score = bs;
       n++;
     }
-  if (hits) qsort(hits, n, sizeof *hits, cmp_shit);
+  if (hits) qsort(hits, n, sizeof *hits, cmp_search_hits);
   *total = n;
   cJSON *arr = cJSON_CreateArray();
   for (size_t i = 0; i < n && i < want; i++) {
