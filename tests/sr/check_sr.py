@@ -95,7 +95,7 @@ def check_pydicom(outdir, source):
     # A model name over 64 bytes: the Long String attributes hold it cut on
     # a character boundary, the observer context's TEXT item holds it whole.
     long_sr = pydicom.dcmread(os.path.join(outdir, "report_long_name.dcm"))
-    full = "UniMed-CLIP demonstration model trained on MedMNIST at 28 px \u2014 not for clinical use"
+    full = "UniMed-CLIP demonstration model trained on MedMNIST at 224 px \u2014 not for clinical use"
     cut = long_sr.ManufacturerModelName
     if len(cut.encode("utf-8")) > 64 or not (full + " ").startswith(cut) or len(cut) < 60:
         fail(f"Manufacturer's Model Name not cut to a 64-byte prefix: {cut!r}")

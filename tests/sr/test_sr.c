@@ -194,7 +194,7 @@ static int cmd_write(const char *outdir, const char *source, const char *xsd)
         snprintf(path_long, sizeof path_long, "%s/report_long_name.dcm", outdir);
         udcm_sr_request lr = req;
         /* 62 ASCII bytes, then an em dash (3 bytes) over bytes 63-65 */
-        lr.model_name = "UniMed-CLIP demonstration model trained on MedMNIST at 28 px \xE2\x80\x94 not for clinical use";
+        lr.model_name = "UniMed-CLIP demonstration model trained on MedMNIST at 224 px \xE2\x80\x94 not for clinical use";
         char sopl[65] = "";
         CHECK(udcm_sr_write(&lr, path_long, NULL, NULL, NULL, NULL, sopl, err, sizeof err) == 0,
               "write with a long model name: %s", err);
