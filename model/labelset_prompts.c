@@ -37,13 +37,13 @@ void um_ls_check_own_prompts(um_ls_ctx *c, char **p, int n, const char *field) {
     }
 }
 
-/* template with its one "{}" replaced by name. */
-static char *apply_template(const char *t, const char *name) {
-  const char *slot = strstr(t, "{}");
-  size_t pre = (size_t)(slot - t), nl = strlen(name), post = strlen(slot + 2);
+char *unimed_label_template_apply(const char *tmpl, const char *name) {
+  const char *slot = strstr(tmpl, "{}");
+  if (!slot) return strdup(tmpl);
+  size_t pre = (size_t)(slot - tmpl), nl = strlen(name), post = strlen(slot + 2);
   char *s = malloc(pre + nl + post + 1);
   if (!s) return NULL;
-  memcpy(s, t, pre);
+  memcpy(s, tmpl, pre);
   memcpy(s + pre, name, nl);
   memcpy(s + pre + nl, slot + 2, post + 1);
   return s;
@@ -62,7 +62,7 @@ void um_ls_expand(um_ls_ctx *c, char **templates, int n_templates, const char *n
   }
   for (int s = 0; s <= n_syn; s++)
     for (int t = 0; t < n_templates; t++) {
-      char *p = apply_template(templates[t], s == 0 ? name : syn[s - 1]);
+      char *p = unimed_label_template_apply(templates[t], s == 0 ? name : syn[s - 1]);
       if (!p) {
         um_ls_oom(c);
         return;

@@ -211,6 +211,11 @@ void unimed_label_set_free(unimed_label_set *ls);
 int unimed_label_set_applies(const unimed_label_set *ls, const char *modality,
                              const char *body_part, const char *sop_class_uid);
 
+/* A label set's template with its "{}" replaced by name (a template without
+ * "{}" is copied as it is), as the label set's prompts are made; free() it.
+ * NULL when out of memory. */
+char *unimed_label_template_apply(const char *tmpl, const char *name);
+
 /* Class embeddings of a label set for one model: per label the prompt
  * ensemble (and, for binary scoring, the ensemble of its negatives). */
 typedef struct {

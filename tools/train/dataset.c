@@ -1182,25 +1182,13 @@ uint64_t ut_dataset_fingerprint(const ut_dataset *d) {
 static const char *const generic_templates[] = {"{}", "an image showing {}.",
                                                 "a medical image with {}."};
 
-static char *apply(const char *tmpl, const char *what) {
-  const char *at = strstr(tmpl, "{}");
-  if (!at) return strdup(tmpl);
-  size_t a = (size_t)(at - tmpl), b = strlen(what), c = strlen(at + 2);
-  char *s = malloc(a + b + c + 1);
-  if (!s) return NULL;
-  memcpy(s, tmpl, a);
-  memcpy(s + a, what, b);
-  memcpy(s + a + b, at + 2, c + 1);
-  return s;
-}
-
 static char *label_caption(const ut_dataset *d, const ut_row *r, uint64_t h) {
   if (r->set < 0) { /* no label sets: the label text in a generic template */
     char tmp[1024];
     snprintf(tmp, sizeof tmp, "%s", r->label_text);
     for (char *p = tmp; *p; p++)
       if (*p == '|') *p = ',';
-    return apply(generic_templates[h % 3], tmp);
+    return unimed_label_template_apply(generic_templates[h % 3], tmp);
   }
   const unimed_label_set *ls = d->sets[r->set];
   if (r->n_labels == 1) {
@@ -1233,7 +1221,8 @@ static char *label_caption(const ut_dataset *d, const ut_row *r, uint64_t h) {
     strncat(names, sep, sizeof names - strlen(names) - 1);
     strncat(names, nm, sizeof names - strlen(names) - 1);
   }
-  return apply(ls->templates[ut_hash3(h, 4, 0) % (uint64_t)ls->n_templates], names);
+  const char *tmpl = ls->templates[ut_hash3(h, 4, 0) % (uint64_t)ls->n_templates];
+  return unimed_label_template_apply(tmpl, names);
 }
 
 /* Whether draw h of row r's caption is its report text (else its labels). */
