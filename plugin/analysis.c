@@ -175,6 +175,11 @@ int unimed_engine_embed_text(unimed_engine *e, const char *text, float *out, cha
   return unimed_encode_texts(e->model, &text, 1, out, err, errlen);
 }
 
+int unimed_engine_embed_texts(unimed_engine *e, const char *const *texts, int n, float *out,
+                              char *err, size_t errlen) {
+  return unimed_encode_texts(e->model, texts, n, out, err, errlen);
+}
+
 static cJSON *code_json(const unimed_code *c) {
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "value", c->value);

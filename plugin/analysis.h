@@ -64,6 +64,9 @@ int unimed_engine_embed_dim(const unimed_engine *e);
 /* Normalised text embedding (for search). 0 or -1 with err. */
 int unimed_engine_embed_text(unimed_engine *e, const char *text, float *out, char *err,
                              size_t errlen);
+/* The same for n texts in one call (out: n × dim). */
+int unimed_engine_embed_texts(unimed_engine *e, const char *const *texts, int n, float *out,
+                              char *err, size_t errlen);
 
 /* One DICOM instance held in memory (e.g. fetched from Orthanc). */
 typedef struct {

@@ -1,7 +1,8 @@
 /* The in-memory index: every study the plugin knows of, its state, and for
- * analysed studies the findings (flattened for /findings) and the per-series
- * image embeddings (for /search). study_* functions expect g.mu to be held;
- * index_* functions (the REST side) take it. */
+ * analysed studies the findings (for /findings) and the per-series image
+ * embeddings (for /search), kept packed in the store (index_store.c).
+ * study_* functions expect g.mu to be held; index_* functions (the REST
+ * side) take it. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +11,28 @@
 
 #include "index.h"
 
+/* Studies are never freed one by one (a deleted study's entry is cleared
+ * and kept, study_free_all() frees them at the end), so they come from
+ * slabs of their own: no per-study malloc header, and none of them left
+ * scattered among the transient JSON of a rebuild. */
+#define SLAB_STUDIES 2048
+typedef struct slab {
+  struct slab *next;
+  size_t used;
+  study_t studies[SLAB_STUDIES];
+} slab_t;
+
 static struct {
+  slab_t *slabs;
   study_t **table;
   size_t table_size, n_studies;
   double total_seconds; /* engine runs, for the mean analysis time */
   long long n_timed;
 } ix;
+
+static const char *str_of(const cJSON *o, const char *key) {
+  return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+}
 
 static size_t hash_id(const char *id) {
   return (size_t)fnv1a64(FNV64_OFFSET, id, strlen(id));
@@ -53,11 +70,21 @@ study_t *study_get(const char *id) {
   if (strlen(id) >= sizeof s->id) return NULL;
   if (ix.n_studies + 1 > ix.table_size) table_grow();
   if (!ix.table) return NULL;
-  s = calloc(1, sizeof *s);
-  if (!s) return NULL;
+  if (!ix.slabs || ix.slabs->used == SLAB_STUDIES) {
+    slab_t *sl = calloc(1, sizeof *sl);
+    if (!sl) return NULL;
+    sl->next = ix.slabs;
+    ix.slabs = sl;
+  }
+  s = &ix.slabs->studies[ix.slabs->used];
+  memset(s, 0, sizeof *s);
   strcpy(s->id, id);
   s->checked_seq = -1;
   s->new_seq = -1;
+  s->f_row = s->emb_row = STORE_NO_ROW;
+  s->num = store_add_study_locked(s);
+  if (s->num == UINT32_MAX) return NULL; /* the slot stays free */
+  ix.slabs->used++;
   size_t h = hash_id(id) % ix.table_size;
   s->next = ix.table[h];
   ix.table[h] = s;
@@ -65,23 +92,31 @@ study_t *study_get(const char *id) {
   return s;
 }
 
+static void forget_series(study_t *s) {
+  free(s->series);
+  s->series = NULL;
+  s->n_series = 0;
+  free(s->set_warnings);
+  s->set_warnings = NULL;
+  s->n_set_warnings = 0;
+}
+
 void study_clear_result(study_t *s) {
   s->retry = 0;
   free(s->error); s->error = NULL;
   free(s->sr_id); s->sr_id = NULL;
   s->sr_uid[0] = 0;
-  cJSON_Delete(s->findings); s->findings = NULL;
-  for (int i = 0; i < s->nf; i++) {
-    free(s->f[i].label); free(s->f[i].label_set);
-    free(s->f[i].modality); free(s->f[i].series_uid);
-  }
-  free(s->f); s->f = NULL; s->nf = 0;
-  for (int i = 0; i < s->nemb; i++) free(s->emb[i].v);
-  free(s->emb); s->emb = NULL; s->nemb = 0;
+  s->has_result = 0;
+  s->complete = 0;
+  s->warnings_json = STORE_NO_NAME;
+  store_put_findings_locked(s->num, 0, NULL, &s->f_row, &s->nf);
+  store_put_embeddings_locked(s->num, 0, NULL, NULL, NULL, &s->emb_row, &s->nemb);
+  forget_series(s);
   s->fingerprint[0] = 0;
   s->seconds = 0;
   s->analysed_at[0] = 0;
   cJSON_Delete(s->failed_series); s->failed_series = NULL;
+  study_update_listed_locked(s);
 }
 
 void study_free_all(void) {
@@ -90,26 +125,72 @@ void study_free_all(void) {
     while (s) {
       study_t *n = s->next;
       study_clear_result(s);
-      free(s->patient_id); free(s->patient_name); free(s->study_date); free(s->study_uid);
-      free(s);
+      free(s->tags);
       s = n;
     }
   }
   free(ix.table);
   ix.table = NULL;
   ix.table_size = ix.n_studies = 0;
+  while (ix.slabs) {
+    slab_t *next = ix.slabs->next;
+    free(ix.slabs);
+    ix.slabs = next;
+  }
+  store_free();
 }
 
 void study_set_patient_info(study_t *s, const cJSON *study_json) {
   const cJSON *pt = cJSON_GetObjectItemCaseSensitive(study_json, "PatientMainDicomTags");
   const cJSON *mt = cJSON_GetObjectItemCaseSensitive(study_json, "MainDicomTags");
-  free(s->patient_id); free(s->patient_name); free(s->study_date); free(s->study_uid);
-  s->patient_id = xstrdup(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(pt, "PatientID")));
-  s->patient_name = xstrdup(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(pt, "PatientName")));
-  s->study_date = xstrdup(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(mt, "StudyDate")));
-  s->study_uid = xstrdup(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(mt, "StudyInstanceUID")));
+  const char *v[4] = {str_of(pt, "PatientID"), str_of(pt, "PatientName"), str_of(mt, "StudyDate"),
+                      str_of(mt, "StudyInstanceUID")};
+  size_t len[4], n = 0;
+  for (int i = 0; i < 4; i++) n += (len[i] = v[i] ? strlen(v[i]) : 0) + 1;
+  char *t = malloc(n);
+  if (!t) return; /* the previous tags stay */
+  free(s->tags);
+  s->tags = t;
+  for (int i = 0; i < 4; i++) {
+    if (len[i]) memcpy(t, v[i], len[i]);
+    t[len[i]] = 0;
+    t += len[i] + 1;
+  }
 }
 
+const char *study_tag(const study_t *s, enum study_tag which) {
+  const char *t = s->tags;
+  if (!t) return "";
+  for (int i = 0; i < (int)which; i++) t += strlen(t) + 1;
+  return t;
+}
+
+void study_forget_tags(study_t *s) {
+  free(s->tags);
+  s->tags = NULL;
+}
+
+static char *moved(char *p, size_t n) {
+  if (!p) return NULL;
+  char *q = malloc(n);
+  if (!q) return p;
+  memcpy(q, p, n);
+  free(p);
+  return q;
+}
+
+static size_t strings_size(const char *p, int n) {
+  size_t len = 0;
+  for (int i = 0; i < n; i++) len += strlen(p + len) + 1;
+  return len;
+}
+
+void study_move_strings_locked(study_t *s) {
+  if (s->tags) s->tags = moved(s->tags, strings_size(s->tags, 4));
+  if (s->series) s->series = moved(s->series, strings_size(s->series, s->n_series));
+  if (s->sr_id) s->sr_id = moved(s->sr_id, strlen(s->sr_id) + 1);
+  if (s->error) s->error = moved(s->error, strlen(s->error) + 1);
+}
 
 void study_for_each_locked(void (*fn)(study_t *s, void *arg), void *arg) {
   for (size_t i = 0; i < ix.table_size; i++)
@@ -124,25 +205,12 @@ void index_note_analysis_locked(double seconds) {
   ix.n_timed++;
 }
 
-/* ---- findings extraction ----
- * The engine's findings JSON nests label sets inside series (or the other
- * way round); rather than depend on one layout, walk the tree and collect
- * every object that has a label name and a probability, with the nearest
- * enclosing modality, series UID and label-set name. */
-typedef struct {
-  const char *modality, *series_uid, *label_set;
-  const char *warning; /* of the enclosing label-set object (model card) */
-} ctx_t;
+/* ---- findings from the engine's findings JSON ----
+ * One layout (analysis.c writes it): {"series": [{"series": UID, "modality",
+ * "label_sets": [{"name", "warning"?, "findings": [{"label", "probability"},
+ * ...]}, ...]}, ...], "label_set_warnings": [...], "complete"?}. */
 
-static const char *str_item(const cJSON *o, const char *const *keys) {
-  for (int i = 0; keys[i]; i++) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, keys[i]);
-    if (cJSON_IsString(it) && it->valuestring) return it->valuestring;
-  }
-  return NULL;
-}
-
-/* A number, also when written as a raw JSON literal (the engine prints
+/* A probability, also when written as a raw JSON literal (the engine prints
  * probabilities with cJSON_AddRawToObject). */
 static int json_number(const cJSON *it, double *v) {
   if (cJSON_IsNumber(it)) {
@@ -157,104 +225,151 @@ static int json_number(const cJSON *it, double *v) {
   return 0;
 }
 
-static int num_item(const cJSON *o, const char *const *keys, double *v) {
-  for (int i = 0; keys[i]; i++)
-    if (json_number(cJSON_GetObjectItemCaseSensitive(o, keys[i]), v)) return 1;
-  return 0;
+
+typedef void (*finding_fn)(const char *label, double p, const char *label_set, const char *warning,
+                           const char *modality, const char *series_uid, void *arg);
+
+static void findings_each(const cJSON *findings, finding_fn fn, void *arg) {
+  const cJSON *se, *ls, *f;
+  cJSON_ArrayForEach(se, cJSON_GetObjectItemCaseSensitive(findings, "series")) {
+    const char *uid = str_of(se, "series"), *mod = str_of(se, "modality");
+    cJSON_ArrayForEach(ls, cJSON_GetObjectItemCaseSensitive(se, "label_sets")) {
+      const char *set = str_of(ls, "name"), *warning = str_of(ls, "warning");
+      cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(ls, "findings")) {
+        const char *label = str_of(f, "label");
+        double p;
+        if (label && json_number(cJSON_GetObjectItemCaseSensitive(f, "probability"), &p))
+          fn(label, p, set ? set : "", warning, mod ? mod : "", uid ? uid : "", arg);
+      }
+    }
+  }
 }
 
-static void add_finding(study_t *s, const char *label, double p, const ctx_t *c) {
-  finding_t *nf = realloc(s->f, (size_t)(s->nf + 1) * sizeof *nf);
-  if (!nf) return;
-  s->f = nf;
-  finding_t *f = &s->f[s->nf++];
-  f->label = xstrdup(label);
-  f->label_set = xstrdup(c->label_set ? c->label_set : "");
-  f->modality = xstrdup(c->modality ? c->modality : "");
-  f->series_uid = xstrdup(c->series_uid ? c->series_uid : "");
-  f->probability = p;
-  f->warning = c->warning;
+/* The index of a series UID in the study's list, added when new; -1 when
+ * out of memory. */
+static int series_index(study_t *s, const char *uid) {
+  size_t len = 0;
+  for (int i = 0; i < s->n_series; i++) {
+    const char *u = s->series + len;
+    if (strcmp(u, uid) == 0) return i;
+    len += strlen(u) + 1;
+  }
+  if (s->n_series >= 0xFFFE) return -1;
+  size_t n = strlen(uid) + 1;
+  char *ns = realloc(s->series, len + n);
+  if (!ns) return -1;
+  memcpy(ns + len, uid, n);
+  s->series = ns;
+  return s->n_series++;
 }
 
-static void walk(study_t *s, const cJSON *node, ctx_t c, const char *parent_key) {
-  static const char *const k_mod[] = {"modality", "Modality", NULL};
-  static const char *const k_series[] = {"series", "series_uid", "series_instance_uid", "SeriesInstanceUID", NULL};
-  static const char *const k_ls[] = {"label_set", "labelset", NULL};
-  static const char *const k_label[] = {"label", "name", NULL};
-  static const char *const k_prob[] = {"probability", "prob", "score", NULL};
-  if (cJSON_IsArray(node)) {
-    const cJSON *it;
-    cJSON_ArrayForEach(it, node) walk(s, it, c, parent_key);
-    return;
+static const char *series_uid_at(const study_t *s, int index) {
+  const char *u = s->series;
+  if (index < 0 || index >= s->n_series) return "";
+  for (int i = 0; i < index; i++) u += strlen(u) + 1;
+  return u;
+}
+
+typedef struct {
+  study_t *s;
+  store_finding_in_t *in;
+  int n, cap;
+} collect_t;
+
+static void collect_finding(const char *label, double p, const char *label_set, const char *warning,
+                            const char *modality, const char *series_uid, void *arg) {
+  collect_t *c = arg;
+  if (c->n == c->cap) {
+    int nc = c->cap ? 2 * c->cap : 32;
+    store_finding_in_t *ni = realloc(c->in, (size_t)nc * sizeof *ni);
+    if (!ni) return;
+    c->in = ni;
+    c->cap = nc;
   }
-  if (!cJSON_IsObject(node)) return;
-  const char *v;
-  if ((v = str_item(node, k_mod))) c.modality = v;
-  if ((v = str_item(node, k_series))) c.series_uid = v;
-  if ((v = str_item(node, k_ls))) c.label_set = v;
-  else if (parent_key && (strcmp(parent_key, "label_sets") == 0 || strcmp(parent_key, "labelsets") == 0) &&
-           (v = str_item(node, (const char *const[]){"name", NULL})))
-    c.label_set = v;
-  double p = 0;
-  int has_p = num_item(node, k_prob, &p);
-  const char *label = str_item(node, k_label);
-  int is_ls_obj = parent_key && (strcmp(parent_key, "label_sets") == 0 || strcmp(parent_key, "labelsets") == 0);
-  if (is_ls_obj) c.warning = str_item(node, (const char *const[]){"warning", NULL});
-  if (has_p && label && !is_ls_obj) {
-    add_finding(s, label, p, &c);
-    return;
-  }
-  const cJSON *it;
-  cJSON_ArrayForEach(it, node) {
-    if (cJSON_IsObject(it) || cJSON_IsArray(it)) walk(s, it, c, it->string);
-    else if (it->string && parent_key && json_number(it, &p) &&
-             (strcmp(parent_key, "scores") == 0 || strcmp(parent_key, "probabilities") == 0))
-      add_finding(s, it->string, p, &c); /* {"scores": {"label": p}} */
-  }
+  c->in[c->n++] = (store_finding_in_t){label, label_set, modality, series_index(c->s, series_uid), p};
+  if (!warning) return;
+  uint16_t set = store_name_locked(label_set);
+  for (int i = 0; i < c->s->n_set_warnings; i++)
+    if (c->s->set_warnings[i].label_set == set) return;
+  set_warning_t *nw = realloc(c->s->set_warnings, (size_t)(c->s->n_set_warnings + 1) * sizeof *nw);
+  if (!nw) return;
+  c->s->set_warnings = nw;
+  nw[c->s->n_set_warnings++] = (set_warning_t){set, store_name_locked(warning)};
 }
 
 void study_set_findings(study_t *s, cJSON *findings) {
-  for (int i = 0; i < s->nf; i++) {
-    free(s->f[i].label); free(s->f[i].label_set);
-    free(s->f[i].modality); free(s->f[i].series_uid);
+  free(s->set_warnings);
+  s->set_warnings = NULL;
+  s->n_set_warnings = 0;
+  cJSON_Delete(s->failed_series);
+  s->failed_series = NULL;
+  s->warnings_json = STORE_NO_NAME;
+  s->complete = 0;
+  s->has_result = findings != NULL;
+  collect_t c = {s, NULL, 0, 0};
+  if (findings) {
+    findings_each(findings, collect_finding, &c);
+    cJSON *failed = index_failed_series_json(findings);
+    const cJSON *complete = cJSON_GetObjectItemCaseSensitive(findings, "complete");
+    s->complete = complete ? cJSON_IsTrue(complete) : cJSON_GetArraySize(failed) == 0;
+    if (cJSON_GetArraySize(failed) > 0)
+      s->failed_series = failed;
+    else
+      cJSON_Delete(failed);
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(findings, "label_set_warnings");
+    if (cJSON_IsArray(w) && cJSON_GetArraySize(w) > 0) {
+      char *txt = cJSON_PrintUnformatted(w);
+      if (txt) s->warnings_json = store_name_locked(txt);
+      free(txt);
+    }
   }
-  free(s->f); s->f = NULL; s->nf = 0;
-  cJSON_Delete(s->findings);
-  s->findings = findings;
-  if (!findings) return;
-  ctx_t c = {0};
-  walk(s, findings, c, NULL);
+  if (store_put_findings_locked(s->num, c.n, c.in, &s->f_row, &s->nf) != 0)
+    log_error("UniMed: study %s: out of memory for its %d findings in the index", s->id, c.n);
+  free(c.in);
+  cJSON_Delete(findings);
+  study_update_listed_locked(s);
 }
 
 int study_set_embeddings_json(study_t *s, const cJSON *emb) {
-  for (int i = 0; i < s->nemb; i++) free(s->emb[i].v);
-  free(s->emb); s->emb = NULL; s->nemb = 0;
   const cJSON *series = cJSON_GetObjectItemCaseSensitive(emb, "series");
-  int n = cJSON_GetArraySize(series);
-  if (n <= 0) return 0;
-  s->emb = calloc((size_t)n, sizeof *s->emb);
-  if (!s->emb) return -1;
-  const cJSON *it;
-  cJSON_ArrayForEach(it, series) {
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(it, "embedding");
-    int d = cJSON_GetArraySize(e);
-    if (d != g.dim || d <= 0) continue; /* other model: unusable for search */
-    series_emb_t *se = &s->emb[s->nemb];
-    se->v = malloc((size_t)d * sizeof(float));
-    if (!se->v) continue;
-    int k = 0;
-    const cJSON *x;
-    cJSON_ArrayForEach(x, e) {
-      double d1 = 0;
-      se->v[k++] = json_number(x, &d1) ? (float)d1 : 0.f;
-    }
-    const char *uid = str_item(it, (const char *const[]){"series_uid", NULL});
-    const char *mod = str_item(it, (const char *const[]){"modality", NULL});
-    snprintf(se->series_uid, sizeof se->series_uid, "%s", uid ? uid : "");
-    snprintf(se->modality, sizeof se->modality, "%s", mod ? mod : "");
-    s->nemb++;
+  int n = cJSON_GetArraySize(series), k = 0;
+  float **v = n > 0 ? calloc((size_t)n, sizeof *v) : NULL;
+  uint16_t *ser = n > 0 ? calloc((size_t)n, sizeof *ser) : NULL;
+  uint16_t *mod = n > 0 ? calloc((size_t)n, sizeof *mod) : NULL;
+  int rc = 0;
+  if (n > 0 && (!v || !ser || !mod)) {
+    rc = -1;
+    n = 0;
   }
-  return 0;
+  const cJSON *it;
+  const cJSON *walk = n > 0 ? series : NULL;
+  cJSON_ArrayForEach(it, walk) {
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(it, "embedding");
+    if (cJSON_GetArraySize(e) != g.dim || g.dim <= 0) continue; /* other model: unusable for search */
+    int si = series_index(s, str_of(it, "series_uid") ? str_of(it, "series_uid") : "");
+    if (si < 0 || !(v[k] = malloc((size_t)g.dim * sizeof(float)))) {
+      rc = -1;
+      continue;
+    }
+    int x = 0;
+    const cJSON *num;
+    cJSON_ArrayForEach(num, e) {
+      double d1 = 0;
+      v[k][x++] = json_number(num, &d1) ? (float)d1 : 0.f;
+    }
+    ser[k] = (uint16_t)si;
+    mod[k] = store_name_locked(str_of(it, "modality") ? str_of(it, "modality") : "");
+    k++;
+  }
+  if (store_put_embeddings_locked(s->num, k, (const float *const *)v, ser, mod, &s->emb_row,
+                                  &s->nemb) != 0)
+    rc = -1;
+  for (int i = 0; i < k; i++) free(v[i]);
+  free(v);
+  free(ser);
+  free(mod);
+  if (rc != 0) log_error("UniMed: study %s: out of memory for its embeddings in the index", s->id);
+  return rc;
 }
 
 cJSON *embeddings_to_json(const unimed_study_result *r, int dim) {
@@ -289,9 +404,11 @@ cJSON *embeddings_to_json(const unimed_study_result *r, int dim) {
  * after a restart or a StableStudy): they stay true until replaced. */
 static int has_listed_result(const study_t *s) {
   if (s->state == ST_DONE) return 1;
-  return (s->state == ST_QUEUED || s->state == ST_RUNNING) && !s->deleted && s->findings &&
+  return (s->state == ST_QUEUED || s->state == ST_RUNNING) && !s->deleted && s->has_result &&
          !s->error;
 }
+
+void study_update_listed_locked(study_t *s) { store_set_listed_locked(s->num, has_listed_result(s)); }
 
 void index_counts(index_counts_t *c) {
   memset(c, 0, sizeof *c);
@@ -354,15 +471,35 @@ cJSON *index_label_sets_json(int with_labels) {
   return arr;
 }
 
-static cJSON *score_json(const finding_t *f) {
+/* Probabilities are stored as floats; the engine writes them with 6
+ * significant digits, which a float holds exactly: print them so again. */
+static double six_digits(double p) {
+  char b[32];
+  snprintf(b, sizeof b, "%.6g", p);
+  return strtod(b, NULL);
+}
+
+static cJSON *score_json(const char *label, double p, const char *label_set, const char *modality,
+                         const char *series_uid, const char *warning) {
   cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "label", f->label);
-  cJSON_AddNumberToObject(o, "probability", f->probability);
-  cJSON_AddStringToObject(o, "label_set", f->label_set);
-  cJSON_AddStringToObject(o, "modality", f->modality);
-  cJSON_AddStringToObject(o, "series_instance_uid", f->series_uid);
-  if (f->warning) cJSON_AddStringToObject(o, "label_set_warning", f->warning);
+  cJSON_AddStringToObject(o, "label", label);
+  cJSON_AddNumberToObject(o, "probability", p);
+  cJSON_AddStringToObject(o, "label_set", label_set);
+  cJSON_AddStringToObject(o, "modality", modality);
+  cJSON_AddStringToObject(o, "series_instance_uid", series_uid);
+  if (warning) cJSON_AddStringToObject(o, "label_set_warning", warning);
   return o;
+}
+
+/* A stored finding row of s as a score. */
+static cJSON *row_score_json(const study_t *s, int32_t row) {
+  const store_finding_t *f = store_finding_row_locked(row);
+  if (!f) return cJSON_CreateObject();
+  const char *warning = NULL;
+  for (int i = 0; i < s->n_set_warnings; i++)
+    if (s->set_warnings[i].label_set == f->label_set) warning = store_name(s->set_warnings[i].warning);
+  return score_json(store_name(f->label), six_digits(f->probability), store_name(f->label_set),
+                    store_name(f->modality), series_uid_at(s, f->series), warning);
 }
 
 cJSON *index_label_set_warnings_json(const cJSON *findings) {
@@ -370,13 +507,14 @@ cJSON *index_label_set_warnings_json(const cJSON *findings) {
   return cJSON_IsArray(w) ? cJSON_Duplicate(w, 1) : cJSON_CreateArray();
 }
 
+static void add_score(const char *label, double p, const char *label_set, const char *warning,
+                      const char *modality, const char *series_uid, void *arg) {
+  cJSON_AddItemToArray(arg, score_json(label, p, label_set, modality, series_uid, warning));
+}
+
 cJSON *index_scores_json(const cJSON *findings) {
-  study_t tmp;
-  memset(&tmp, 0, sizeof tmp);
-  study_set_findings(&tmp, findings ? cJSON_Duplicate(findings, 1) : NULL);
   cJSON *arr = cJSON_CreateArray();
-  for (int i = 0; i < tmp.nf; i++) cJSON_AddItemToArray(arr, score_json(&tmp.f[i]));
-  study_clear_result(&tmp);
+  findings_each(findings, add_score, arr);
   return arr;
 }
 
@@ -414,10 +552,10 @@ static const char *public_state(const study_t *s) {
 /* The fields every route gives for a study. */
 static void add_study_fields(cJSON *o, const study_t *s) {
   cJSON_AddStringToObject(o, "study_id", s->id);
-  cJSON_AddStringToObject(o, "study_instance_uid", s->study_uid ? s->study_uid : "");
-  cJSON_AddStringToObject(o, "patient_id", s->patient_id ? s->patient_id : "");
-  cJSON_AddStringToObject(o, "patient_name", s->patient_name ? s->patient_name : "");
-  cJSON_AddStringToObject(o, "study_date", s->study_date ? s->study_date : "");
+  cJSON_AddStringToObject(o, "study_instance_uid", study_tag(s, TAG_STUDY_UID));
+  cJSON_AddStringToObject(o, "patient_id", study_tag(s, TAG_PATIENT_ID));
+  cJSON_AddStringToObject(o, "patient_name", study_tag(s, TAG_PATIENT_NAME));
+  cJSON_AddStringToObject(o, "study_date", study_tag(s, TAG_STUDY_DATE));
   cJSON_AddStringToObject(o, "state", public_state(s));
   if (s->sr_id) {
     cJSON *sr = cJSON_AddObjectToObject(o, "sr");
@@ -442,15 +580,15 @@ static cJSON *study_answer_locked(const study_t *s) {
     cJSON_AddStringToObject(j, "analysed_at", s->analysed_at);
     cJSON_AddNumberToObject(j, "seconds", s->seconds);
   }
-  cJSON *failed = s->findings ? index_failed_series_json(s->findings)
-                : s->failed_series ? cJSON_Duplicate(s->failed_series, 1) : cJSON_CreateArray();
+  cJSON *failed = s->failed_series ? cJSON_Duplicate(s->failed_series, 1) : cJSON_CreateArray();
   cJSON_AddItemToObject(j, "failed_series", failed);
-  cJSON_AddItemToObject(j, "label_set_warnings", index_label_set_warnings_json(s->findings));
+  cJSON *warnings = s->warnings_json != STORE_NO_NAME ? cJSON_Parse(store_name(s->warnings_json)) : NULL;
+  cJSON_AddItemToObject(j, "label_set_warnings", warnings ? warnings : cJSON_CreateArray());
   if (s->state == ST_DONE) {
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(s->findings, "complete");
-    cJSON_AddBoolToObject(j, "complete", c ? cJSON_IsTrue(c) : cJSON_GetArraySize(failed) == 0);
+    cJSON_AddBoolToObject(j, "complete", s->has_result ? s->complete : cJSON_GetArraySize(failed) == 0);
     cJSON *flat = cJSON_AddArrayToObject(j, "scores");
-    for (int i = 0; i < s->nf; i++) cJSON_AddItemToArray(flat, score_json(&s->f[i]));
+    for (int32_t i = 0; s->f_row >= 0 && i < s->nf; i++)
+      cJSON_AddItemToArray(flat, row_score_json(s, s->f_row + i));
   }
   return j;
 }
@@ -479,17 +617,7 @@ static int in_page(size_t i, page_t page) {
   return i >= (size_t)page.since && i < (size_t)page.since + (size_t)page.limit;
 }
 
-/* ---- GET findings ---- */
-typedef struct {
-  const study_t *s;
-  const finding_t *f;
-} hit_t;
-
-static int cmp_hit(const void *a, const void *b) {
-  double pa = ((const hit_t *)a)->f->probability, pb = ((const hit_t *)b)->f->probability;
-  if (pa != pb) return pa < pb ? 1 : -1;
-  return strcmp(((const hit_t *)a)->s->id, ((const hit_t *)b)->s->id); /* stable pages */
-}
+/* ---- GET findings, GET search ---- */
 
 /* Studies deleted from Orthanc since they were indexed are never listed:
  * each list is built in two steps. A candidates function copies the first
@@ -549,44 +677,33 @@ typedef struct {
   double minp;
 } findings_query_t;
 
+/* The scan's hits (no g.mu held), then their answers under g.mu: each hit
+ * is looked at again there (its study may have changed since the scan). */
+static store_hit_t *alloc_hits(size_t want) {
+  return malloc((want ? want : 1) * sizeof(store_hit_t));
+}
+
 /* The first `want` hits as JSON; *total: how many hits there are. */
 static cJSON *findings_candidates(const void *ctx, size_t want, size_t *total) {
   const findings_query_t *fq = ctx;
-  const char *label = fq->label, *lset = fq->lset, *mod = fq->mod;
-  double minp = fq->minp;
-  pthread_mutex_lock(&g.mu);
-  size_t cap = 256, n = 0;
-  hit_t *hits = malloc(cap * sizeof *hits);
-  for (size_t i = 0; i < ix.table_size && hits; i++)
-    for (study_t *s = ix.table[i]; s; s = s->next) {
-      if (!has_listed_result(s)) continue;
-      /* Best matching finding of each study. */
-      const finding_t *best = NULL;
-      for (int k = 0; k < s->nf; k++) {
-        const finding_t *f = &s->f[k];
-        if (strcasecmp(f->label, label) != 0 || f->probability < minp) continue;
-        if (lset && strcasecmp(f->label_set, lset) != 0) continue;
-        if (mod && strcasecmp(f->modality, mod) != 0) continue;
-        if (!best || f->probability > best->probability) best = f;
-      }
-      if (!best) continue;
-      if (n == cap) {
-        hit_t *nh = realloc(hits, 2 * cap * sizeof *nh);
-        if (!nh) break;
-        hits = nh;
-        cap *= 2;
-      }
-      hits[n].s = s;
-      hits[n].f = best;
-      n++;
-    }
-  if (hits) qsort(hits, n, sizeof *hits, cmp_hit);
-  *total = n;
+  store_hit_t *hits = alloc_hits(want);
+  long n = hits ? store_findings(fq->label, fq->minp, fq->lset, fq->mod, want, hits, total) : -1;
+  if (n < 0) {
+    free(hits);
+    return NULL;
+  }
   cJSON *arr = cJSON_CreateArray();
-  for (size_t i = 0; i < n && i < want; i++) {
+  pthread_mutex_lock(&g.mu);
+  for (long i = 0; i < n; i++) {
+    const study_t *s = hits[i].study;
+    double p = 0;
+    int32_t row = has_listed_result(s) ? store_best_finding_locked(s, fq->label, fq->minp, fq->lset,
+                                                                   fq->mod, &p)
+                                       : STORE_NO_ROW;
+    if (row == STORE_NO_ROW) continue;
     cJSON *o = cJSON_CreateObject();
-    add_study_fields(o, hits[i].s);
-    cJSON_AddItemToObject(o, "score", score_json(hits[i].f));
+    add_study_fields(o, s);
+    cJSON_AddItemToObject(o, "score", row_score_json(s, row));
     cJSON_AddItemToArray(arr, o);
   }
   pthread_mutex_unlock(&g.mu);
@@ -604,19 +721,6 @@ cJSON *index_findings_json(const char *label, double minp, const char *lset, con
   return j;
 }
 
-/* ---- GET search ---- */
-typedef struct {
-  const study_t *s;
-  int series;
-  double score;
-} search_hit_t;
-
-static int cmp_search_hits(const void *a, const void *b) {
-  double pa = ((const search_hit_t *)a)->score, pb = ((const search_hit_t *)b)->score;
-  if (pa != pb) return pa < pb ? 1 : -1;
-  return strcmp(((const search_hit_t *)a)->s->id, ((const search_hit_t *)b)->s->id);
-}
-
 typedef struct {
   const float *q;
   const char *mod;
@@ -624,43 +728,27 @@ typedef struct {
 
 static cJSON *search_candidates(const void *ctx, size_t want, size_t *total) {
   const search_query_t *sq = ctx;
-  const float *q = sq->q;
-  const char *mod = sq->mod;
-  pthread_mutex_lock(&g.mu);
-  size_t cap = 256, n = 0;
-  search_hit_t *hits = malloc(cap * sizeof *hits);
-  for (size_t i = 0; i < ix.table_size && hits; i++)
-    for (study_t *s = ix.table[i]; s; s = s->next) {
-      if (!has_listed_result(s) || s->nemb == 0) continue;
-      int best = -1;
-      double bs = -2;
-      for (int k = 0; k < s->nemb; k++) {
-        if (mod && strcasecmp(s->emb[k].modality, mod) != 0) continue;
-        double d = 0;
-        for (int x = 0; x < g.dim; x++) d += (double)q[x] * s->emb[k].v[x];
-        if (d > bs) { bs = d; best = k; }
-      }
-      if (best < 0) continue;
-      if (n == cap) {
-        search_hit_t *nh = realloc(hits, 2 * cap * sizeof *nh);
-        if (!nh) break;
-        hits = nh;
-        cap *= 2;
-      }
-      hits[n].s = s;
-      hits[n].series = best;
-      hits[n].score = bs;
-      n++;
-    }
-  if (hits) qsort(hits, n, sizeof *hits, cmp_search_hits);
-  *total = n;
+  store_hit_t *hits = alloc_hits(want);
+  long n = hits ? store_search(sq->q, sq->mod, want, hits, total) : -1;
+  if (n < 0) {
+    free(hits);
+    return NULL;
+  }
   cJSON *arr = cJSON_CreateArray();
-  for (size_t i = 0; i < n && i < want; i++) {
+  pthread_mutex_lock(&g.mu);
+  for (long i = 0; i < n; i++) {
+    const study_t *s = hits[i].study;
+    double score = 0;
+    int32_t row = has_listed_result(s) ? store_best_embedding_locked(s, sq->q, sq->mod, &score)
+                                       : STORE_NO_ROW;
+    if (row == STORE_NO_ROW) continue;
+    uint16_t series, modality;
+    store_embedding_row_locked(row, &series, &modality);
     cJSON *o = cJSON_CreateObject();
-    add_study_fields(o, hits[i].s);
-    cJSON_AddNumberToObject(o, "similarity", hits[i].score);
-    cJSON_AddStringToObject(o, "series_instance_uid", hits[i].s->emb[hits[i].series].series_uid);
-    cJSON_AddStringToObject(o, "modality", hits[i].s->emb[hits[i].series].modality);
+    add_study_fields(o, s);
+    cJSON_AddNumberToObject(o, "similarity", score);
+    cJSON_AddStringToObject(o, "series_instance_uid", series_uid_at(s, series));
+    cJSON_AddStringToObject(o, "modality", store_name(modality));
     cJSON_AddItemToArray(arr, o);
   }
   pthread_mutex_unlock(&g.mu);
@@ -678,18 +766,6 @@ cJSON *index_search_json(const char *text, const float *q, const char *mod, page
 }
 
 /* ---- GET studies ---- */
-static int study_has(const study_t *s, const char *lset, const char *mod) {
-  if (!lset && !mod) return 1;
-  for (int k = 0; k < s->nf; k++) {
-    if (lset && strcasecmp(s->f[k].label_set, lset) != 0) continue;
-    if (mod && strcasecmp(s->f[k].modality, mod) != 0) continue;
-    return 1;
-  }
-  for (int k = 0; !lset && k < s->nemb; k++)
-    if (strcasecmp(s->emb[k].modality, mod) == 0) return 1;
-  return 0;
-}
-
 static int cmp_study_id(const void *a, const void *b) {
   return strcmp((*(const study_t *const *)a)->id, (*(const study_t *const *)b)->id);
 }
@@ -704,7 +780,7 @@ static cJSON *list_candidates(const void *ctx, size_t want, size_t *total) {
       if (s->state == ST_NONE) continue;
       if (f->state >= 0 && !(s->state == f->state || (f->state == ST_QUEUED && s->state == ST_NEW)))
         continue;
-      if (!study_has(s, f->label_set, f->modality)) continue;
+      if (!store_study_has_locked(s, f->label_set, f->modality)) continue;
       if (f->analysed_since && strcmp(s->analysed_at, f->analysed_since) < 0) continue;
       all[n++] = s;
     }

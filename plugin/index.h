@@ -3,27 +3,22 @@
  * `findings`) and the per-series image embeddings (for `search`).
  *
  * Functions named index_* take g.mu themselves (for REST); study_* and
- * *_locked expect the caller to hold g.mu. */
+ * *_locked expect the caller to hold g.mu. The findings and embeddings
+ * live in the store (index_store.h), which search and findings scan
+ * without g.mu. */
 #ifndef UNIMED_PLUGIN_INDEX_H
 #define UNIMED_PLUGIN_INDEX_H
 
 #include <stdint.h>
 
+#include "index_store.h"
 #include "plugin_internal.h"
 #include "study_state.h"
 
+/* A label set's model-card warning in one study (name ids of the store). */
 typedef struct {
-  char *label, *label_set, *modality, *series_uid;
-  double probability;
-  const char *warning; /* the label set's model-card warning, NULL when none; points into
-                          the study's findings JSON (freed with it) */
-} finding_t;
-
-typedef struct {
-  char series_uid[65];
-  char modality[17];
-  float *v; /* dim floats */
-} series_emb_t;
+  uint16_t label_set, warning;
+} set_warning_t;
 
 typedef struct study {
   char id[64];
@@ -46,16 +41,25 @@ typedef struct study {
   char *error;
   char *sr_id;
   char sr_uid[65];
-  char *patient_id, *patient_name, *study_date, *study_uid;
+  /* PatientID, PatientName, StudyDate, StudyInstanceUID: one block of four
+   * NUL-terminated strings (study_tag()); NULL until known. */
+  char *tags;
   char fingerprint[17];
-  cJSON *findings;   /* as stored in UniMedFindings */
-  finding_t *f;
-  int nf;
-  series_emb_t *emb;
-  int nemb;
+  /* Its results in the store (index_store.h): the findings JSON itself is
+   * not kept (GET studies/{id} builds its answer from these). */
+  uint32_t num;        /* its number in the store */
+  int has_result;      /* findings are stored (UniMedFindings) */
+  int complete;        /* every series was analysed */
+  int32_t f_row, nf;   /* its findings rows */
+  int32_t emb_row, nemb; /* its embedding rows */
+  char *series;        /* the series UIDs its rows name, each NUL-terminated */
+  int n_series;
+  set_warning_t *set_warnings; /* label sets flagged by the model card */
+  int n_set_warnings;
+  uint16_t warnings_json; /* "label_set_warnings" printed, a store name id */
   double seconds;
   char analysed_at[32];
-  cJSON *failed_series; /* a failed analysis: the series and their decoder's reasons */
+  cJSON *failed_series; /* the series left out and their decoder's reasons; NULL when none */
   struct study *next;
 } study_t;
 
@@ -64,9 +68,19 @@ study_t *study_find(const char *id);
 study_t *study_get(const char *id); /* creates it (state none) when unknown */
 void study_clear_result(study_t *s);
 void study_set_patient_info(study_t *s, const cJSON *orthanc_study);
-/* Fills s's findings from a findings JSON (takes ownership). */
+enum study_tag { TAG_PATIENT_ID, TAG_PATIENT_NAME, TAG_STUDY_DATE, TAG_STUDY_UID };
+/* One of the study's tags ("" when unknown). */
+const char *study_tag(const study_t *s, enum study_tag t);
+void study_forget_tags(study_t *s);
+/* Fills s's findings from a findings JSON (takes ownership and frees it). */
 void study_set_findings(study_t *s, cJSON *findings);
+/* After a change of state, deleted, error or results: whether the store may
+ * list the study's results. */
+void study_update_listed_locked(study_t *s);
 int study_set_embeddings_json(study_t *s, const cJSON *emb);
+/* Allocates the study's strings anew (after a rebuild, which left them
+ * among freed JSON: malloc_trim() can then give those pages back). */
+void study_move_strings_locked(study_t *s);
 /* Calls fn for every study. */
 void study_for_each_locked(void (*fn)(study_t *s, void *arg), void *arg);
 void index_note_analysis_locked(double seconds);

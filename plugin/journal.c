@@ -1,6 +1,7 @@
 /* The work queue, the journal (one global property: the queue and the
  * position in /changes) and the catch-up at start (rebuild of the index from
  * Orthanc's metadata, replay of /changes). */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,8 +87,7 @@ const study_transition_t *study_apply_locked(study_t *s, enum study_event ev, in
       break;
     case ACT_FORGET:
       study_clear_result(s);
-      free(s->patient_id); free(s->patient_name); free(s->study_date); free(s->study_uid);
-      s->patient_id = s->patient_name = s->study_date = s->study_uid = NULL;
+      study_forget_tags(s);
       s->force = s->rerun = s->deleted = 0;
       break;
     case ACT_RESULT:
@@ -96,6 +96,7 @@ const study_transition_t *study_apply_locked(study_t *s, enum study_event ev, in
   }
   if (t->to == ST_NEW && s->state != ST_NEW) s->new_seen = now_seconds();
   s->state = t->to;
+  study_update_listed_locked(s);
   q.dirty = 1;
   return t;
 }
@@ -287,64 +288,195 @@ static void load_record(study_t *s, const study_record *r) {
 }
 
 /* At start: the index of findings and embeddings from Orthanc's metadata,
- * and the studies left running by a crash. */
-static void rebuild_index(void) {
-  cJSON *studies = orth_get_json("/studies?expand", NULL);
+ * and the studies left running by a crash.
+ *
+ * The studies come in pages of /studies?expand (one page's JSON at a time,
+ * not the whole archive's), read by REBUILD_THREADS threads: each study
+ * costs three internal REST calls and the parsing of its findings and
+ * embeddings, which run in parallel while Orthanc's database serves the
+ * other threads. Pages are offsets into a list that can change meanwhile
+ * (a deletion shifts the later studies back by one), and a database need
+ * not return them in the same order twice: the IDs the pages held are
+ * checked against one full list of /studies at the end, and a study no
+ * page held is read on its own. */
+#define REBUILD_PAGE 250
+#define REBUILD_THREADS 4
+
+/* The page size: REBUILD_PAGE, or the environment's UNIMED_REBUILD_PAGE
+ * (tests use small pages to read a small archive in many of them). */
+static long rebuild_page_size(void) {
+  const char *e = getenv("UNIMED_REBUILD_PAGE");
+  long n = e ? strtol(e, NULL, 10) : 0;
+  return n > 0 && n <= 100000 ? n : REBUILD_PAGE;
+}
+
+static int stop_requested(void) {
+  pthread_mutex_lock(&g.mu);
+  int stop = q.stop;
+  pthread_mutex_unlock(&g.mu);
+  return stop;
+}
+
+typedef struct {
+  pthread_mutex_t mu;
+  long page_size;
+  long next_page;
+  int end;          /* a page came back short: no later page to fetch */
+  long n_loaded, n_requeued;
+  char **seen;      /* the IDs the pages held */
+  size_t n_seen, cap_seen;
+} rebuild_t;
+
+static void rebuild_study(const cJSON *st, rebuild_t *rb) {
+  const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "ID"));
+  if (!id) return;
+  buf_t b;
+  if (orth_meta_get(id, g.cfg.meta_state, &b, NULL) != 200 || !b.data) {
+    buf_free(&b);
+    return;
+  }
+  cJSON *state = cJSON_ParseWithLength(b.data, b.len);
+  buf_free(&b);
+  study_record rec;
+  int ok = study_record_from_json(state, &rec) == 0;
+  cJSON_Delete(state);
+  if (!ok) return;
+  cJSON *findings = NULL, *emb = NULL;
+  if (rec.state == ST_DONE) study_fetch_stored_results(id, &findings, &emb);
+  long loaded = 0, requeued = 0;
+  pthread_mutex_lock(&g.mu);
+  study_t *s = study_get(id);
+  if (s) {
+    if (rec.state == ST_DONE && study_transition(s->state, EV_LOAD_DONE)) {
+      study_set_patient_info(s, st);
+      load_record(s, &rec);
+      study_set_findings(s, findings);
+      findings = NULL;
+      if (emb) study_set_embeddings_json(s, emb);
+      study_apply_locked(s, EV_LOAD_DONE, 0);
+      loaded = 1;
+    } else if (rec.state == ST_FAILED && study_transition(s->state, EV_LOAD_FAILED)) {
+      study_set_patient_info(s, st);
+      load_record(s, &rec);
+      s->error = xstrdup(rec.error);
+      study_apply_locked(s, EV_LOAD_FAILED, 0);
+      s->retry = rec.retry;
+    } else if (rec.state == ST_SKIPPED && study_transition(s->state, EV_LOAD_SKIPPED)) {
+      study_set_patient_info(s, st);
+      load_record(s, &rec);
+      s->error = xstrdup(rec.error);
+      study_apply_locked(s, EV_LOAD_SKIPPED, 0);
+    } else if (rec.state == ST_RUNNING) {
+      /* Ours (same identity): interrupted by the stop, analysed again.
+       * Another server's: queued too, so that a worker watches the claim
+       * (taken over if it is not renewed for ClaimLease, else its result
+       * is loaded when it is done). */
+      if (study_apply_locked(s, EV_RECOVER, 0)) requeued = 1;
+    }
+  }
+  pthread_mutex_unlock(&g.mu);
+  cJSON_Delete(findings);
+  cJSON_Delete(emb);
+  pthread_mutex_lock(&rb->mu);
+  rb->n_loaded += loaded;
+  rb->n_requeued += requeued;
+  pthread_mutex_unlock(&rb->mu);
+}
+
+static void note_seen(rebuild_t *rb, const cJSON *page) {
   const cJSON *st;
-  long n_loaded = 0, n_requeued = 0;
-  cJSON_ArrayForEach(st, studies) {
+  pthread_mutex_lock(&rb->mu);
+  cJSON_ArrayForEach(st, page) {
     const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "ID"));
     if (!id) continue;
-    buf_t b;
-    if (orth_meta_get(id, g.cfg.meta_state, &b, NULL) != 200 || !b.data) {
-      buf_free(&b);
-      continue;
+    if (rb->n_seen == rb->cap_seen) {
+      size_t nc = rb->cap_seen ? 2 * rb->cap_seen : 4096;
+      char **ns = realloc(rb->seen, nc * sizeof *ns);
+      if (!ns) break; /* such a study is read again on its own */
+      rb->seen = ns;
+      rb->cap_seen = nc;
     }
-    cJSON *state = cJSON_ParseWithLength(b.data, b.len);
-    buf_free(&b);
-    study_record rec;
-    int ok = study_record_from_json(state, &rec) == 0;
-    cJSON_Delete(state);
-    if (!ok) continue;
-    cJSON *findings = NULL, *emb = NULL;
-    if (rec.state == ST_DONE) study_fetch_stored_results(id, &findings, &emb);
-    pthread_mutex_lock(&g.mu);
-    study_t *s = study_get(id);
-    if (s) {
-      if (rec.state == ST_DONE && study_transition(s->state, EV_LOAD_DONE)) {
-        study_set_patient_info(s, st);
-        load_record(s, &rec);
-        study_set_findings(s, findings);
-        findings = NULL;
-        if (emb) study_set_embeddings_json(s, emb);
-        study_apply_locked(s, EV_LOAD_DONE, 0);
-        n_loaded++;
-      } else if (rec.state == ST_FAILED && study_transition(s->state, EV_LOAD_FAILED)) {
-        study_set_patient_info(s, st);
-        load_record(s, &rec);
-        s->error = xstrdup(rec.error);
-        study_apply_locked(s, EV_LOAD_FAILED, 0);
-        s->retry = rec.retry;
-      } else if (rec.state == ST_SKIPPED && study_transition(s->state, EV_LOAD_SKIPPED)) {
-        study_set_patient_info(s, st);
-        load_record(s, &rec);
-        s->error = xstrdup(rec.error);
-        study_apply_locked(s, EV_LOAD_SKIPPED, 0);
-      } else if (rec.state == ST_RUNNING) {
-        /* Ours (same identity): interrupted by the stop, analysed again.
-         * Another server's: queued too, so that a worker watches the claim
-         * (taken over if it is not renewed for ClaimLease, else its result
-         * is loaded when it is done). */
-        if (study_apply_locked(s, EV_RECOVER, 0)) n_requeued++;
-      }
-    }
-    pthread_mutex_unlock(&g.mu);
-    cJSON_Delete(findings);
-    cJSON_Delete(emb);
+    char *copy = xstrdup(id);
+    if (copy) rb->seen[rb->n_seen++] = copy;
   }
-  cJSON_Delete(studies);
-  log_warning("UniMed: index rebuilt: %ld analysed studies, %ld interrupted analyses queued again",
-              n_loaded, n_requeued);
+  pthread_mutex_unlock(&rb->mu);
+}
+
+static void *rebuild_pages(void *arg) {
+  rebuild_t *rb = arg;
+  for (;;) {
+    pthread_mutex_lock(&rb->mu);
+    long page = rb->end ? -1 : rb->next_page++;
+    pthread_mutex_unlock(&rb->mu);
+    if (page < 0 || stop_requested()) break;
+    char uri[96];
+    snprintf(uri, sizeof uri, "/studies?expand&since=%ld&limit=%ld", page * rb->page_size, rb->page_size);
+    cJSON *studies = orth_get_json(uri, NULL);
+    if (cJSON_GetArraySize(studies) < rb->page_size) {
+      pthread_mutex_lock(&rb->mu);
+      rb->end = 1;
+      pthread_mutex_unlock(&rb->mu);
+    }
+    const cJSON *st;
+    cJSON_ArrayForEach(st, studies) rebuild_study(st, rb);
+    note_seen(rb, studies);
+    cJSON_Delete(studies);
+  }
+  return NULL;
+}
+
+static void move_strings(study_t *s, void *arg) {
+  (void)arg;
+  study_move_strings_locked(s);
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void rebuild_index(void) {
+  rebuild_t rb;
+  memset(&rb, 0, sizeof rb);
+  rb.page_size = rebuild_page_size();
+  pthread_mutex_init(&rb.mu, NULL);
+  pthread_t th[REBUILD_THREADS];
+  int n_threads = 0;
+  for (int i = 0; i < REBUILD_THREADS; i++)
+    if (pthread_create(&th[n_threads], NULL, rebuild_pages, &rb) == 0) n_threads++;
+  if (n_threads == 0) rebuild_pages(&rb);
+  for (int i = 0; i < n_threads; i++) pthread_join(th[i], NULL);
+  /* The studies no page held. */
+  long n_alone = 0;
+  cJSON *all = stop_requested() ? NULL : orth_get_json("/studies", NULL);
+  if (rb.seen) qsort(rb.seen, rb.n_seen, sizeof *rb.seen, cmp_str);
+  const cJSON *it;
+  cJSON_ArrayForEach(it, all) {
+    const char *id = cJSON_GetStringValue(it);
+    if (!id || (rb.seen && bsearch(&id, rb.seen, rb.n_seen, sizeof *rb.seen, cmp_str))) continue;
+    char uri[128];
+    snprintf(uri, sizeof uri, "/studies/%s", id);
+    int status = 0;
+    cJSON *one = orth_get_json(uri, &status);
+    if (status == 200) {
+      rebuild_study(one, &rb);
+      n_alone++;
+    }
+    cJSON_Delete(one);
+  }
+  cJSON_Delete(all);
+  for (size_t i = 0; i < rb.n_seen; i++) free(rb.seen[i]);
+  free(rb.seen);
+  pthread_mutex_destroy(&rb.mu);
+  /* The pages' JSON was freed, in many small blocks, among the studies'
+   * strings: move those together and give the rest back to the system
+   * rather than keep it in malloc's free lists. */
+  pthread_mutex_lock(&g.mu);
+  study_for_each_locked(move_strings, NULL);
+  pthread_mutex_unlock(&g.mu);
+  malloc_trim(0);
+  log_warning("UniMed: index rebuilt: %ld analysed studies (%ld read on their own), %ld interrupted "
+              "analyses queued again; the index holds %.1f MB",
+              rb.n_loaded, n_alone, rb.n_requeued, (double)store_bytes() / 1e6);
 }
 
 struct recover_arg {

@@ -21,6 +21,7 @@
 #include "listing.h"
 #include "members.h"
 #include "rest.h"
+#include "text_query.h"
 #include "worker.h"
 
 plugin_t g;
@@ -152,6 +153,10 @@ static int create_engines(char *err, size_t errlen) {
     if (!g.engines[i]) return -1;
   }
   g.dim = unimed_engine_embed_dim(g.rest_engine);
+  if (store_init(g.dim) != 0) {
+    snprintf(err, errlen, "out of memory for the index");
+    return -1;
+  }
   g.describe = unimed_engine_describe(g.rest_engine);
   const unimed_model_card *card = unimed_engine_model_card(g.rest_engine);
   if (card)
@@ -255,6 +260,7 @@ __attribute__((visibility("default"))) void OrthancPluginFinalize(void) {
   unimed_engine_free(g.rest_engine);
   cJSON_Delete(g.describe);
   study_free_all();
+  text_query_free();
   queue_free();
   config_free(&g.cfg);
 }

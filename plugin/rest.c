@@ -15,6 +15,7 @@
 #include "listing.h"
 #include "nearest.h"
 #include "rest.h"
+#include "text_query.h"
 #include "explorer_js.h" /* generated from explorer.js: unimed_explorer_js[] */
 
 const char *rest_root(void) { return g.cfg.root ? g.cfg.root : "/unimed/"; }
@@ -153,7 +154,10 @@ static const char *const no_args[] = {NULL};
  * asynchronously): REST never answers about it, and the index forgets it. */
 int rest_study_in_orthanc(const char *id) {
   char uri[128];
-  snprintf(uri, sizeof uri, "/studies/%s", id);
+  /* The list of the study's metadata names: Orthanc answers it from two
+   * small database lookups (GET /studies/{id} reads the whole study), and
+   * 404 only when the study is not there. */
+  snprintf(uri, sizeof uri, "/studies/%s/metadata", id);
   int st = orth_call(OrthancPluginHttpMethod_Get, uri, NULL, NULL, 0, NULL, NULL);
   if (st == 404) plugin_study_gone(id);
   return st == 200;
@@ -192,6 +196,14 @@ OrthancPluginErrorCode rest_status(OrthancPluginRestOutput *out, const char *url
   cJSON_AddNumberToObject(j, "mean_analysis_seconds", c.mean_seconds);
   cJSON_AddNumberToObject(j, "last_change", (double)qs.last_change);
   cJSON_AddBoolToObject(j, "catching_up", qs.catching_up);
+  cJSON *ix = cJSON_AddObjectToObject(j, "index");
+  cJSON_AddNumberToObject(ix, "bytes", (double)store_bytes());
+  long long hits, misses, calls;
+  text_query_stats(&hits, &misses, &calls);
+  cJSON *texts = cJSON_AddObjectToObject(ix, "search_texts");
+  cJSON_AddNumberToObject(texts, "cached", (double)hits);
+  cJSON_AddNumberToObject(texts, "encoded", (double)misses);
+  cJSON_AddNumberToObject(texts, "tower_calls", (double)calls);
   cJSON_AddItemToObject(j, "analyze_all", listing_status_json());
   cJSON_AddNumberToObject(j, "workers", g.cfg.workers);
   cJSON_AddNumberToObject(j, "threads", g.cfg.threads);
@@ -298,9 +310,7 @@ OrthancPluginErrorCode rest_search(OrthancPluginRestOutput *out, const char *url
   const char *mod = rest_arg(req, "modality", ob, sizeof ob);
   float *q = malloc((size_t)g.dim * sizeof *q);
   char err[512] = "";
-  pthread_mutex_lock(&g.rest_engine_mu);
-  int rc = q ? unimed_engine_embed_text(g.rest_engine, text, q, err, sizeof err) : -1;
-  pthread_mutex_unlock(&g.rest_engine_mu);
+  int rc = q ? text_query_embed(text, q, err, sizeof err) : -1;
   if (rc != 0) {
     free(q);
     answer_error(out, 400, "cannot embed the text: %s", err);

@@ -470,12 +470,12 @@ static void finish_locked(study_t *s, outcome_t *o, int had_failed) {
     snprintf(s->fingerprint, sizeof s->fingerprint, "%s", o->fingerprint);
     snprintf(s->analysed_at, sizeof s->analysed_at, "%s", o->time);
     s->seconds = o->seconds;
+    cJSON *failed = o->analysed ? index_failed_series_json(o->findings) : NULL;
     study_set_findings(s, o->findings);
     o->findings = NULL;
     if (o->emb) study_set_embeddings_json(s, o->emb);
     if (o->analysed) index_note_analysis_locked(o->seconds);
     study_apply_locked(s, EV_FINISH_DONE, 0);
-    cJSON *failed = o->analysed ? index_failed_series_json(s->findings) : NULL;
     const cJSON *fs;
     cJSON_ArrayForEach(fs, failed)
       log_warning("UniMed: study %s: series %s left out: %s", s->id,
@@ -521,6 +521,7 @@ void *worker_main(void *arg) {
     if (!s) break;
     s->rerun = 0;
     s->deleted = 0;
+    study_update_listed_locked(s);
     int force = s->force;
     s->run_forced = force;
     s->force = 0;
@@ -530,7 +531,7 @@ void *worker_main(void *arg) {
     double seen_at = s->claim_seen;
     /* A final result for this fingerprint (done, or failed) is not redone
      * unless forced. */
-    int had_done = s->fingerprint[0] && (s->findings || s->sr_id);
+    int had_done = s->fingerprint[0] && (s->has_result || s->sr_id);
     int had_failed = !had_done && s->fingerprint[0] && s->error && s->analysed_at[0] && !s->retry;
     snprintf(fp, sizeof fp, "%s", s->fingerprint);
     queue_note_running_locked(1);

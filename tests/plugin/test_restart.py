@@ -78,8 +78,24 @@ def main():
 
         # Clean restart: the index comes back from Orthanc's metadata.
         st, before = o.get("/unimed/search?text=pleural%20effusion&limit=1000")
+        answers_before = {sid: o.get("/unimed/studies/" + sid)[1] for sid in ids}
+        findings_route = "/unimed/findings?label=pleural%20effusion&min_probability=0&limit=1000"
+        findings_before = o.get(findings_route)[1]
+        # The scores as the index answers them = the stored findings JSON
+        # (UniMedFindings), flattened here: the index keeps them packed.
+        for sid in ids[:8]:
+            stored = o.get("/studies/%s/metadata/4601" % sid)[1]
+            flat = sorted((f["label"], ls["name"], se["modality"], se["series"], f["probability"])
+                          for se in stored["series"] for ls in se.get("label_sets", [])
+                          for f in ls["findings"])
+            got = sorted((x["label"], x["label_set"], x["modality"], x["series_instance_uid"], x["probability"])
+                         for x in answers_before[sid]["scores"])
+            ok(flat == got and flat, "study %s: the %d scores answered are the stored findings'" % (sid, len(flat)))
         rc = o.stop()
         ok(rc == 0, "clean stop (exit code %s)" % rc)
+        # Pages of 3 studies: the rebuild reads the archive in many pages,
+        # in parallel (250 studies per page by default).
+        __import__("os").environ["UNIMED_REBUILD_PAGE"] = "3"
         o.start()
         st, s = o.get("/unimed/status")
         wait_for(lambda: not o.get("/unimed/status")[1]["catching_up"], 60, what="catch-up")
@@ -89,6 +105,11 @@ def main():
         b = [(x["study_id"], round(x["similarity"], 5)) for x in before["studies"]]
         a = [(x["study_id"], round(x["similarity"], 5)) for x in after["studies"]]
         ok(len(a) == len(ids) and sorted(a) == sorted(b), "search after restart = search before (%d studies)" % len(a))
+        answers_after = {sid: o.get("/unimed/studies/" + sid)[1] for sid in ids}
+        same = [sid for sid in ids if answers_after[sid] == answers_before[sid]]
+        ok(len(same) == len(ids), "GET studies/{id} after restart = before, for %d/%d studies" % (len(same), len(ids)))
+        ok(o.get(findings_route)[1] == findings_before, "GET findings after restart = before (%d studies)"
+           % len(findings_before["studies"]))
         st, r = o.get("/unimed/studies/" + ids[0])
         ok(st == 200 and r["state"] == "done" and r["scores"], "GET studies/{id} after restart: findings")
         time.sleep(3)

@@ -1,0 +1,801 @@
+/* The query side of the index (index_store.h): interned names, one BF16
+ * embedding matrix, packed findings rows, and their scans with a top-k heap.
+ *
+ * Memory per study of 2 series and 14 scores (the shipped label sets):
+ * 2 × 1 KiB of matrix + 2 × 8 bytes of row data + 14 × 16 bytes of findings
+ * + 9 bytes of study number and flag: about 2.3 KB, against 28 KiB when the
+ * findings were kept as JSON trees and the embeddings as FP32 arrays
+ * (docs/PERFORMANCE.md, "Archive-scale index").
+ *
+ * Rows are appended; a study's new results append new rows and mark its old
+ * ones dead, and the arrays are compacted when a quarter of their rows are
+ * dead. The scans walk the arrays front to back: a study's rows are side by
+ * side, so the best row of each study is found in one pass. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "index.h"
+#include "index_store.h"
+
+#define DEAD UINT32_MAX
+#define MAX_NAMES 0xFFFEu
+
+typedef struct {
+  uint32_t study;
+  uint16_t series, modality;
+} emb_row_t;
+
+static struct {
+  pthread_rwlock_t rw;
+  int ready;
+  int dim;
+  /* names: an open-addressing hash of ids */
+  char **names;
+  uint32_t n_names, cap_names;
+  uint16_t *name_hash; /* STORE_NO_NAME: empty slot */
+  uint32_t hash_size;
+  /* studies */
+  study_t **by_num;
+  uint8_t *listed;
+  uint32_t n_studies, cap_studies;
+  /* the embedding matrix (BF16) and its rows */
+  uint16_t *matrix;
+  emb_row_t *erow;
+  size_t n_erows, cap_erows, dead_erows;
+  /* findings */
+  store_finding_t *frow;
+  size_t n_frows, cap_frows, dead_frows;
+} st;
+
+/* ---- BF16 ---- */
+
+/* Round to nearest even, as the model's BF16 mode rounds. */
+static uint16_t to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u) return (uint16_t)(u >> 16); /* inf / nan */
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+/* q (FP32) · row (BF16), FP32 sums in 16 lanes (AVX-512) or 8 (AVX2). The
+ * scan reads 1 KiB per series from memory: it is bound by memory
+ * bandwidth, not by the multiply-adds. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static float dot_bf16_avx512(const float *q, const uint16_t *r,
+                                                                  int n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m512i a = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(r + i)));
+    __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(r + i + 16)));
+    acc0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(a, 16)), _mm512_loadu_ps(q + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(b, 16)), _mm512_loadu_ps(q + i + 16),
+                           acc1);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  for (; i < n; i++) {
+    uint32_t u = (uint32_t)r[i] << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    s += q[i] * x;
+  }
+  return s;
+}
+__attribute__((target("avx2,fma"))) static float dot_bf16_avx2(const float *q, const uint16_t *r,
+                                                                int n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256i a = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(r + i)));
+    __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(r + i + 8)));
+    acc0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(a, 16)), _mm256_loadu_ps(q + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), _mm256_loadu_ps(q + i + 8),
+                           acc1);
+  }
+  __m256 acc = _mm256_add_ps(acc0, acc1);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  float s = _mm_cvtss_f32(h);
+  for (; i < n; i++) {
+    uint32_t u = (uint32_t)r[i] << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    s += q[i] * x;
+  }
+  return s;
+}
+/* q rounded to BF16 as well: vdpbf16ps multiplies 32 pairs per instruction.
+ * Rounding the query adds an error of the same size as rounding the rows
+ * (a relative 2^-9 per value: about 5e-5 on a cosine of 512 dimensions). */
+__attribute__((target("avx512f,avx512bf16"))) static float dot_bf16_dp(const uint16_t *q,
+                                                                         const uint16_t *r, int n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 64 <= n; i += 64) {
+    acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(q + i), (__m512bh)_mm512_loadu_si512(r + i));
+    acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_loadu_si512(q + i + 32),
+                            (__m512bh)_mm512_loadu_si512(r + i + 32));
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  for (; i < n; i++) {
+    uint32_t a = (uint32_t)q[i] << 16, b = (uint32_t)r[i] << 16;
+    float x, y;
+    memcpy(&x, &a, 4);
+    memcpy(&y, &b, 4);
+    s += x * y;
+  }
+  return s;
+}
+#endif
+
+static float dot_bf16_scalar(const float *q, const uint16_t *r, int n) {
+  float s = 0.f;
+  for (int i = 0; i < n; i++) {
+    uint32_t u = (uint32_t)r[i] << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    s += q[i] * x;
+  }
+  return s;
+}
+
+typedef float (*dot_fn)(const float *, const uint16_t *, int);
+
+static dot_fn pick_dot(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return dot_bf16_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_bf16_avx2;
+#endif
+  return dot_bf16_scalar;
+}
+
+static dot_fn dot;
+
+/* The scans' kernel: BF16 query × BF16 rows where the CPU has avx512_bf16,
+ * else the FP32 query × BF16 rows of dot(). */
+static int scan_with_bf16_query;
+
+static float scan_dot(const float *q, const uint16_t *qb, const uint16_t *row, int n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (scan_with_bf16_query) return dot_bf16_dp(qb, row, n);
+#endif
+  (void)qb;
+  return dot(q, row, n);
+}
+
+/* ---- set-up ---- */
+
+int store_init(int dim) {
+  if (st.ready) return 0;
+  memset(&st, 0, sizeof st);
+  if (pthread_rwlock_init(&st.rw, NULL) != 0) return -1;
+  st.dim = dim;
+  st.hash_size = 1024;
+  st.name_hash = malloc(st.hash_size * sizeof *st.name_hash);
+  if (!st.name_hash) return -1;
+  memset(st.name_hash, 0xff, st.hash_size * sizeof *st.name_hash);
+  dot = pick_dot();
+#if defined(__x86_64__) && defined(__GNUC__)
+  scan_with_bf16_query = __builtin_cpu_supports("avx512bf16");
+#endif
+  st.ready = 1;
+  return 0;
+}
+
+void store_free(void) {
+  if (!st.ready) return;
+  for (uint32_t i = 0; i < st.n_names; i++) free(st.names[i]);
+  free(st.names);
+  free(st.name_hash);
+  free(st.by_num);
+  free(st.listed);
+  free(st.matrix);
+  free(st.erow);
+  free(st.frow);
+  pthread_rwlock_destroy(&st.rw);
+  memset(&st, 0, sizeof st);
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t item) {
+  if (need <= *cap) return 0;
+  size_t nc = *cap ? *cap : 1024;
+  while (nc < need) nc *= 2;
+  void *np = realloc(*p, nc * item);
+  if (!np) return -1;
+  *p = np;
+  *cap = nc;
+  return 0;
+}
+
+/* ---- names ---- */
+
+static uint32_t name_slot(const char *name, uint32_t size) {
+  return (uint32_t)(fnv1a64(FNV64_OFFSET, name, strlen(name)) & (size - 1));
+}
+
+static uint16_t name_find(const char *name) {
+  for (uint32_t h = name_slot(name, st.hash_size);; h = (h + 1) & (st.hash_size - 1)) {
+    uint16_t id = st.name_hash[h];
+    if (id == STORE_NO_NAME) return STORE_NO_NAME;
+    if (strcmp(st.names[id], name) == 0) return id;
+  }
+}
+
+uint16_t store_name_locked(const char *name) {
+  if (!st.ready) return STORE_NO_NAME;
+  if (!name) name = "";
+  uint16_t id = name_find(name);
+  if (id != STORE_NO_NAME) return id;
+  if (st.n_names >= MAX_NAMES) return STORE_NO_NAME;
+  char *copy = xstrdup(name);
+  if (!copy) return STORE_NO_NAME;
+  pthread_rwlock_wrlock(&st.rw);
+  size_t cap = st.cap_names;
+  if (grow((void **)&st.names, &cap, st.n_names + 1, sizeof *st.names) != 0) {
+    pthread_rwlock_unlock(&st.rw);
+    free(copy);
+    return STORE_NO_NAME;
+  }
+  st.cap_names = (uint32_t)cap;
+  /* At most half full, so that probes stay short. */
+  if (2 * (st.n_names + 1) > st.hash_size) {
+    uint32_t ns = st.hash_size * 2;
+    uint16_t *nh = malloc(ns * sizeof *nh);
+    if (!nh) {
+      pthread_rwlock_unlock(&st.rw);
+      free(copy);
+      return STORE_NO_NAME;
+    }
+    memset(nh, 0xff, ns * sizeof *nh);
+    for (uint32_t i = 0; i < st.n_names; i++) {
+      uint32_t h = name_slot(st.names[i], ns);
+      while (nh[h] != STORE_NO_NAME) h = (h + 1) & (ns - 1);
+      nh[h] = (uint16_t)i;
+    }
+    free(st.name_hash);
+    st.name_hash = nh;
+    st.hash_size = ns;
+  }
+  id = (uint16_t)st.n_names;
+  st.names[st.n_names++] = copy;
+  uint32_t h = name_slot(copy, st.hash_size);
+  while (st.name_hash[h] != STORE_NO_NAME) h = (h + 1) & (st.hash_size - 1);
+  st.name_hash[h] = id;
+  pthread_rwlock_unlock(&st.rw);
+  return id;
+}
+
+const char *store_name(uint16_t id) { return id < st.n_names ? st.names[id] : ""; }
+
+/* The ids whose names equal name case-insensitively, as a byte per possible
+ * id (65 536: rows whose name could not be stored carry STORE_NO_NAME); the
+ * caller frees it. NULL when there is none (*none set) or out of memory. */
+static uint8_t *names_matching(const char *name, int *none) {
+  *none = 1;
+  uint8_t *m = calloc((size_t)STORE_NO_NAME + 1, 1);
+  if (!m) {
+    *none = 0;
+    return NULL;
+  }
+  for (uint32_t i = 0; i < st.n_names; i++)
+    if (strcasecmp(st.names[i], name) == 0) {
+      m[i] = 1;
+      *none = 0;
+    }
+  if (*none) {
+    free(m);
+    return NULL;
+  }
+  return m;
+}
+
+/* ---- studies ---- */
+
+uint32_t store_add_study_locked(study_t *s) {
+  if (!st.ready && store_init(g.dim) != 0) return DEAD;
+  if (st.n_studies == DEAD - 1) return DEAD;
+  if (st.n_studies == st.cap_studies) {
+    pthread_rwlock_wrlock(&st.rw);
+    size_t cap = st.cap_studies, cap2 = st.cap_studies;
+    int bad = grow((void **)&st.by_num, &cap, st.n_studies + 1, sizeof *st.by_num) ||
+              grow((void **)&st.listed, &cap2, st.n_studies + 1, 1);
+    if (!bad) st.cap_studies = (uint32_t)(cap < cap2 ? cap : cap2);
+    pthread_rwlock_unlock(&st.rw);
+    if (bad || st.n_studies == st.cap_studies) return DEAD;
+  }
+  uint32_t num = st.n_studies;
+  st.by_num[num] = s;
+  __atomic_store_n(&st.listed[num], 0, __ATOMIC_RELAXED);
+  /* The new number becomes visible to scans last. */
+  __atomic_store_n(&st.n_studies, num + 1, __ATOMIC_RELEASE);
+  return num;
+}
+
+void store_set_listed_locked(uint32_t num, int listed) {
+  if (num < st.n_studies) __atomic_store_n(&st.listed[num], (uint8_t)(listed != 0), __ATOMIC_RELAXED);
+}
+
+/* ---- rows ---- */
+
+static void compact_embeddings(void) {
+  size_t out = 0;
+  const size_t d = (size_t)st.dim;
+  uint32_t last = DEAD;
+  for (size_t i = 0; i < st.n_erows; i++) {
+    uint32_t num = st.erow[i].study;
+    if (num == DEAD) continue;
+    if (num != last) {
+      st.by_num[num]->emb_row = (int32_t)out;
+      last = num;
+    }
+    if (out != i) {
+      st.erow[out] = st.erow[i];
+      memcpy(st.matrix + out * d, st.matrix + i * d, d * sizeof *st.matrix);
+    }
+    out++;
+  }
+  st.n_erows = out;
+  st.dead_erows = 0;
+}
+
+static void compact_findings(void) {
+  size_t out = 0;
+  uint32_t last = DEAD;
+  for (size_t i = 0; i < st.n_frows; i++) {
+    uint32_t num = st.frow[i].study;
+    if (num == DEAD) continue;
+    if (num != last) {
+      st.by_num[num]->f_row = (int32_t)out;
+      last = num;
+    }
+    if (out != i) st.frow[out] = st.frow[i];
+    out++;
+  }
+  st.n_frows = out;
+  st.dead_frows = 0;
+}
+
+int store_put_embeddings_locked(uint32_t num, int n, const float *const *v, const uint16_t *series,
+                                const uint16_t *modality, int32_t *first, int32_t *count) {
+  const size_t d = (size_t)st.dim;
+  if (!st.ready) return n > 0 ? -1 : 0;
+  pthread_rwlock_wrlock(&st.rw);
+  for (int32_t i = 0; *first >= 0 && i < *count; i++) st.erow[*first + i].study = DEAD;
+  if (*first >= 0) st.dead_erows += (size_t)*count;
+  *first = STORE_NO_ROW;
+  *count = 0;
+  if (st.dead_erows > 4096 && 4 * st.dead_erows > st.n_erows) compact_embeddings();
+  int rc = 0;
+  if (n > 0) {
+    size_t cap_m = st.cap_erows, cap_r = st.cap_erows, need = st.n_erows + (size_t)n;
+    /* The matrix grows by realloc: its untouched tail costs address space,
+     * not resident memory. */
+    if (grow((void **)&st.matrix, &cap_m, need, d * sizeof *st.matrix) != 0 ||
+        grow((void **)&st.erow, &cap_r, need, sizeof *st.erow) != 0) {
+      rc = -1;
+    } else {
+      st.cap_erows = cap_m < cap_r ? cap_m : cap_r;
+      *first = (int32_t)st.n_erows;
+      *count = n;
+      for (int i = 0; i < n; i++) {
+        uint16_t *row = st.matrix + (st.n_erows + (size_t)i) * d;
+        for (size_t k = 0; k < d; k++) row[k] = to_bf16(isfinite(v[i][k]) ? v[i][k] : 0.f);
+        st.erow[st.n_erows + (size_t)i] = (emb_row_t){num, series[i], modality[i]};
+      }
+      st.n_erows += (size_t)n;
+    }
+  }
+  pthread_rwlock_unlock(&st.rw);
+  return rc;
+}
+
+int store_put_findings_locked(uint32_t num, int n, const store_finding_in_t *in, int32_t *first,
+                              int32_t *count) {
+  if (!st.ready) return n > 0 ? -1 : 0;
+  /* Names first: store_name_locked takes the write lock itself. */
+  uint16_t *ids = n > 0 ? malloc((size_t)n * 3 * sizeof *ids) : NULL;
+  if (n > 0 && !ids) n = -1;
+  for (int i = 0; i < n; i++) {
+    ids[3 * i] = store_name_locked(in[i].label);
+    ids[3 * i + 1] = store_name_locked(in[i].label_set);
+    ids[3 * i + 2] = store_name_locked(in[i].modality);
+  }
+  pthread_rwlock_wrlock(&st.rw);
+  for (int32_t i = 0; *first >= 0 && i < *count; i++) st.frow[*first + i].study = DEAD;
+  if (*first >= 0) st.dead_frows += (size_t)*count;
+  *first = STORE_NO_ROW;
+  *count = 0;
+  if (st.dead_frows > 16384 && 4 * st.dead_frows > st.n_frows) compact_findings();
+  int rc = n < 0 ? -1 : 0;
+  if (n > 0) {
+    if (grow((void **)&st.frow, &st.cap_frows, st.n_frows + (size_t)n, sizeof *st.frow) != 0) {
+      rc = -1;
+    } else {
+      *first = (int32_t)st.n_frows;
+      *count = n;
+      for (int i = 0; i < n; i++)
+        st.frow[st.n_frows + (size_t)i] = (store_finding_t){
+            num, (float)in[i].probability, ids[3 * i], ids[3 * i + 1], ids[3 * i + 2],
+            (uint16_t)(in[i].series < 0 ? 0xFFFF : in[i].series)};
+      st.n_frows += (size_t)n;
+    }
+  }
+  pthread_rwlock_unlock(&st.rw);
+  free(ids);
+  return rc;
+}
+
+const store_finding_t *store_finding_row_locked(int32_t row) {
+  return row >= 0 && (size_t)row < st.n_frows ? &st.frow[row] : NULL;
+}
+
+void store_embedding_row_locked(int32_t row, uint16_t *series, uint16_t *modality) {
+  *series = *modality = STORE_NO_NAME;
+  if (row >= 0 && (size_t)row < st.n_erows) {
+    *series = st.erow[row].series;
+    *modality = st.erow[row].modality;
+  }
+}
+
+int32_t store_best_finding_locked(const study_t *s, const char *label, double min_p,
+                                  const char *label_set, const char *modality, double *p) {
+  int32_t best = STORE_NO_ROW;
+  const float min_pf = (float)min_p;
+  for (int32_t i = 0; s->f_row >= 0 && i < s->nf; i++) {
+    const store_finding_t *f = &st.frow[s->f_row + i];
+    if (f->probability < min_pf || strcasecmp(store_name(f->label), label) != 0) continue;
+    if (label_set && strcasecmp(store_name(f->label_set), label_set) != 0) continue;
+    if (modality && strcasecmp(store_name(f->modality), modality) != 0) continue;
+    if (best < 0 || f->probability > *p) {
+      best = s->f_row + i;
+      *p = f->probability;
+    }
+  }
+  return best;
+}
+
+int32_t store_best_embedding_locked(const study_t *s, const float *q, const char *modality,
+                                    double *score) {
+  int32_t best = STORE_NO_ROW;
+  /* The same kernel as the scan, so that the answer's similarity is the
+   * one the scan ranked by. */
+  uint16_t *qb = malloc((size_t)st.dim * sizeof *qb);
+  if (!qb) return STORE_NO_ROW;
+  for (int x = 0; x < st.dim; x++) qb[x] = to_bf16(q[x]);
+  for (int32_t i = 0; s->emb_row >= 0 && i < s->nemb; i++) {
+    const emb_row_t *r = &st.erow[s->emb_row + i];
+    if (modality && strcasecmp(store_name(r->modality), modality) != 0) continue;
+    float x = scan_dot(q, qb, st.matrix + (size_t)(s->emb_row + i) * (size_t)st.dim, st.dim);
+    if (best < 0 || x > *score) {
+      best = s->emb_row + i;
+      *score = x;
+    }
+  }
+  free(qb);
+  return best;
+}
+
+int store_study_has_locked(const study_t *s, const char *label_set, const char *modality) {
+  if (!label_set && !modality) return 1;
+  for (int32_t i = 0; s->f_row >= 0 && i < s->nf; i++) {
+    const store_finding_t *f = &st.frow[s->f_row + i];
+    if (label_set && strcasecmp(store_name(f->label_set), label_set) != 0) continue;
+    if (modality && strcasecmp(store_name(f->modality), modality) != 0) continue;
+    return 1;
+  }
+  for (int32_t i = 0; !label_set && s->emb_row >= 0 && i < s->nemb; i++)
+    if (strcasecmp(store_name(st.erow[s->emb_row + i].modality), modality) == 0) return 1;
+  return 0;
+}
+
+size_t store_bytes(void) {
+  if (!st.ready) return 0;
+  pthread_rwlock_rdlock(&st.rw);
+  size_t b = st.n_erows * ((size_t)st.dim * 2 + sizeof(emb_row_t)) + st.n_frows * sizeof(store_finding_t) +
+             (size_t)st.n_studies * (sizeof(study_t *) + 1);
+  pthread_rwlock_unlock(&st.rw);
+  return b;
+}
+
+/* ---- the top k: a min-heap on (score, then study ID descending) ---- */
+
+/* a ranks before b: higher score, then the smaller study ID (stable pages). */
+static int ranks_before(const store_hit_t *a, const store_hit_t *b) {
+  if (a->score != b->score) return a->score > b->score;
+  return strcmp(a->study->id, b->study->id) < 0;
+}
+
+typedef struct {
+  store_hit_t *h;
+  size_t n, k;
+} heap_t;
+
+static void sift_down(heap_t *hp, size_t i) {
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, w = i;
+    /* The root holds the hit that ranks last. */
+    if (l < hp->n && ranks_before(&hp->h[w], &hp->h[l])) w = l;
+    if (r < hp->n && ranks_before(&hp->h[w], &hp->h[r])) w = r;
+    if (w == i) return;
+    store_hit_t t = hp->h[i];
+    hp->h[i] = hp->h[w];
+    hp->h[w] = t;
+    i = w;
+  }
+}
+
+static void heap_offer(heap_t *hp, const store_hit_t *x) {
+  if (hp->k == 0) return;
+  if (hp->n < hp->k) {
+    size_t i = hp->n++;
+    hp->h[i] = *x;
+    while (i > 0) {
+      size_t p = (i - 1) / 2;
+      if (!ranks_before(&hp->h[p], &hp->h[i])) break;
+      store_hit_t t = hp->h[i];
+      hp->h[i] = hp->h[p];
+      hp->h[p] = t;
+      i = p;
+    }
+  } else if (ranks_before(x, &hp->h[0])) {
+    hp->h[0] = *x;
+    sift_down(hp, 0);
+  }
+}
+
+static int cmp_hits(const void *a, const void *b) {
+  return ranks_before(a, b) ? -1 : ranks_before(b, a) ? 1 : 0;
+}
+
+static long heap_finish(heap_t *hp) {
+  qsort(hp->h, hp->n, sizeof *hp->h, cmp_hits);
+  return (long)hp->n;
+}
+
+/* ---- the scans ---- */
+
+/* Searches share passes over the matrix: reading it (1 KiB per series,
+ * 200 MB for 100 000 studies of 2 series) costs more than the dot products,
+ * so the searches that arrive while a pass runs wait for it to end and then
+ * go through the next pass together, which reads each block of SCAN_BLOCK
+ * rows from memory once and scores it for each of them while it is in the
+ * cache. A pass splits the rows into SCAN_PARTS parts (at study
+ * boundaries) scanned by as many threads, each with its own top k per
+ * search; the parts' hits are merged at the end. */
+#define SCAN_BLOCK 64
+#define SCAN_BATCH 16
+#define SCAN_PARTS 2
+
+typedef struct {
+  heap_t hp;
+  size_t total;
+  uint32_t cur;    /* the study whose rows are being scanned */
+  int32_t best;
+  float best_score;
+} search_part_t;
+
+typedef struct search_req {
+  const float *q;
+  uint16_t *qb;    /* q in BF16 (scan_dot) */
+  const char *modality;
+  uint8_t *mods;   /* the modality ids asked for (NULL: any) */
+  int skip;        /* matches nothing (an unknown modality) or out of memory */
+  int failed;      /* out of memory */
+  size_t k;
+  store_hit_t *hits;
+  search_part_t part[SCAN_PARTS];
+  size_t total;
+  long n_hits;
+  int done;
+  struct search_req *next;
+} search_req_t;
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  search_req_t *waiting, **tail; /* first come, first scanned */
+  int busy;
+} sp = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* The study scanned so far becomes a hit (when one of its rows matched). */
+static void search_flush(search_part_t *p) {
+  if (p->best >= 0) {
+    p->total++;
+    store_hit_t h = {st.by_num[p->cur], p->best_score, p->best};
+    heap_offer(&p->hp, &h);
+  }
+  p->best = -1;
+}
+
+typedef struct {
+  search_req_t **rs;
+  int n, part;
+  size_t from, to; /* rows */
+} scan_job_t;
+
+/* Part job->part of the pass: rows [from, to) for every search. */
+static void *scan_part(void *arg) {
+  const scan_job_t *job = arg;
+  const size_t d = (size_t)st.dim;
+  for (size_t i0 = job->from; i0 < job->to; i0 += SCAN_BLOCK) {
+    const size_t i1 = i0 + SCAN_BLOCK < job->to ? i0 + SCAN_BLOCK : job->to;
+    for (int k = 0; k < job->n; k++) {
+      search_req_t *r = job->rs[k];
+      search_part_t *p = &r->part[job->part];
+      if (r->skip) continue;
+      for (size_t j = i0; j < i1; j++) {
+        const uint32_t num = st.erow[j].study;
+        if (num != p->cur) {
+          search_flush(p);
+          p->cur = num;
+        }
+        if (num == DEAD || !__atomic_load_n(&st.listed[num], __ATOMIC_RELAXED)) continue;
+        if (r->mods && !r->mods[st.erow[j].modality]) continue;
+        const float x = scan_dot(r->q, r->qb, st.matrix + j * d, (int)d);
+        if (p->best < 0 || x > p->best_score) {
+          p->best_score = x;
+          p->best = (int32_t)j;
+        }
+      }
+    }
+  }
+  for (int k = 0; k < job->n; k++) search_flush(&job->rs[k]->part[job->part]);
+  return NULL;
+}
+
+/* One pass for n searches, with the read lock held. */
+static void search_pass(search_req_t **rs, int n) {
+  const size_t d = (size_t)st.dim;
+  for (int k = 0; k < n; k++) {
+    search_req_t *r = rs[k];
+    int none = 0;
+    r->mods = r->modality ? names_matching(r->modality, &none) : NULL;
+    r->qb = malloc(d * sizeof *r->qb);
+    if (r->qb)
+      for (size_t x = 0; x < d; x++) r->qb[x] = to_bf16(r->q[x]);
+    store_hit_t *part_hits = malloc((r->k ? r->k : 1) * SCAN_PARTS * sizeof *part_hits);
+    r->failed = (r->modality && !r->mods && !none) || !r->qb || !part_hits;
+    r->skip = r->failed || (r->modality && !r->mods);
+    for (int t = 0; t < SCAN_PARTS; t++)
+      r->part[t] = (search_part_t){{part_hits ? part_hits + (size_t)t * r->k : NULL, 0, r->skip ? 0 : r->k},
+                                   0, DEAD, -1, 0.f};
+  }
+  /* The parts, cut where a study's rows end. */
+  scan_job_t jobs[SCAN_PARTS];
+  size_t from = 0;
+  for (int t = 0; t < SCAN_PARTS; t++) {
+    size_t to = t == SCAN_PARTS - 1 ? st.n_erows : st.n_erows / SCAN_PARTS * (size_t)(t + 1);
+    if (to < from) to = from;
+    while (to > from && to < st.n_erows && st.erow[to].study == st.erow[to - 1].study) to++;
+    jobs[t] = (scan_job_t){rs, n, t, from, to};
+    from = to;
+  }
+  pthread_t th[SCAN_PARTS];
+  int started[SCAN_PARTS] = {0};
+  for (int t = 1; t < SCAN_PARTS; t++)
+    started[t] = jobs[t].to > jobs[t].from && pthread_create(&th[t], NULL, scan_part, &jobs[t]) == 0;
+  scan_part(&jobs[0]);
+  for (int t = 1; t < SCAN_PARTS; t++) {
+    if (started[t])
+      pthread_join(th[t], NULL);
+    else
+      scan_part(&jobs[t]);
+  }
+  /* Each search's top k from its parts' top k. */
+  for (int k = 0; k < n; k++) {
+    search_req_t *r = rs[k];
+    heap_t hp = {r->hits, 0, r->skip ? 0 : r->k};
+    r->total = 0;
+    for (int t = 0; t < SCAN_PARTS; t++) {
+      r->total += r->part[t].total;
+      for (size_t i = 0; i < r->part[t].hp.n; i++) heap_offer(&hp, &r->part[t].hp.h[i]);
+    }
+    r->n_hits = heap_finish(&hp);
+    free(r->part[0].hp.h);
+    free(r->mods);
+    free(r->qb);
+    r->mods = NULL;
+    r->qb = NULL;
+  }
+}
+
+long store_search(const float *q, const char *modality, size_t k, store_hit_t *hits, size_t *total) {
+  *total = 0;
+  if (!st.ready) return 0;
+  search_req_t me = {.q = q, .modality = modality, .k = k, .hits = hits};
+  pthread_mutex_lock(&sp.mu);
+  if (!sp.tail) sp.tail = &sp.waiting;
+  *sp.tail = &me;
+  sp.tail = &me.next;
+  while (!me.done) {
+    if (sp.busy) {
+      pthread_cond_wait(&sp.cv, &sp.mu);
+      continue;
+    }
+    /* No pass running: this search runs one for every waiting search. */
+    search_req_t *batch[SCAN_BATCH];
+    int n = 0;
+    while (sp.waiting && n < SCAN_BATCH) {
+      batch[n++] = sp.waiting;
+      sp.waiting = sp.waiting->next;
+    }
+    if (!sp.waiting) sp.tail = &sp.waiting;
+    sp.busy = 1;
+    pthread_mutex_unlock(&sp.mu);
+    pthread_rwlock_rdlock(&st.rw);
+    search_pass(batch, n);
+    pthread_rwlock_unlock(&st.rw);
+    pthread_mutex_lock(&sp.mu);
+    for (int i = 0; i < n; i++) batch[i]->done = 1;
+    sp.busy = 0;
+    pthread_cond_broadcast(&sp.cv);
+  }
+  pthread_mutex_unlock(&sp.mu);
+  if (me.failed) return -1;
+  *total = me.total;
+  return me.n_hits;
+}
+
+long store_findings(const char *label, double min_p, const char *label_set, const char *modality,
+                    size_t k, store_hit_t *hits, size_t *total) {
+  *total = 0;
+  if (!st.ready) return 0;
+  pthread_rwlock_rdlock(&st.rw);
+  int none_l = 0, none_s = 0, none_m = 0;
+  uint8_t *labels = names_matching(label, &none_l);
+  uint8_t *sets = label_set ? names_matching(label_set, &none_s) : NULL;
+  uint8_t *mods = modality ? names_matching(modality, &none_m) : NULL;
+  long rc = 0;
+  if (!labels || (label_set && !sets) || (modality && !mods)) {
+    rc = none_l || none_s || none_m ? 0 : -1;
+    pthread_rwlock_unlock(&st.rw);
+    free(labels);
+    free(sets);
+    free(mods);
+    return rc;
+  }
+  /* Probabilities are stored as floats: compare in float, so that a stored
+   * value equal to min_p (as decimals) is not left out by its rounding. */
+  const float min_pf = (float)min_p;
+  heap_t hp = {hits, 0, k};
+  size_t n = 0;
+  for (size_t i = 0; i < st.n_frows;) {
+    uint32_t num = st.frow[i].study;
+    size_t j = i;
+    if (num == DEAD || !__atomic_load_n(&st.listed[num], __ATOMIC_RELAXED)) {
+      while (j < st.n_frows && st.frow[j].study == num) j++;
+      i = j;
+      continue;
+    }
+    int32_t best = -1;
+    float bp = 0.f;
+    for (; j < st.n_frows && st.frow[j].study == num; j++) {
+      const store_finding_t *f = &st.frow[j];
+      if (!labels[f->label] || f->probability < min_pf) continue;
+      if (sets && !sets[f->label_set]) continue;
+      if (mods && !mods[f->modality]) continue;
+      if (best < 0 || f->probability > bp) {
+        bp = f->probability;
+        best = (int32_t)j;
+      }
+    }
+    i = j;
+    if (best < 0) continue;
+    n++;
+    store_hit_t h = {st.by_num[num], bp, best};
+    heap_offer(&hp, &h);
+  }
+  pthread_rwlock_unlock(&st.rw);
+  free(labels);
+  free(sets);
+  free(mods);
+  *total = n;
+  return heap_finish(&hp);
+}
