@@ -261,7 +261,7 @@ typedef struct udcm_frame_ref {
 int udcm_series_pick_frames(const udcm_series *s, int max_frames, udcm_frame_ref *out);
 
 
-/* ==== Structured Reports (sr_writer.cpp, sr_reader.cpp) ====
+/* ==== Structured Reports (sr_document.cpp and its parts, sr_reader.cpp) ====
  * UniMed for Orthanc — DICOM Structured Report writer and reader (C API).
  *
  * The writer turns the zero-shot findings of one study into a DICOM
@@ -271,8 +271,9 @@ int udcm_series_pick_frames(const udcm_series *s, int max_frames, udcm_frame_ref
  * findings as JSON.  The reader returns the measurement groups of a TID 1500
  * report (ours or another producer's).  See docs/REPORTS.md.
  *
- * Implementation: C++17 on DCMTK dcmsr (dicom/sr_writer.cpp, sr_reader.cpp);
- * this header is plain C11.
+ * Implementation: C++17 on DCMTK dcmsr and its TID 1500 classes (dicom/sr_document.cpp
+ * and the parts listed in dicom/sr_internal.h; dicom/sr_reader.cpp); this
+ * header is plain C11.
  *
  * Errors: functions that can fail take (err, errlen) and write one line
  * "NAME: reason" there (NAME = the file, or the request field at fault).
@@ -363,17 +364,31 @@ typedef struct udcm_sr_request {
     const char *predecessor_sop_instance_uid; /* (both NULL: none) */
 } udcm_sr_request;
 
-/* Write the SR.  Any of the outputs may be NULL / unused:
- *   dcm_path   Part-10 file;
- *   dcm_buf    *dcm_buf = malloc'd Part-10 bytes (free with free()), *dcm_len;
- *   xml_path   DCMTK's XML form of the report (DSRDocument::writeXML);
- *   json_path  the findings as JSON (docs/REPORTS.md).
- * sop_instance_uid_out (may be NULL) receives the SOP Instance UID (65 bytes).
- * Returns 0 or -1. */
-int udcm_sr_write(const udcm_sr_request *req,
-                  const char *dcm_path, uint8_t **dcm_buf, size_t *dcm_len,
-                  const char *xml_path, const char *json_path,
-                  char *sop_instance_uid_out, char *err, size_t errlen);
+/* Where udcm_sr_write puts the report.  Start from
+ * udcm_sr_write_default_params() (everything NULL: nothing written) and set
+ * the outputs wanted:
+ *   dcm_path              Part-10 file;
+ *   dcm_buf, dcm_len      *dcm_buf = malloc'd Part-10 bytes (free with
+ *                         free()), *dcm_len their length (dcm_len may be NULL);
+ *   xml_path              DCMTK's XML form of the report (DSRDocument::writeXML);
+ *   json_path             the findings as JSON (docs/REPORTS.md);
+ *   sop_instance_uid_out  65 bytes: receives the SOP Instance UID. */
+typedef struct udcm_sr_write_params {
+    const char *dcm_path;
+    uint8_t **dcm_buf;
+    size_t *dcm_len;
+    const char *xml_path;
+    const char *json_path;
+    char *sop_instance_uid_out;
+} udcm_sr_write_params;
+
+udcm_sr_write_params udcm_sr_write_default_params(void);
+
+/* Write the SR of a request to the outputs of params (NULL: none, which
+ * still checks the request and builds the report).  The parts of the writer:
+ * dicom/sr_internal.h.  Returns 0 or -1. */
+int udcm_sr_write(const udcm_sr_request *req, const udcm_sr_write_params *params,
+                  char *err, size_t errlen);
 
 /* The deterministic UIDs a request gets, without writing anything.
  * study_uid: the source's Study Instance UID.  Each output is 65 bytes

@@ -548,8 +548,12 @@ static int write_report(unimed_engine *e, const udcm_collection *col, const sr_g
     req.predecessor_series_uid = version->predecessor_series_uid;
     req.predecessor_sop_instance_uid = version->predecessor_sop_instance_uid;
   }
-  int rc = udcm_sr_write(&req, NULL, &out->sr, &out->sr_len, xml_path, NULL,
-                         out->sr_sop_instance_uid, out->error, sizeof out->error);
+  udcm_sr_write_params to = udcm_sr_write_default_params();
+  to.dcm_buf = &out->sr;
+  to.dcm_len = &out->sr_len;
+  to.xml_path = xml_path;
+  to.sop_instance_uid_out = out->sr_sop_instance_uid;
+  int rc = udcm_sr_write(&req, &to, out->error, sizeof out->error);
   free(inputs);
   return rc;
 }

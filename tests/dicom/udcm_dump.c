@@ -114,7 +114,9 @@ int main(int argc, char **argv)
         req.groups = &group;
         req.n_groups = 1;
         req.complete = 1;
-        int rc = udcm_sr_write(&req, argv[3], NULL, NULL, NULL, NULL, NULL, err, sizeof err);
+        udcm_sr_write_params to = udcm_sr_write_default_params();
+        to.dcm_path = argv[3];
+        int rc = udcm_sr_write(&req, &to, err, sizeof err);
         free(buf);
         if (rc != 0) {
             fprintf(stderr, "%s\n", err);

@@ -181,7 +181,12 @@ static int cmd_write(const char *outdir, const char *source, const char *xsd)
     }
 
     make_request(&req, source, "sha256:0d9f3a77c1");
-    int rc = udcm_sr_write(&req, path_dcm, NULL, NULL, path_xml, path_json, sop1, err, sizeof err);
+    udcm_sr_write_params to = udcm_sr_write_default_params();
+    to.dcm_path = path_dcm;
+    to.xml_path = path_xml;
+    to.json_path = path_json;
+    to.sop_instance_uid_out = sop1;
+    int rc = udcm_sr_write(&req, &to, err, sizeof err);
     CHECK(rc == 0, "write: %s", err);
     if (rc != 0) return 1;
     printf("wrote %s (SOP Instance UID %s)\n", path_dcm, sop1);
@@ -196,14 +201,21 @@ static int cmd_write(const char *outdir, const char *source, const char *xsd)
         /* 62 ASCII bytes, then an em dash (3 bytes) over bytes 63-65 */
         lr.model_name = "UniMed-CLIP demonstration model trained on MedMNIST at 224 px \xE2\x80\x94 not for clinical use";
         char sopl[65] = "";
-        CHECK(udcm_sr_write(&lr, path_long, NULL, NULL, NULL, NULL, sopl, err, sizeof err) == 0,
+        udcm_sr_write_params tl = udcm_sr_write_default_params();
+        tl.dcm_path = path_long;
+        tl.sop_instance_uid_out = sopl;
+        CHECK(udcm_sr_write(&lr, &tl, err, sizeof err) == 0,
               "write with a long model name: %s", err);
     }
 
     /* determinism: same request -> same UIDs (buffer output this time) */
     uint8_t *buf = NULL;
     size_t len = 0;
-    rc = udcm_sr_write(&req, NULL, &buf, &len, NULL, NULL, sop2, err, sizeof err);
+    udcm_sr_write_params tb = udcm_sr_write_default_params();
+    tb.dcm_buf = &buf;
+    tb.dcm_len = &len;
+    tb.sop_instance_uid_out = sop2;
+    rc = udcm_sr_write(&req, &tb, err, sizeof err);
     CHECK(rc == 0 && buf && len > 132, "write to buffer: %s", err);
     CHECK(strcmp(sop1, sop2) == 0, "SOP Instance UID not deterministic: %s vs %s", sop1, sop2);
     CHECK(strlen(sop1) <= 64 && strncmp(sop1, "2.25.", 5) == 0, "bad UID form %s", sop1);
@@ -221,7 +233,9 @@ static int cmd_write(const char *outdir, const char *source, const char *xsd)
             rb.source_buffer = src;
             rb.source_len = n;
             char sopb[65] = "";
-            CHECK(udcm_sr_write(&rb, NULL, NULL, NULL, NULL, NULL, sopb, err, sizeof err) == 0, "source buffer: %s",
+            udcm_sr_write_params ts = udcm_sr_write_default_params();
+            ts.sop_instance_uid_out = sopb;
+            CHECK(udcm_sr_write(&rb, &ts, err, sizeof err) == 0, "source buffer: %s",
                   err);
             CHECK(strcmp(sopb, sop1) == 0, "source buffer gives another UID: %s", sopb);
         }
@@ -300,7 +314,10 @@ static void expect_error(const udcm_sr_request *req, const char *needle, const c
 {
     char err[1024] = "";
     char sop[65] = "";
-    int rc = udcm_sr_write(req, "/nonexistent-dir/x.dcm", NULL, NULL, NULL, NULL, sop, err, sizeof err);
+    udcm_sr_write_params to = udcm_sr_write_default_params();
+    to.dcm_path = "/nonexistent-dir/x.dcm";
+    to.sop_instance_uid_out = sop;
+    int rc = udcm_sr_write(req, &to, err, sizeof err);
     CHECK(rc != 0, "%s: accepted", what);
     CHECK(strstr(err, needle) != NULL, "%s: error '%s' does not name '%s'", what, err, needle);
     printf("%s -> %s\n", what, err);

@@ -417,7 +417,7 @@ static char *sr_text_of(const udcm_sr_result *res) {
   return out;
 }
 
-/* The SR writer's identity (dicom/sr_writer.cpp, plugin): the Device
+/* The SR writer's identity (dicom/sr_observer.cpp, plugin): the Device
  * Observer Manufacturer it sets, and the label_set_* algorithm parameters
  * only it writes into a TID 4019 Algorithm Identification. */
 #define UT_OWN_MANUFACTURER "UniMed for Orthanc"
