@@ -4,6 +4,9 @@
  *   config.c       the "UniMed" configuration section
  *   study_state.c  the per-study state machine (table) and the study record
  *   index.c        the in-memory index of studies, findings and embeddings
+ *   index_store.c  its query side: the BF16 embedding matrix, the packed
+ *                  findings rows and their scans (search, findings)
+ *   text_query.c   a search text's embedding: cached, batched
  *   journal.c      the work queue, the journal (global property) and the
  *                  replay of /changes; the rebuild at start
  *   worker.c       the analysis of one study and the worker threads
@@ -17,7 +20,8 @@
  *   orthanc_io.c   calls into Orthanc's REST API, logging, helpers
  *
  * Include order (no cycles): orthanc_io.h, config.h, study_state.h
- * <- plugin_internal.h <- index.h <- journal.h, worker.h; rest.h stands alone. */
+ * <- plugin_internal.h <- index_store.h, index.h <- journal.h, worker.h;
+ * text_query.h; rest.h stands alone. */
 #ifndef UNIMED_PLUGIN_INTERNAL_H
 #define UNIMED_PLUGIN_INTERNAL_H
 
