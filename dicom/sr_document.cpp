@@ -123,16 +123,16 @@ DSRCodedEntryValue procedure_reported(const udcm_sr_request *req, DcmDataset *sr
 void build_content(DSRDocument &doc, const udcm_sr_request *req, DcmDataset *src, const std::string &study,
                    const Uids &uids, const DeviceIdentity &device, const ImageList &library)
 {
-    TID1500_MeasurementReport report(CID7021_MeasurementReportDocumentTitles(CODE_DCM_ImagingMeasurementReport));
+    TID1500_MeasurementReport report(SrDocumentTitleGroup(CODE_DCM_ImagingMeasurementReport));
     // TID 1204: the texts are US English.
-    check(report.setLanguage(CID5000_Languages(make_code("en", "RFC5646", "English", "language")),
-                             CID5001_Countries(make_code("US", "ISO3166_1", "United States", "country"))),
+    check(report.setLanguage(SrLanguageGroup(make_code("en", "RFC5646", "English", "language")),
+                             SrCountryGroup(make_code("US", "ISO3166_1", "United States", "country"))),
           "language (TID 1204)");
     add_observer_context(report.getObservationContext(), req, device);
     // Row 4 takes a code of CID 100, which is extensible (DCID): a source's own
     // Procedure Code is allowed, so DCMTK's check against CID 100 is off (the
     // code itself is valid: make_code / isValid above).
-    check(report.addProcedureReported(CID100_QuantitativeDiagnosticImagingProcedures(procedure_reported(req, src)),
+    check(report.addProcedureReported(SrProcedureGroup(procedure_reported(req, src)),
                                       OFFalse),
           "Procedure reported");
     add_image_library(report.getImageLibrary(), library);

@@ -19,6 +19,20 @@
 #include "dcmtk/dcmsr/dsrcodvl.h"
 #include "dcmtk/dcmsr/dsrimgvl.h"
 
+/* The context groups' classes have plural names in DCMTK 3.6.7 (Debian 12)
+ * and singular ones in later releases (3.6.9, Debian 13). */
+#if PACKAGE_VERSION_NUMBER > 367
+typedef CID7021_MeasurementReportDocumentTitle SrDocumentTitleGroup;
+typedef CID5000_Language SrLanguageGroup;
+typedef CID5001_Country SrCountryGroup;
+typedef CID100_QuantitativeDiagnosticImagingProcedure SrProcedureGroup;
+#else
+typedef CID7021_MeasurementReportDocumentTitles SrDocumentTitleGroup;
+typedef CID5000_Languages SrLanguageGroup;
+typedef CID5001_Countries SrCountryGroup;
+typedef CID100_QuantitativeDiagnosticImagingProcedures SrProcedureGroup;
+#endif
+
 #include <cstdint>
 #include <set>
 #include <string>

@@ -126,6 +126,7 @@ void study_free_all(void) {
       study_t *n = s->next;
       study_clear_result(s);
       free(s->tags);
+      free(s->claim_etag);
       s = n;
     }
   }
@@ -415,7 +416,7 @@ void index_counts(index_counts_t *c) {
   pthread_mutex_lock(&g.mu);
   for (size_t i = 0; i < ix.table_size; i++)
     for (study_t *s = ix.table[i]; s; s = s->next)
-      if (s->state >= 0 && s->state < ST_COUNT) c->n[s->state]++;
+      if (s->state < ST_COUNT) c->n[s->state]++;
   c->analyses = ix.n_timed;
   c->mean_seconds = ix.n_timed ? ix.total_seconds / (double)ix.n_timed : 0.0;
   pthread_mutex_unlock(&g.mu);

@@ -21,42 +21,43 @@ typedef struct {
 } set_warning_t;
 
 typedef struct study {
-  char id[64];
-  int state;         /* enum study_state: changed only by study_apply_locked() */
-  int rerun;         /* an event arrived while running: check again after */
-  int force;         /* POST analyze: analyse even if up to date */
-  int run_forced;    /* running: this run analyses even if up to date */
-  int deleted;       /* running: deleted meanwhile (Orthanc's Deleted) */
-  int retry;         /* failed because Orthanc could not store: analysed again later */
-  int64_t new_seq;   /* /changes position of the NewStudy the replay saw (-1: none) */
-  int elsewhere;     /* skipped because another server holds the claim */
-  /* Another server's claim as this server last saw it: its ETag (revision)
-   * and when this server first saw that revision (now_seconds(): this
-   * server's monotonic clock). The lease runs from there, so no two
-   * servers' clocks are compared. */
-  char claim_etag[64];
+  /* Per study in memory: a few hundred bytes here (an archive holds 100 000s). */
+  char id[48];          /* Orthanc ID (44 characters) */
+  uint8_t state;        /* enum study_state: changed only by study_apply_locked() */
+  uint8_t rerun;        /* an event arrived while running: check again after */
+  uint8_t force;        /* POST analyze: analyse even if up to date */
+  uint8_t run_forced;   /* running: this run analyses even if up to date */
+  uint8_t deleted;      /* running: deleted meanwhile (Orthanc's Deleted) */
+  uint8_t retry;        /* failed because Orthanc could not store: analysed again later */
+  uint8_t elsewhere;    /* skipped because another server holds the claim */
+  uint8_t has_result;   /* findings are stored (UniMedFindings) */
+  uint8_t complete;     /* every series was analysed */
+  int64_t new_seq;      /* /changes position of the NewStudy the replay saw (-1: none) */
+  /* Another server's claim as this server last saw it: its ETag (revision;
+   * NULL when none) and when this server first saw that revision
+   * (now_seconds(): this server's monotonic clock). The lease runs from
+   * there, so no two servers' clocks are compared. */
+  char *claim_etag;
   double claim_seen;
-  double new_seen;   /* when it became "new" (now_seconds()): see recheck_unstable() */
-  int64_t checked_seq; /* /changes position read when the last check started */
+  double new_seen;      /* when it became "new" (now_seconds()): see recheck_unstable() */
+  int64_t checked_seq;  /* /changes position read when the last check started */
   char *error;
   char *sr_id;
   char sr_uid[65];
+  char fingerprint[17];
   /* PatientID, PatientName, StudyDate, StudyInstanceUID: one block of four
    * NUL-terminated strings (study_tag()); NULL until known. */
   char *tags;
-  char fingerprint[17];
   /* Its results in the store (index_store.h): the findings JSON itself is
    * not kept (GET studies/{id} builds its answer from these). */
-  uint32_t num;        /* its number in the store */
-  int has_result;      /* findings are stored (UniMedFindings) */
-  int complete;        /* every series was analysed */
-  int32_t f_row, nf;   /* its findings rows */
+  uint32_t num;         /* its number in the store */
+  int32_t f_row, nf;    /* its findings rows */
   int32_t emb_row, nemb; /* its embedding rows */
-  char *series;        /* the series UIDs its rows name, each NUL-terminated */
-  int n_series;
-  set_warning_t *set_warnings; /* label sets flagged by the model card */
-  int n_set_warnings;
+  char *series;         /* the series UIDs its rows name, each NUL-terminated */
+  uint16_t n_series;
   uint16_t warnings_json; /* "label_set_warnings" printed, a store name id */
+  int n_set_warnings;
+  set_warning_t *set_warnings; /* label sets flagged by the model card */
   double seconds;
   char analysed_at[32];
   cJSON *failed_series; /* the series left out and their decoder's reasons; NULL when none */

@@ -500,12 +500,12 @@ static void finish_locked(study_t *s, outcome_t *o, int had_failed) {
     study_apply_locked(s, EV_FINISH_SKIPPED, 0);
   }
   s->elsewhere = o->state == ST_SKIPPED && o->elsewhere;
+  free(s->claim_etag);
+  s->claim_etag = NULL;
+  s->claim_seen = 0;
   if (s->elsewhere) {
-    snprintf(s->claim_etag, sizeof s->claim_etag, "%s", o->claim_etag);
+    s->claim_etag = xstrdup(o->claim_etag);
     s->claim_seen = o->claim_seen;
-  } else {
-    s->claim_etag[0] = 0;
-    s->claim_seen = 0;
   }
   if (s->rerun || s->force) {
     s->rerun = 0;
@@ -527,7 +527,7 @@ void *worker_main(void *arg) {
     s->force = 0;
     char id[64], fp[17], seen_etag[64];
     snprintf(id, sizeof id, "%s", s->id);
-    snprintf(seen_etag, sizeof seen_etag, "%s", s->claim_etag);
+    snprintf(seen_etag, sizeof seen_etag, "%s", s->claim_etag ? s->claim_etag : "");
     double seen_at = s->claim_seen;
     /* A final result for this fingerprint (done, or failed) is not redone
      * unless forced. */
