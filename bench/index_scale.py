@@ -14,10 +14,10 @@ benchmark, not a test (docs/PERFORMANCE.md, "Archive-scale index").
    hashes) from it; its memory before that is the baseline.
 2. Generates --studies studies: one small CT instance each (so that Orthanc
    holds the study), then, like a worker's final writes, the findings
-   metadata (the real study's findings with random probabilities and this
-   study's series UIDs), the embeddings attachment (--series random unit
-   vectors of the model's dimension, written as the plugin writes them) and
-   the `done` record; 8 client threads, the plugin disabled meanwhile (so
+   metadata (the real study's findings for each of --series series, with
+   random probabilities and the series' UIDs), the embeddings attachment
+   (--series random unit vectors of the model's dimension, written as the
+   plugin writes them) and the `done` record (naming an SR); 8 client threads, the plugin disabled meanwhile (so
    that its first start only rebuilds). Reused when --workdir already holds
    them (--keep keeps it).
 3. Restarts Orthanc: the time from the start until GET status says
@@ -86,23 +86,27 @@ def generate(o, n, n_series, template, start, clients, seed):
                                         rows=8, cols=8)
                 sid = upload(o, files)
                 series_uids = ["1.2.826.0.1.3680043.10.1%06d.%d" % (k, j) for j in range(n_series)]
-                text = json.dumps(findings0)
-                # Another series UID and probability per finding, as a real study would have.
-                f = json.loads(text)
+                # The real study's findings for each series (its own UID and
+                # probabilities), as a study of n_series analysed series has.
+                f = json.loads(json.dumps(findings0))
+                series0 = f["series"][0]
+                f["series"] = []
+                for j in range(n_series):
+                    se = json.loads(json.dumps(series0))
+                    se["series"] = series_uids[j]
 
-                def redo(node):
-                    if isinstance(node, dict):
-                        for key, val in node.items():
-                            if key in ("probability",) and isinstance(val, (int, float)):
-                                node[key] = round(float(rng.random()), 6)
-                            elif key in ("series_instance_uid", "series_uid") and isinstance(val, str):
-                                node[key] = series_uids[0]
-                            else:
-                                redo(val)
-                    elif isinstance(node, list):
-                        for it in node:
-                            redo(it)
-                redo(f)
+                    def redo(node):
+                        if isinstance(node, dict):
+                            for key, val in node.items():
+                                if key == "probability" and isinstance(val, (int, float)):
+                                    node[key] = round(float(rng.random()), 6)
+                                else:
+                                    redo(val)
+                        elif isinstance(node, list):
+                            for it in node:
+                                redo(it)
+                    redo(se)
+                    f["series"].append(se)
                 st, _, _ = o.request("PUT", "/studies/%s/metadata/4601" % sid, json.dumps(f, separators=(",", ":")))
                 assert st == 200, st
                 series = []
@@ -116,8 +120,10 @@ def generate(o, n, n_series, template, start, clients, seed):
                 assert st == 200, st
                 rec = dict(rec0)
                 rec["fingerprint"] = "%016x" % rng.integers(0, 2**63)
-                rec["sr"] = ""
-                rec["sr_uid"] = ""
+                # An SR as the plugin stores one (its Orthanc ID and UID),
+                # so that the index holds what it holds for a real study.
+                rec["sr"] = "-".join("%08x" % rng.integers(0, 2**32) for _ in range(5))
+                rec["sr_uid"] = "2.25.%d" % rng.integers(10**17, 10**18)
                 st, _, _ = o.request("PUT", "/studies/%s/metadata/4600" % sid, json.dumps(rec))
                 assert st == 200, st
                 with lock:

@@ -3,11 +3,13 @@
  * embeddings (for /search), kept packed in the store (index_store.c).
  * study_* functions expect g.mu to be held; index_* functions (the REST
  * side) take it. */
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 
 #include "index.h"
 
@@ -71,8 +73,10 @@ study_t *study_get(const char *id) {
   if (ix.n_studies + 1 > ix.table_size) table_grow();
   if (!ix.table) return NULL;
   if (!ix.slabs || ix.slabs->used == SLAB_STUDIES) {
-    slab_t *sl = calloc(1, sizeof *sl);
-    if (!sl) return NULL;
+    /* mmap: malloc could place a slab in the arena of whichever thread asks
+     * (a rebuild thread), among its transient JSON. */
+    slab_t *sl = mmap(NULL, sizeof *sl, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sl == MAP_FAILED) return NULL;
     sl->next = ix.slabs;
     ix.slabs = sl;
   }
@@ -135,7 +139,7 @@ void study_free_all(void) {
   ix.table_size = ix.n_studies = 0;
   while (ix.slabs) {
     slab_t *next = ix.slabs->next;
-    free(ix.slabs);
+    munmap(ix.slabs, sizeof *ix.slabs);
     ix.slabs = next;
   }
   store_free();
@@ -199,6 +203,20 @@ void study_for_each_locked(void (*fn)(study_t *s, void *arg), void *arg) {
       next = s->next;
       fn(s, arg);
     }
+}
+
+static size_t usable(const void *p) { return p ? malloc_usable_size((void *)p) : 0; }
+
+size_t index_bytes(void) {
+  pthread_mutex_lock(&g.mu);
+  size_t b = ix.table_size * sizeof *ix.table;
+  for (const slab_t *sl = ix.slabs; sl; sl = sl->next) b += sizeof *sl;
+  for (size_t i = 0; i < ix.table_size; i++)
+    for (const study_t *s = ix.table[i]; s; s = s->next)
+      b += usable(s->tags) + usable(s->series) + usable(s->sr_id) + usable(s->error) +
+           usable(s->claim_etag) + usable(s->set_warnings);
+  pthread_mutex_unlock(&g.mu);
+  return b + store_bytes();
 }
 
 void index_note_analysis_locked(double seconds) {
@@ -492,15 +510,15 @@ static cJSON *score_json(const char *label, double p, const char *label_set, con
   return o;
 }
 
-/* A stored finding row of s as a score. */
-static cJSON *row_score_json(const study_t *s, int32_t row) {
-  const store_finding_t *f = store_finding_row_locked(row);
-  if (!f) return cJSON_CreateObject();
+/* Stored finding i of s as a score. */
+static cJSON *row_score_json(const study_t *s, int32_t i) {
+  store_finding_t f;
+  if (store_finding_locked(s, i, &f) != 0) return cJSON_CreateObject();
   const char *warning = NULL;
-  for (int i = 0; i < s->n_set_warnings; i++)
-    if (s->set_warnings[i].label_set == f->label_set) warning = store_name(s->set_warnings[i].warning);
-  return score_json(store_name(f->label), six_digits(f->probability), store_name(f->label_set),
-                    store_name(f->modality), series_uid_at(s, f->series), warning);
+  for (int k = 0; k < s->n_set_warnings; k++)
+    if (s->set_warnings[k].label_set == f.label_set) warning = store_name(s->set_warnings[k].warning);
+  return score_json(store_name(f.label), six_digits(f.probability), store_name(f.label_set),
+                    store_name(f.modality), series_uid_at(s, f.series), warning);
 }
 
 cJSON *index_label_set_warnings_json(const cJSON *findings) {
@@ -588,8 +606,7 @@ static cJSON *study_answer_locked(const study_t *s) {
   if (s->state == ST_DONE) {
     cJSON_AddBoolToObject(j, "complete", s->has_result ? s->complete : cJSON_GetArraySize(failed) == 0);
     cJSON *flat = cJSON_AddArrayToObject(j, "scores");
-    for (int32_t i = 0; s->f_row >= 0 && i < s->nf; i++)
-      cJSON_AddItemToArray(flat, row_score_json(s, s->f_row + i));
+    for (int32_t i = 0; i < s->nf; i++) cJSON_AddItemToArray(flat, row_score_json(s, i));
   }
   return j;
 }

@@ -102,6 +102,10 @@ typedef struct {
   double mean_seconds;
 } index_counts_t;
 void index_counts(index_counts_t *c);
+/* The memory the index holds, in bytes: the store (matrix, findings rows,
+ * study numbers), the studies' entries and their strings (failed-series
+ * JSON of failed studies not counted). */
+size_t index_bytes(void);
 /* A study's answer for GET studies/{id}; NULL when the plugin knows nothing
  * of it. *pending: 1 while new, queued or running. */
 cJSON *index_study_json(const char *id, int *pending);

@@ -1,11 +1,11 @@
 /* The query side of the index (index_store.h): interned names, one BF16
  * embedding matrix, packed findings rows, and their scans with a top-k heap.
  *
- * Memory per study of 2 series and 14 scores (the shipped label sets):
- * 2 × 1 KiB of matrix + 2 × 8 bytes of row data + 14 × 16 bytes of findings
- * + 9 bytes of study number and flag: about 2.3 KB, against 28 KiB when the
- * findings were kept as JSON trees and the embeddings as FP32 arrays
- * (docs/PERFORMANCE.md, "Archive-scale index").
+ * Memory per study of 2 series with 14 scores each (the shipped label
+ * sets): 2 × 1 KiB of matrix + 2 × 8 bytes of row data + 28 × 8 bytes of
+ * findings + a 16-byte run + 9 bytes of study number and flag: about
+ * 2.3 KB, against 28 KiB when the findings were kept as JSON trees and the
+ * embeddings as FP32 arrays (docs/PERFORMANCE.md, "Archive-scale index").
  *
  * Rows are appended; a study's new results append new rows and mark its old
  * ones dead, and the arrays are compacted when a quarter of their rows are
@@ -28,6 +28,30 @@ typedef struct {
   uint16_t series, modality;
 } emb_row_t;
 
+/* A score: 8 bytes. */
+typedef struct {
+  float probability;
+  uint16_t key;    /* (label set, label): keys[] */
+  uint16_t series; /* the study's series index */
+} frow_t;
+
+/* A study's findings rows (those from first to the next run's first) and
+ * the modality of each of its series (smod[series_modality + i]). */
+typedef struct {
+  uint32_t study;  /* DEAD: rows replaced or removed */
+  uint32_t first;
+  uint32_t series_modality;
+  uint16_t n_series;
+  uint16_t unused;
+} frun_t;
+
+#define MAX_KEYS 0xFFFEu
+#define NO_MODALITY 0xFFu /* ids 0..254: modalities[] */
+
+typedef struct {
+  uint16_t label, label_set; /* name ids */
+} label_key_t;
+
 static struct {
   pthread_rwlock_t rw;
   int ready;
@@ -46,8 +70,18 @@ static struct {
   emb_row_t *erow;
   size_t n_erows, cap_erows, dead_erows;
   /* findings */
-  store_finding_t *frow;
+  frow_t *frow;
   size_t n_frows, cap_frows, dead_frows;
+  frun_t *frun;
+  size_t n_fruns, cap_fruns;
+  uint8_t *smod;
+  size_t n_smod, cap_smod;
+  label_key_t *keys;
+  size_t n_keys, cap_keys;
+  uint16_t *key_hash; /* open addressing, STORE_NO_NAME: empty */
+  uint32_t key_hash_size;
+  uint16_t modalities[NO_MODALITY]; /* modality id -> name id */
+  int n_modalities;
 } st;
 
 /* ---- BF16 ---- */
@@ -179,8 +213,11 @@ int store_init(int dim) {
   st.dim = dim;
   st.hash_size = 1024;
   st.name_hash = malloc(st.hash_size * sizeof *st.name_hash);
-  if (!st.name_hash) return -1;
+  st.key_hash_size = 1024;
+  st.key_hash = malloc(st.key_hash_size * sizeof *st.key_hash);
+  if (!st.name_hash || !st.key_hash) return -1;
   memset(st.name_hash, 0xff, st.hash_size * sizeof *st.name_hash);
+  memset(st.key_hash, 0xff, st.key_hash_size * sizeof *st.key_hash);
   dot = pick_dot();
 #if defined(__x86_64__) && defined(__GNUC__)
   scan_with_bf16_query = __builtin_cpu_supports("avx512bf16");
@@ -199,6 +236,10 @@ void store_free(void) {
   free(st.matrix);
   free(st.erow);
   free(st.frow);
+  free(st.frun);
+  free(st.smod);
+  free(st.keys);
+  free(st.key_hash);
   pthread_rwlock_destroy(&st.rw);
   memset(&st, 0, sizeof st);
 }
@@ -346,20 +387,69 @@ static void compact_embeddings(void) {
 }
 
 static void compact_findings(void) {
-  size_t out = 0;
-  uint32_t last = DEAD;
-  for (size_t i = 0; i < st.n_frows; i++) {
-    uint32_t num = st.frow[i].study;
-    if (num == DEAD) continue;
-    if (num != last) {
-      st.by_num[num]->f_row = (int32_t)out;
-      last = num;
-    }
-    if (out != i) st.frow[out] = st.frow[i];
-    out++;
+  size_t out = 0, out_runs = 0, out_smod = 0;
+  for (size_t r = 0; r < st.n_fruns; r++) {
+    const frun_t run = st.frun[r];
+    if (run.study == DEAD) continue;
+    const size_t end = r + 1 < st.n_fruns ? st.frun[r + 1].first : st.n_frows;
+    const size_t n = end - run.first;
+    memmove(st.frow + out, st.frow + run.first, n * sizeof *st.frow);
+    memmove(st.smod + out_smod, st.smod + run.series_modality, run.n_series);
+    st.frun[out_runs] = (frun_t){run.study, (uint32_t)out, (uint32_t)out_smod, run.n_series, 0};
+    st.by_num[run.study]->f_row = (int32_t)out_runs;
+    out += n;
+    out_smod += run.n_series;
+    out_runs++;
   }
   st.n_frows = out;
+  st.n_fruns = out_runs;
+  st.n_smod = out_smod;
   st.dead_frows = 0;
+}
+
+/* A (label set, label) key's id, added when new; STORE_NO_NAME when the
+ * table is full or out of memory. With the write lock held. */
+static uint16_t key_id(uint16_t label, uint16_t label_set) {
+  const uint32_t h0 = ((uint32_t)label * 2654435761u) ^ ((uint32_t)label_set * 40503u);
+  for (uint32_t h = h0 & (st.key_hash_size - 1);; h = (h + 1) & (st.key_hash_size - 1)) {
+    uint16_t id = st.key_hash[h];
+    if (id == STORE_NO_NAME) break;
+    if (st.keys[id].label == label && st.keys[id].label_set == label_set) return id;
+  }
+  if (st.n_keys >= MAX_KEYS ||
+      grow((void **)&st.keys, &st.cap_keys, st.n_keys + 1, sizeof *st.keys) != 0)
+    return STORE_NO_NAME;
+  if (2 * (st.n_keys + 1) > st.key_hash_size) {
+    uint32_t ns = st.key_hash_size * 2;
+    uint16_t *nh = malloc(ns * sizeof *nh);
+    if (!nh) return STORE_NO_NAME;
+    memset(nh, 0xff, ns * sizeof *nh);
+    for (size_t i = 0; i < st.n_keys; i++) {
+      uint32_t k = (((uint32_t)st.keys[i].label * 2654435761u) ^ ((uint32_t)st.keys[i].label_set * 40503u)) &
+                   (ns - 1);
+      while (nh[k] != STORE_NO_NAME) k = (k + 1) & (ns - 1);
+      nh[k] = (uint16_t)i;
+    }
+    free(st.key_hash);
+    st.key_hash = nh;
+    st.key_hash_size = ns;
+  }
+  uint16_t id = (uint16_t)st.n_keys;
+  st.keys[st.n_keys++] = (label_key_t){label, label_set};
+  uint32_t h = h0 & (st.key_hash_size - 1);
+  while (st.key_hash[h] != STORE_NO_NAME) h = (h + 1) & (st.key_hash_size - 1);
+  st.key_hash[h] = id;
+  return id;
+}
+
+/* A modality's id (NO_MODALITY when 255 are known already). With the
+ * write lock held. */
+static uint8_t modality_id(uint16_t name) {
+  for (int i = 0; i < st.n_modalities; i++)
+    if (st.modalities[i] == name) return (uint8_t)i;
+  if (st.n_modalities >= (int)NO_MODALITY || name == STORE_NO_NAME) return NO_MODALITY;
+  st.modalities[st.n_modalities] = name;
+  return (uint8_t)st.n_modalities++;
 }
 
 int store_put_embeddings_locked(uint32_t num, int n, const float *const *v, const uint16_t *series,
@@ -402,29 +492,40 @@ int store_put_findings_locked(uint32_t num, int n, const store_finding_in_t *in,
   /* Names first: store_name_locked takes the write lock itself. */
   uint16_t *ids = n > 0 ? malloc((size_t)n * 3 * sizeof *ids) : NULL;
   if (n > 0 && !ids) n = -1;
+  int n_series = 0;
   for (int i = 0; i < n; i++) {
     ids[3 * i] = store_name_locked(in[i].label);
     ids[3 * i + 1] = store_name_locked(in[i].label_set);
     ids[3 * i + 2] = store_name_locked(in[i].modality);
+    if (in[i].series >= n_series && in[i].series < 0xFFFF) n_series = in[i].series + 1;
   }
   pthread_rwlock_wrlock(&st.rw);
-  for (int32_t i = 0; *first >= 0 && i < *count; i++) st.frow[*first + i].study = DEAD;
-  if (*first >= 0) st.dead_frows += (size_t)*count;
+  if (*first >= 0 && (size_t)*first < st.n_fruns) {
+    st.frun[*first].study = DEAD;
+    st.dead_frows += (size_t)*count;
+  }
   *first = STORE_NO_ROW;
   *count = 0;
   if (st.dead_frows > 16384 && 4 * st.dead_frows > st.n_frows) compact_findings();
   int rc = n < 0 ? -1 : 0;
   if (n > 0) {
-    if (grow((void **)&st.frow, &st.cap_frows, st.n_frows + (size_t)n, sizeof *st.frow) != 0) {
+    if (grow((void **)&st.frow, &st.cap_frows, st.n_frows + (size_t)n, sizeof *st.frow) != 0 ||
+        grow((void **)&st.frun, &st.cap_fruns, st.n_fruns + 1, sizeof *st.frun) != 0 ||
+        grow((void **)&st.smod, &st.cap_smod, st.n_smod + (size_t)n_series, 1) != 0) {
       rc = -1;
     } else {
-      *first = (int32_t)st.n_frows;
+      memset(st.smod + st.n_smod, NO_MODALITY, (size_t)n_series);
+      for (int i = 0; i < n; i++) {
+        uint16_t series = (uint16_t)(in[i].series < 0 ? 0xFFFF : in[i].series);
+        st.frow[st.n_frows + (size_t)i] =
+            (frow_t){(float)in[i].probability, key_id(ids[3 * i], ids[3 * i + 1]), series};
+        if (series < n_series) st.smod[st.n_smod + series] = modality_id(ids[3 * i + 2]);
+      }
+      st.frun[st.n_fruns] = (frun_t){num, (uint32_t)st.n_frows, (uint32_t)st.n_smod, (uint16_t)n_series, 0};
+      *first = (int32_t)st.n_fruns++;
       *count = n;
-      for (int i = 0; i < n; i++)
-        st.frow[st.n_frows + (size_t)i] = (store_finding_t){
-            num, (float)in[i].probability, ids[3 * i], ids[3 * i + 1], ids[3 * i + 2],
-            (uint16_t)(in[i].series < 0 ? 0xFFFF : in[i].series)};
       st.n_frows += (size_t)n;
+      st.n_smod += (size_t)n_series;
     }
   }
   pthread_rwlock_unlock(&st.rw);
@@ -432,8 +533,25 @@ int store_put_findings_locked(uint32_t num, int n, const store_finding_in_t *in,
   return rc;
 }
 
-const store_finding_t *store_finding_row_locked(int32_t row) {
-  return row >= 0 && (size_t)row < st.n_frows ? &st.frow[row] : NULL;
+/* Finding i of the run r, unpacked. */
+static store_finding_t unpack(const frun_t *run, size_t i) {
+  const frow_t *f = &st.frow[run->first + i];
+  store_finding_t o = {f->probability, STORE_NO_NAME, STORE_NO_NAME, STORE_NO_NAME, f->series};
+  if (f->key < st.n_keys) {
+    o.label = st.keys[f->key].label;
+    o.label_set = st.keys[f->key].label_set;
+  }
+  if (f->series < run->n_series) {
+    uint8_t m = st.smod[run->series_modality + f->series];
+    if (m != NO_MODALITY) o.modality = st.modalities[m];
+  }
+  return o;
+}
+
+int store_finding_locked(const study_t *s, int32_t i, store_finding_t *out) {
+  if (s->f_row < 0 || (size_t)s->f_row >= st.n_fruns || i < 0 || i >= s->nf) return -1;
+  *out = unpack(&st.frun[s->f_row], (size_t)i);
+  return 0;
 }
 
 void store_embedding_row_locked(int32_t row, uint16_t *series, uint16_t *modality) {
@@ -448,14 +566,14 @@ int32_t store_best_finding_locked(const study_t *s, const char *label, double mi
                                   const char *label_set, const char *modality, double *p) {
   int32_t best = STORE_NO_ROW;
   const float min_pf = (float)min_p;
-  for (int32_t i = 0; s->f_row >= 0 && i < s->nf; i++) {
-    const store_finding_t *f = &st.frow[s->f_row + i];
-    if (f->probability < min_pf || strcasecmp(store_name(f->label), label) != 0) continue;
-    if (label_set && strcasecmp(store_name(f->label_set), label_set) != 0) continue;
-    if (modality && strcasecmp(store_name(f->modality), modality) != 0) continue;
-    if (best < 0 || f->probability > *p) {
-      best = s->f_row + i;
-      *p = f->probability;
+  store_finding_t f;
+  for (int32_t i = 0; store_finding_locked(s, i, &f) == 0; i++) {
+    if (f.probability < min_pf || strcasecmp(store_name(f.label), label) != 0) continue;
+    if (label_set && strcasecmp(store_name(f.label_set), label_set) != 0) continue;
+    if (modality && strcasecmp(store_name(f.modality), modality) != 0) continue;
+    if (best < 0 || f.probability > *p) {
+      best = i;
+      *p = f.probability;
     }
   }
   return best;
@@ -484,10 +602,10 @@ int32_t store_best_embedding_locked(const study_t *s, const float *q, const char
 
 int store_study_has_locked(const study_t *s, const char *label_set, const char *modality) {
   if (!label_set && !modality) return 1;
-  for (int32_t i = 0; s->f_row >= 0 && i < s->nf; i++) {
-    const store_finding_t *f = &st.frow[s->f_row + i];
-    if (label_set && strcasecmp(store_name(f->label_set), label_set) != 0) continue;
-    if (modality && strcasecmp(store_name(f->modality), modality) != 0) continue;
+  store_finding_t f;
+  for (int32_t i = 0; store_finding_locked(s, i, &f) == 0; i++) {
+    if (label_set && strcasecmp(store_name(f.label_set), label_set) != 0) continue;
+    if (modality && strcasecmp(store_name(f.modality), modality) != 0) continue;
     return 1;
   }
   for (int32_t i = 0; !label_set && s->emb_row >= 0 && i < s->nemb; i++)
@@ -498,7 +616,8 @@ int store_study_has_locked(const study_t *s, const char *label_set, const char *
 size_t store_bytes(void) {
   if (!st.ready) return 0;
   pthread_rwlock_rdlock(&st.rw);
-  size_t b = st.n_erows * ((size_t)st.dim * 2 + sizeof(emb_row_t)) + st.n_frows * sizeof(store_finding_t) +
+  size_t b = st.n_erows * ((size_t)st.dim * 2 + sizeof(emb_row_t)) + st.n_frows * sizeof(frow_t) +
+             st.n_fruns * sizeof(frun_t) + st.n_smod + st.n_keys * sizeof(label_key_t) +
              (size_t)st.n_studies * (sizeof(study_t *) + 1);
   pthread_rwlock_unlock(&st.rw);
   return b;
@@ -751,42 +870,47 @@ long store_findings(const char *label, double min_p, const char *label_set, cons
   int none_l = 0, none_s = 0, none_m = 0;
   uint8_t *labels = names_matching(label, &none_l);
   uint8_t *sets = label_set ? names_matching(label_set, &none_s) : NULL;
-  uint8_t *mods = modality ? names_matching(modality, &none_m) : NULL;
+  uint8_t *mod_names = modality ? names_matching(modality, &none_m) : NULL;
+  /* Per key and per modality id: whether it is asked for. */
+  uint8_t *keym = calloc(st.n_keys ? st.n_keys : 1, 1);
+  uint8_t mods[256] = {0};
   long rc = 0;
-  if (!labels || (label_set && !sets) || (modality && !mods)) {
-    rc = none_l || none_s || none_m ? 0 : -1;
+  if (!labels || (label_set && !sets) || (modality && !mod_names) || !keym) {
+    rc = !keym || !(none_l || none_s || none_m) ? -1 : 0;
     pthread_rwlock_unlock(&st.rw);
     free(labels);
     free(sets);
-    free(mods);
+    free(mod_names);
+    free(keym);
     return rc;
   }
+  for (size_t i = 0; i < st.n_keys; i++)
+    keym[i] = labels[st.keys[i].label] && (!sets || sets[st.keys[i].label_set]);
+  for (int i = 0; mod_names && i < st.n_modalities; i++) mods[i] = mod_names[st.modalities[i]];
   /* Probabilities are stored as floats: compare in float, so that a stored
    * value equal to min_p (as decimals) is not left out by its rounding. */
   const float min_pf = (float)min_p;
   heap_t hp = {hits, 0, k};
   size_t n = 0;
-  for (size_t i = 0; i < st.n_frows;) {
-    uint32_t num = st.frow[i].study;
-    size_t j = i;
-    if (num == DEAD || !__atomic_load_n(&st.listed[num], __ATOMIC_RELAXED)) {
-      while (j < st.n_frows && st.frow[j].study == num) j++;
-      i = j;
-      continue;
-    }
+  for (size_t r = 0; r < st.n_fruns; r++) {
+    const frun_t *run = &st.frun[r];
+    const uint32_t num = run->study;
+    if (num == DEAD || !__atomic_load_n(&st.listed[num], __ATOMIC_RELAXED)) continue;
+    const size_t end = r + 1 < st.n_fruns ? st.frun[r + 1].first : st.n_frows;
     int32_t best = -1;
     float bp = 0.f;
-    for (; j < st.n_frows && st.frow[j].study == num; j++) {
-      const store_finding_t *f = &st.frow[j];
-      if (!labels[f->label] || f->probability < min_pf) continue;
-      if (sets && !sets[f->label_set]) continue;
-      if (mods && !mods[f->modality]) continue;
+    for (size_t j = run->first; j < end; j++) {
+      const frow_t *f = &st.frow[j];
+      if (f->key >= st.n_keys || !keym[f->key] || f->probability < min_pf) continue;
+      if (mod_names) {
+        const uint8_t m = f->series < run->n_series ? st.smod[run->series_modality + f->series] : NO_MODALITY;
+        if (!mods[m]) continue;
+      }
       if (best < 0 || f->probability > bp) {
         bp = f->probability;
-        best = (int32_t)j;
+        best = (int32_t)(j - run->first);
       }
     }
-    i = j;
     if (best < 0) continue;
     n++;
     store_hit_t h = {st.by_num[num], bp, best};
@@ -795,7 +919,8 @@ long store_findings(const char *label, double min_p, const char *label_set, cons
   pthread_rwlock_unlock(&st.rw);
   free(labels);
   free(sets);
-  free(mods);
+  free(mod_names);
+  free(keym);
   *total = n;
   return heap_finish(&hp);
 }

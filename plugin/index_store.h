@@ -7,8 +7,9 @@
  *              "listed" byte per number (whether its results may be listed)
  *   matrix     the series embeddings as one contiguous BF16 matrix, one
  *              row of `dim` values per series, a study's rows side by side
- *   findings   one 16-byte row per score (study, probability, label, label
- *              set, modality, series), a study's rows side by side
+ *   findings   one 8-byte row per score (probability, a (label set, label)
+ *              id, series), a study's rows side by side in one run (study,
+ *              first row, the modality of each of its series)
  *
  * Locking: writers hold g.mu (they are the index's own study_* functions)
  * and take the store's write lock for the moments they change the arrays;
@@ -28,8 +29,8 @@
 
 struct study;
 
+/* A stored score, unpacked (store_finding_locked()). */
 typedef struct {
-  uint32_t study;   /* study number; UINT32_MAX: a dead row */
   float probability;
   uint16_t label, label_set, modality; /* name ids */
   uint16_t series;  /* index into the study's series list */
@@ -53,8 +54,9 @@ void store_set_listed_locked(uint32_t num, int listed);
  * or out of memory). */
 uint16_t store_name_locked(const char *name);
 /* Replaces a study's rows by n new ones (n = 0: removes them). *first and
- * *count are the study's row range, updated here. -1 when out of memory
- * (the old rows are removed then). Embeddings are `dim` floats each. */
+ * *count are the study's rows, updated here (for embeddings the first row,
+ * for findings its run); -1 when out of memory (the old rows are removed
+ * then). Embeddings are `dim` floats each. */
 int store_put_embeddings_locked(uint32_t num, int n, const float *const *v,
                                 const uint16_t *series, const uint16_t *modality,
                                 int32_t *first, int32_t *count);
@@ -62,8 +64,8 @@ int store_put_findings_locked(uint32_t num, int n, const store_finding_in_t *in,
                               int32_t *count);
 /* The name of an id ("" for STORE_NO_NAME); valid for the plugin's life. */
 const char *store_name(uint16_t id);
-/* A study's stored finding / embedding row (rows first..first+count-1). */
-const store_finding_t *store_finding_row_locked(int32_t row);
+/* A study's stored finding i (0 .. s->nf - 1) into *out; -1 when none. */
+int store_finding_locked(const struct study *s, int32_t i, store_finding_t *out);
 /* Modality id of an embedding row and its series index. */
 void store_embedding_row_locked(int32_t row, uint16_t *series, uint16_t *modality);
 
@@ -71,7 +73,7 @@ void store_embedding_row_locked(int32_t row, uint16_t *series, uint16_t *modalit
 typedef struct {
   struct study *study;
   double score;  /* similarity, or probability */
-  int32_t row;   /* the best row (embedding or finding) when scanned */
+  int32_t row;   /* the best row when scanned (embedding row, or finding i of the study) */
 } store_hit_t;
 
 /* The studies whose best series is most similar to q (dim floats), best
@@ -83,8 +85,9 @@ long store_search(const float *q, const char *modality, size_t k, store_hit_t *h
  * least min_p (optionally of one label set / modality), best first. */
 long store_findings(const char *label, double min_p, const char *label_set, const char *modality,
                     size_t k, store_hit_t *hits, size_t *total);
-/* With g.mu held (rows cannot change then): a study's best finding row for
- * a findings query (its probability in *p), or its best embedding row for
+/* With g.mu held (rows cannot change then): a study's best finding (its
+ * index i, its probability in *p) for a findings query, or its best
+ * embedding row for
  * a search (the similarity in *score); STORE_NO_ROW when none matches. The
  * answers re-check the scans' hits with these under g.mu, as the study may
  * have changed in between. */

@@ -476,7 +476,7 @@ static void rebuild_index(void) {
   malloc_trim(0);
   log_warning("UniMed: index rebuilt: %ld analysed studies (%ld read on their own), %ld interrupted "
               "analyses queued again; the index holds %.1f MB",
-              rb.n_loaded, n_alone, rb.n_requeued, (double)store_bytes() / 1e6);
+              rb.n_loaded, n_alone, rb.n_requeued, (double)index_bytes() / 1e6);
 }
 
 struct recover_arg {

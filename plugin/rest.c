@@ -197,7 +197,7 @@ OrthancPluginErrorCode rest_status(OrthancPluginRestOutput *out, const char *url
   cJSON_AddNumberToObject(j, "last_change", (double)qs.last_change);
   cJSON_AddBoolToObject(j, "catching_up", qs.catching_up);
   cJSON *ix = cJSON_AddObjectToObject(j, "index");
-  cJSON_AddNumberToObject(ix, "bytes", (double)store_bytes());
+  cJSON_AddNumberToObject(ix, "bytes", (double)index_bytes());
   long long hits, misses, calls;
   text_query_stats(&hits, &misses, &calls);
   cJSON *texts = cJSON_AddObjectToObject(ix, "search_texts");

@@ -107,6 +107,10 @@ def main():
         ok(len(a) == len(ids) and sorted(a) == sorted(b), "search after restart = search before (%d studies)" % len(a))
         answers_after = {sid: o.get("/unimed/studies/" + sid)[1] for sid in ids}
         same = [sid for sid in ids if answers_after[sid] == answers_before[sid]]
+        for sid in [x for x in ids if x not in same][:2]:
+            a, b = answers_after[sid], answers_before[sid]
+            print("study %s differs after restart in: %s" % (sid, {k: (b.get(k), a.get(k)) for k in set(a) | set(b)
+                                                                   if a.get(k) != b.get(k)}))
         ok(len(same) == len(ids), "GET studies/{id} after restart = before, for %d/%d studies" % (len(same), len(ids)))
         ok(o.get(findings_route)[1] == findings_before, "GET findings after restart = before (%d studies)"
            % len(findings_before["studies"]))
