@@ -59,7 +59,12 @@ static int put_state(const char *id, int st, const outcome_t *o, const char *eta
   r.state = st;
   snprintf(r.owner, sizeof r.owner, "%s", g.cfg.server_id);
   r.since = (double)time(NULL);
-  now_iso(r.time);
+  /* A result's time is the analysis's (o->time), the one the index answers
+   * as analysed_at: after a restart the index reads it from this record. */
+  if (o && o->time[0] && (st == ST_DONE || st == ST_FAILED))
+    snprintf(r.time, sizeof r.time, "%s", o->time);
+  else
+    now_iso(r.time);
   snprintf(r.model, sizeof r.model, "%s", g.model_hash);
   snprintf(r.label_sets, sizeof r.label_sets, "%s", g.labelsets_key);
   if (o) {
