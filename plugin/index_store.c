@@ -1,10 +1,10 @@
-/* The query side of the index (index_store.h): interned names, one BF16
+/* The query side of the index (index_store.h): interned names, one int8
  * embedding matrix, packed findings rows, and their scans with a top-k heap.
  *
  * Memory per study of 2 series with 14 scores each (the shipped label
- * sets): 2 × 1 KiB of matrix + 2 × 8 bytes of row data + 28 × 8 bytes of
- * findings + a 16-byte run + 9 bytes of study number and flag: about
- * 2.3 KB, against 28 KiB when the findings were kept as JSON trees and the
+ * sets): 2 × 516 bytes of matrix + 2 × 8 bytes of row data + 28 × 8 bytes
+ * of findings + a 16-byte run + 9 bytes of study number and flag: about
+ * 1.3 KB, against 28 KiB when the findings were kept as JSON trees and the
  * embeddings as FP32 arrays (docs/PERFORMANCE.md, "Archive-scale index").
  *
  * Rows are appended; a study's new results append new rows and mark its old
@@ -65,8 +65,9 @@ static struct {
   study_t **by_num;
   uint8_t *listed;
   uint32_t n_studies, cap_studies;
-  /* the embedding matrix (BF16) and its rows */
-  uint16_t *matrix;
+  /* the embedding matrix (int8, a scale per row) and its rows */
+  int8_t *matrix;
+  float *row_scale;
   emb_row_t *erow;
   size_t n_erows, cap_erows, dead_erows;
   /* findings */
@@ -84,124 +85,100 @@ static struct {
   int n_modalities;
 } st;
 
-/* ---- BF16 ---- */
+/* ---- the embeddings' precision ----
+ * A row is stored as int8 with one float scale (its largest magnitude /
+ * 127): 516 bytes per series at 512 dimensions, half of BF16, so that an
+ * archive of 100 000 studies of 2 series holds 103 MB of them. The query
+ * is quantized to int16 (its largest magnitude / 32767, 2^-15 relative:
+ * no error that matters) and the dot product is exact in int32 (at most
+ * 512 × 127 × 32767 < 2^31). Only the rows' rounding remains: on unit
+ * vectors of 512 dimensions 2e-4 (one standard deviation) on a cosine,
+ * 2e-3 at most, which reorders only studies whose similarities lie that
+ * close (docs/PLUGIN.md). */
 
-/* Round to nearest even, as the model's BF16 mode rounds. */
-static uint16_t to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  if ((u & 0x7f800000u) == 0x7f800000u) return (uint16_t)(u >> 16); /* inf / nan */
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
+#define ROW_Q 127.0f
+#define QUERY_Q 32767.0f
+
+/* Quantizes v (n values) into out; returns the scale. */
+static float quantize_row(const float *v, size_t n, int8_t *out) {
+  float m = 0.f;
+  for (size_t i = 0; i < n; i++)
+    if (isfinite(v[i]) && fabsf(v[i]) > m) m = fabsf(v[i]);
+  const float inv = m > 0.f ? ROW_Q / m : 0.f;
+  for (size_t i = 0; i < n; i++) out[i] = (int8_t)lrintf(isfinite(v[i]) ? v[i] * inv : 0.f);
+  return m / ROW_Q;
 }
 
-/* q (FP32) · row (BF16), FP32 sums in 16 lanes (AVX-512) or 8 (AVX2). The
- * scan reads 1 KiB per series from memory: it is bound by memory
- * bandwidth, not by the multiply-adds. */
+static float quantize_query(const float *q, size_t n, int16_t *out) {
+  float m = 0.f;
+  for (size_t i = 0; i < n; i++)
+    if (isfinite(q[i]) && fabsf(q[i]) > m) m = fabsf(q[i]);
+  const float inv = m > 0.f ? QUERY_Q / m : 0.f;
+  for (size_t i = 0; i < n; i++) out[i] = (int16_t)lrintf(isfinite(q[i]) ? q[i] * inv : 0.f);
+  return m / QUERY_Q;
+}
+
+/* Σ q[i] · r[i] in int32: 32 pairs per vpdpwssd (AVX-512 VNNI), 16 per
+ * vpmaddwd (AVX2), or one at a time. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-__attribute__((target("avx512f"))) static float dot_bf16_avx512(const float *q, const uint16_t *r,
-                                                                  int n) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  int i = 0;
-  for (; i + 32 <= n; i += 32) {
-    __m512i a = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(r + i)));
-    __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(r + i + 16)));
-    acc0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(a, 16)), _mm512_loadu_ps(q + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(b, 16)), _mm512_loadu_ps(q + i + 16),
-                           acc1);
-  }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-  for (; i < n; i++) {
-    uint32_t u = (uint32_t)r[i] << 16;
-    float x;
-    memcpy(&x, &u, 4);
-    s += q[i] * x;
-  }
-  return s;
-}
-__attribute__((target("avx2,fma"))) static float dot_bf16_avx2(const float *q, const uint16_t *r,
-                                                                int n) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    __m256i a = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(r + i)));
-    __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(r + i + 8)));
-    acc0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(a, 16)), _mm256_loadu_ps(q + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), _mm256_loadu_ps(q + i + 8),
-                           acc1);
-  }
-  __m256 acc = _mm256_add_ps(acc0, acc1);
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_movehdup_ps(h));
-  float s = _mm_cvtss_f32(h);
-  for (; i < n; i++) {
-    uint32_t u = (uint32_t)r[i] << 16;
-    float x;
-    memcpy(&x, &u, 4);
-    s += q[i] * x;
-  }
-  return s;
-}
-/* q rounded to BF16 as well: vdpbf16ps multiplies 32 pairs per instruction.
- * Rounding the query adds an error of the same size as rounding the rows
- * (a relative 2^-9 per value: about 5e-5 on a cosine of 512 dimensions). */
-__attribute__((target("avx512f,avx512bf16"))) static float dot_bf16_dp(const uint16_t *q,
-                                                                         const uint16_t *r, int n) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static int32_t dot_i8_vnni(const int16_t *q,
+                                                                                   const int8_t *r,
+                                                                                   int n) {
+  __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
   int i = 0;
   for (; i + 64 <= n; i += 64) {
-    acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(q + i), (__m512bh)_mm512_loadu_si512(r + i));
-    acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_loadu_si512(q + i + 32),
-                            (__m512bh)_mm512_loadu_si512(r + i + 32));
+    __m512i a = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(r + i)));
+    __m512i b = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(r + i + 32)));
+    acc0 = _mm512_dpwssd_epi32(acc0, a, _mm512_loadu_si512(q + i));
+    acc1 = _mm512_dpwssd_epi32(acc1, b, _mm512_loadu_si512(q + i + 32));
   }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-  for (; i < n; i++) {
-    uint32_t a = (uint32_t)q[i] << 16, b = (uint32_t)r[i] << 16;
-    float x, y;
-    memcpy(&x, &a, 4);
-    memcpy(&y, &b, 4);
-    s += x * y;
+  int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(acc0, acc1));
+  for (; i < n; i++) s += (int32_t)q[i] * r[i];
+  return s;
+}
+__attribute__((target("avx2"))) static int32_t dot_i8_avx2(const int16_t *q, const int8_t *r, int n) {
+  __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(r + i)));
+    __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(r + i + 16)));
+    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(a, _mm256_loadu_si256((const __m256i *)(q + i))));
+    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(b, _mm256_loadu_si256((const __m256i *)(q + i + 16))));
   }
+  __m256i acc = _mm256_add_epi32(acc0, acc1);
+  __m128i h = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+  int32_t s = _mm_cvtsi128_si32(h);
+  for (; i < n; i++) s += (int32_t)q[i] * r[i];
   return s;
 }
 #endif
 
-static float dot_bf16_scalar(const float *q, const uint16_t *r, int n) {
-  float s = 0.f;
-  for (int i = 0; i < n; i++) {
-    uint32_t u = (uint32_t)r[i] << 16;
-    float x;
-    memcpy(&x, &u, 4);
-    s += q[i] * x;
-  }
+static int32_t dot_i8_scalar(const int16_t *q, const int8_t *r, int n) {
+  int32_t s = 0;
+  for (int i = 0; i < n; i++) s += (int32_t)q[i] * r[i];
   return s;
 }
 
-typedef float (*dot_fn)(const float *, const uint16_t *, int);
+typedef int32_t (*dot_fn)(const int16_t *, const int8_t *, int);
 
 static dot_fn pick_dot(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return dot_bf16_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_bf16_avx2;
+  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) return dot_i8_vnni;
+  if (__builtin_cpu_supports("avx2")) return dot_i8_avx2;
 #endif
-  return dot_bf16_scalar;
+  return dot_i8_scalar;
 }
 
 static dot_fn dot;
 
-/* The scans' kernel: BF16 query × BF16 rows where the CPU has avx512_bf16,
- * else the FP32 query × BF16 rows of dot(). */
-static int scan_with_bf16_query;
-
-static float scan_dot(const float *q, const uint16_t *qb, const uint16_t *row, int n) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (scan_with_bf16_query) return dot_bf16_dp(qb, row, n);
-#endif
-  (void)qb;
-  return dot(q, row, n);
+/* The similarity of a quantized query and row j. */
+static float row_score(const int16_t *q, float q_scale, size_t j) {
+  const size_t d = (size_t)st.dim;
+  return (float)dot(q, st.matrix + j * d, (int)d) * q_scale * st.row_scale[j];
 }
 
 /* ---- set-up ---- */
@@ -219,9 +196,6 @@ int store_init(int dim) {
   memset(st.name_hash, 0xff, st.hash_size * sizeof *st.name_hash);
   memset(st.key_hash, 0xff, st.key_hash_size * sizeof *st.key_hash);
   dot = pick_dot();
-#if defined(__x86_64__) && defined(__GNUC__)
-  scan_with_bf16_query = __builtin_cpu_supports("avx512bf16");
-#endif
   st.ready = 1;
   return 0;
 }
@@ -234,6 +208,7 @@ void store_free(void) {
   free(st.by_num);
   free(st.listed);
   free(st.matrix);
+  free(st.row_scale);
   free(st.erow);
   free(st.frow);
   free(st.frun);
@@ -379,6 +354,7 @@ static void compact_embeddings(void) {
     if (out != i) {
       st.erow[out] = st.erow[i];
       memcpy(st.matrix + out * d, st.matrix + i * d, d * sizeof *st.matrix);
+      st.row_scale[out] = st.row_scale[i];
     }
     out++;
   }
@@ -464,20 +440,22 @@ int store_put_embeddings_locked(uint32_t num, int n, const float *const *v, cons
   if (st.dead_erows > 4096 && 4 * st.dead_erows > st.n_erows) compact_embeddings();
   int rc = 0;
   if (n > 0) {
-    size_t cap_m = st.cap_erows, cap_r = st.cap_erows, need = st.n_erows + (size_t)n;
+    size_t cap_m = st.cap_erows, cap_r = st.cap_erows, cap_s = st.cap_erows, need = st.n_erows + (size_t)n;
     /* The matrix grows by realloc: its untouched tail costs address space,
      * not resident memory. */
     if (grow((void **)&st.matrix, &cap_m, need, d * sizeof *st.matrix) != 0 ||
+        grow((void **)&st.row_scale, &cap_s, need, sizeof *st.row_scale) != 0 ||
         grow((void **)&st.erow, &cap_r, need, sizeof *st.erow) != 0) {
       rc = -1;
     } else {
       st.cap_erows = cap_m < cap_r ? cap_m : cap_r;
+      if (cap_s < st.cap_erows) st.cap_erows = cap_s;
       *first = (int32_t)st.n_erows;
       *count = n;
       for (int i = 0; i < n; i++) {
-        uint16_t *row = st.matrix + (st.n_erows + (size_t)i) * d;
-        for (size_t k = 0; k < d; k++) row[k] = to_bf16(isfinite(v[i][k]) ? v[i][k] : 0.f);
-        st.erow[st.n_erows + (size_t)i] = (emb_row_t){num, series[i], modality[i]};
+        const size_t j = st.n_erows + (size_t)i;
+        st.row_scale[j] = quantize_row(v[i], d, st.matrix + j * d);
+        st.erow[j] = (emb_row_t){num, series[i], modality[i]};
       }
       st.n_erows += (size_t)n;
     }
@@ -584,19 +562,19 @@ int32_t store_best_embedding_locked(const study_t *s, const float *q, const char
   int32_t best = STORE_NO_ROW;
   /* The same kernel as the scan, so that the answer's similarity is the
    * one the scan ranked by. */
-  uint16_t *qb = malloc((size_t)st.dim * sizeof *qb);
-  if (!qb) return STORE_NO_ROW;
-  for (int x = 0; x < st.dim; x++) qb[x] = to_bf16(q[x]);
+  int16_t *q16 = malloc((size_t)st.dim * sizeof *q16);
+  if (!q16) return STORE_NO_ROW;
+  const float q_scale = quantize_query(q, (size_t)st.dim, q16);
   for (int32_t i = 0; s->emb_row >= 0 && i < s->nemb; i++) {
     const emb_row_t *r = &st.erow[s->emb_row + i];
     if (modality && strcasecmp(store_name(r->modality), modality) != 0) continue;
-    float x = scan_dot(q, qb, st.matrix + (size_t)(s->emb_row + i) * (size_t)st.dim, st.dim);
+    float x = row_score(q16, q_scale, (size_t)(s->emb_row + i));
     if (best < 0 || x > *score) {
       best = s->emb_row + i;
       *score = x;
     }
   }
-  free(qb);
+  free(q16);
   return best;
 }
 
@@ -616,7 +594,7 @@ int store_study_has_locked(const study_t *s, const char *label_set, const char *
 size_t store_bytes(void) {
   if (!st.ready) return 0;
   pthread_rwlock_rdlock(&st.rw);
-  size_t b = st.n_erows * ((size_t)st.dim * 2 + sizeof(emb_row_t)) + st.n_frows * sizeof(frow_t) +
+  size_t b = st.n_erows * ((size_t)st.dim + sizeof(float) + sizeof(emb_row_t)) + st.n_frows * sizeof(frow_t) +
              st.n_fruns * sizeof(frun_t) + st.n_smod + st.n_keys * sizeof(label_key_t) +
              (size_t)st.n_studies * (sizeof(study_t *) + 1);
   pthread_rwlock_unlock(&st.rw);
@@ -680,8 +658,8 @@ static long heap_finish(heap_t *hp) {
 
 /* ---- the scans ---- */
 
-/* Searches share passes over the matrix: reading it (1 KiB per series,
- * 200 MB for 100 000 studies of 2 series) costs more than the dot products,
+/* Searches share passes over the matrix: reading it (516 bytes per series,
+ * 103 MB for 100 000 studies of 2 series) costs more than the dot products,
  * so the searches that arrive while a pass runs wait for it to end and then
  * go through the next pass together, which reads each block of SCAN_BLOCK
  * rows from memory once and scores it for each of them while it is in the
@@ -702,7 +680,8 @@ typedef struct {
 
 typedef struct search_req {
   const float *q;
-  uint16_t *qb;    /* q in BF16 (scan_dot) */
+  int16_t *q16;    /* q quantized (row_score) */
+  float q_scale;
   const char *modality;
   uint8_t *mods;   /* the modality ids asked for (NULL: any) */
   int skip;        /* matches nothing (an unknown modality) or out of memory */
@@ -742,7 +721,6 @@ typedef struct {
 /* Part job->part of the pass: rows [from, to) for every search. */
 static void *scan_part(void *arg) {
   const scan_job_t *job = arg;
-  const size_t d = (size_t)st.dim;
   for (size_t i0 = job->from; i0 < job->to; i0 += SCAN_BLOCK) {
     const size_t i1 = i0 + SCAN_BLOCK < job->to ? i0 + SCAN_BLOCK : job->to;
     for (int k = 0; k < job->n; k++) {
@@ -757,7 +735,7 @@ static void *scan_part(void *arg) {
         }
         if (num == DEAD || !__atomic_load_n(&st.listed[num], __ATOMIC_RELAXED)) continue;
         if (r->mods && !r->mods[st.erow[j].modality]) continue;
-        const float x = scan_dot(r->q, r->qb, st.matrix + j * d, (int)d);
+        const float x = row_score(r->q16, r->q_scale, j);
         if (p->best < 0 || x > p->best_score) {
           p->best_score = x;
           p->best = (int32_t)j;
@@ -776,11 +754,10 @@ static void search_pass(search_req_t **rs, int n) {
     search_req_t *r = rs[k];
     int none = 0;
     r->mods = r->modality ? names_matching(r->modality, &none) : NULL;
-    r->qb = malloc(d * sizeof *r->qb);
-    if (r->qb)
-      for (size_t x = 0; x < d; x++) r->qb[x] = to_bf16(r->q[x]);
+    r->q16 = malloc(d * sizeof *r->q16);
+    if (r->q16) r->q_scale = quantize_query(r->q, d, r->q16);
     store_hit_t *part_hits = malloc((r->k ? r->k : 1) * SCAN_PARTS * sizeof *part_hits);
-    r->failed = (r->modality && !r->mods && !none) || !r->qb || !part_hits;
+    r->failed = (r->modality && !r->mods && !none) || !r->q16 || !part_hits;
     r->skip = r->failed || (r->modality && !r->mods);
     for (int t = 0; t < SCAN_PARTS; t++)
       r->part[t] = (search_part_t){{part_hits ? part_hits + (size_t)t * r->k : NULL, 0, r->skip ? 0 : r->k},
@@ -819,9 +796,9 @@ static void search_pass(search_req_t **rs, int n) {
     r->n_hits = heap_finish(&hp);
     free(r->part[0].hp.h);
     free(r->mods);
-    free(r->qb);
+    free(r->q16);
     r->mods = NULL;
-    r->qb = NULL;
+    r->q16 = NULL;
   }
 }
 
