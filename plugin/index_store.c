@@ -91,7 +91,7 @@ static struct {
  * archive of 100 000 studies of 2 series holds 103 MB of them. The query
  * is quantized to int16 (its largest magnitude / 32767, 2^-15 relative:
  * no error that matters) and the dot product is exact in int32 (at most
- * 512 × 127 × 32767 < 2^31). Only the rows' rounding remains: on unit
+ * 512 × 127 × 32767 < 2^31; quantize_query() keeps it so for any size). Only the rows' rounding remains: on unit
  * vectors of 512 dimensions 2e-4 (one standard deviation) on a cosine,
  * 2e-3 at most, which reorders only studies whose similarities lie that
  * close (docs/PLUGIN.md). */
@@ -110,12 +110,16 @@ static float quantize_row(const float *v, size_t n, int8_t *out) {
 }
 
 static float quantize_query(const float *q, size_t n, int16_t *out) {
+  /* The int32 sum cannot overflow: n × 127 × qmax < 2^31 (qmax is 32767
+   * up to 516 dimensions, less above). */
+  float qmax = QUERY_Q;
+  if (n > 0 && (double)n * ROW_Q * qmax >= 2147483647.0) qmax = (float)floor(2147483647.0 / ((double)n * ROW_Q));
   float m = 0.f;
   for (size_t i = 0; i < n; i++)
     if (isfinite(q[i]) && fabsf(q[i]) > m) m = fabsf(q[i]);
-  const float inv = m > 0.f ? QUERY_Q / m : 0.f;
+  const float inv = m > 0.f ? qmax / m : 0.f;
   for (size_t i = 0; i < n; i++) out[i] = (int16_t)lrintf(isfinite(q[i]) ? q[i] * inv : 0.f);
-  return m / QUERY_Q;
+  return m / qmax;
 }
 
 /* Σ q[i] · r[i] in int32: 32 pairs per vpdpwssd (AVX-512 VNNI), 16 per
