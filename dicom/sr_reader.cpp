@@ -4,6 +4,7 @@
 // their probabilities, its numeric measurements and its image references.
 
 #include "unimed_dicom.h"
+#include "sr_internal.h"
 #include "udcm_internal.h"
 
 #include "dcmtk/config/osconfig.h"
@@ -26,14 +27,7 @@
 
 namespace {
 
-void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+using udcm_sr::set_err; /* the SR library's one error formatter (sr_request.cpp) */
 
 bool is(const DSRCodedEntryValue &c, const char *value, const char *scheme)
 {

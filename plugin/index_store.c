@@ -99,11 +99,17 @@ static struct {
 #define ROW_Q 127.0f
 #define QUERY_Q 32767.0f
 
-/* Quantizes v (n values) into out; returns the scale. */
-static float quantize_row(const float *v, size_t n, int8_t *out) {
+/* The largest finite magnitude of v. */
+static float max_abs(const float *v, size_t n) {
   float m = 0.f;
   for (size_t i = 0; i < n; i++)
     if (isfinite(v[i]) && fabsf(v[i]) > m) m = fabsf(v[i]);
+  return m;
+}
+
+/* Quantizes v (n values) into out; returns the scale. */
+static float quantize_row(const float *v, size_t n, int8_t *out) {
+  const float m = max_abs(v, n);
   const float inv = m > 0.f ? ROW_Q / m : 0.f;
   for (size_t i = 0; i < n; i++) out[i] = (int8_t)lrintf(isfinite(v[i]) ? v[i] * inv : 0.f);
   return m / ROW_Q;
@@ -114,9 +120,7 @@ static float quantize_query(const float *q, size_t n, int16_t *out) {
    * up to 516 dimensions, less above). */
   float qmax = QUERY_Q;
   if (n > 0 && (double)n * ROW_Q * qmax >= 2147483647.0) qmax = (float)floor(2147483647.0 / ((double)n * ROW_Q));
-  float m = 0.f;
-  for (size_t i = 0; i < n; i++)
-    if (isfinite(q[i]) && fabsf(q[i]) > m) m = fabsf(q[i]);
+  const float m = max_abs(q, n);
   const float inv = m > 0.f ? qmax / m : 0.f;
   for (size_t i = 0; i < n; i++) out[i] = (int16_t)lrintf(isfinite(q[i]) ? q[i] * inv : 0.f);
   return m / qmax;
