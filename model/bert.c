@@ -196,7 +196,7 @@ static void bf16_layers(const unimed_model *m, const int *const *ids, const int 
                                 b.ctx + (size_t)(last ? s : start) * D, last ? 1 : lens[s],
                                 lens[s]};
     }
-    um_mha(b.seqs, n, 3 * D, 3 * D, D, H, hd, b.scratch, b.scratch_per_thread, slots);
+    um_mha(b.seqs, n, 3 * D, 3 * D, D, H, hd, b.scratch, b.scratch_per_thread, slots, 0);
     float *x = last ? b.xc : b.x;
     const int rows = last ? n : N;
     split_linear(&b, b.ctx, rows, D, l16->attn_out, l16->attn_out8, lw->attn_out_b, D, x, T_ACC);
@@ -278,7 +278,7 @@ void um_bert_forward(unimed_model *m, const int *const *ids, const int *lens, in
       b.seqs[s] = (um_attn_seq){b.q + oq, b.k + o, b.v + o, b.ctx + oq, last ? 1 : lens[s],
                                 lens[s]};
     }
-    um_mha(b.seqs, n, D, D, D, H, hd, b.scratch, b.scratch_per_thread, slots);
+    um_mha(b.seqs, n, D, D, D, H, hd, b.scratch, b.scratch_per_thread, slots, 0);
     float *x = last ? b.xc : b.x;
     const int rows = last ? n : N;
     um_linear_acc(b.ctx, rows, D, lw->attn_out_w, D, x);
