@@ -116,11 +116,12 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
     const vit_block_bf16 *b16 = w16 ? &w16->blocks[l] : NULL;
     /* INT8: ln_1 / ln_2 are applied by the GEMM as it quantizes its input */
     const int ln_in_gemm = b16 && b16->in_proj8 && b16->fc8 && D <= UM_I8_LN_MAX_K;
-    /* BF16 / INT8: a batch goes through a block (but the last) one image at a
-     * time, so that its q|k|v, attention and MLP activations stay in cache
-     * (at batch 8 they would be 60 MB); those GEMMs give every row the same
-     * result whatever the rows around it, so the results are unchanged. */
-    const int group = b16 && !last ? 1 : B;
+    /* INT8: a batch goes through a block (but the last) one image at a time,
+     * so that its q|k|v, attention and MLP activations stay in cache (at
+     * batch 8 they would be 60 MB); those GEMMs give every row the same
+     * result whatever the rows around it, so the results are unchanged. (In
+     * BF16 mode the BF16 GEMMs lost more than the rest gained: batched.) */
+    const int group = b16 && b16->in_proj8 && !last ? 1 : B;
     for (int g = 0; g < B; g += group) {
       float *xg = b.x + (size_t)g * T * D;
       const int rg = group * T;
