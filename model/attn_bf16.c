@@ -100,12 +100,14 @@ AB_TARGET void um_attn_head_bf16(const float *q, int ldq, const float *k, const 
     }
     const float *kj = k + (size_t)j * ldkv;
     if (j + PF_ROWS < lk) /* rows are a q|k|v row apart: fetch ahead */
-      for (int d = 0; d < hd; d += 16) _mm_prefetch((const char *)(kj + PF_ROWS * (size_t)ldkv + d), _MM_HINT_T0);
+      for (int d = 0; d < hd; d += 16)
+        _mm_prefetch((const char *)(kj + PF_ROWS * (size_t)ldkv + d), _MM_HINT_T0);
     for (int d0 = 0; d0 < hd; d0 += 32) {
       const __m512i lo = bf16_words(_mm512_loadu_ps(kj + d0));
       const __m512i hi = bf16_words(_mm512_loadu_ps(kj + d0 + 16));
       /* words (k[d], k[d+1]) for the 16 pairs of these 32 values */
-      const __m512i idx_e = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      const __m512i idx_e =
+          _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
       const __m512i idx_o = _mm512_add_epi32(idx_e, _mm512_set1_epi32(1));
       const __m512i ev = _mm512_permutex2var_epi32(lo, idx_e, hi);
       const __m512i od = _mm512_permutex2var_epi32(lo, idx_o, hi);
@@ -126,7 +128,8 @@ AB_TARGET void um_attn_head_bf16(const float *q, int ldq, const float *k, const 
     for (int c = 0; c < hd; c += 16) {
       const __m512i a = bf16_words(_mm512_loadu_ps(v0 + c));
       const __m512i b = v1 ? bf16_words(_mm512_loadu_ps(v1 + c)) : _mm512_setzero_si512();
-      _mm512_storeu_si512((void *)(vp + (size_t)jp * hd + c), _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+      _mm512_storeu_si512((void *)(vp + (size_t)jp * hd + c),
+                          _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
     }
   }
 
@@ -134,12 +137,14 @@ AB_TARGET void um_attn_head_bf16(const float *q, int ldq, const float *k, const 
   for (int i0 = 0; i0 < lq; i0 += R) {
     const int nr = lq - i0 < R ? lq - i0 : R;
     for (int r = i0 + R; r < i0 + 2 * R && r < lq; r++) /* the next block's queries */
-      for (int d = 0; d < hd; d += 16) _mm_prefetch((const char *)(q + (size_t)r * ldq + d), _MM_HINT_T0);
+      for (int d = 0; d < hd; d += 16)
+        _mm_prefetch((const char *)(q + (size_t)r * ldq + d), _MM_HINT_T0);
     /* Q rows as BF16 pairs; rows past nr repeat the last one (computed, unused). */
     for (int r = 0; r < R; r++) {
       const float *qr = q + (size_t)(i0 + (r < nr ? r : nr - 1)) * ldq;
       for (int d0 = 0; d0 < hd; d0 += 32) {
-        const __m512bh pair = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(qr + d0 + 16), _mm512_loadu_ps(qr + d0));
+        const __m512bh pair =
+            _mm512_cvtne2ps_pbh(_mm512_loadu_ps(qr + d0 + 16), _mm512_loadu_ps(qr + d0));
         _mm512_storeu_si512((void *)(qp + (size_t)r * hp + d0 / 2), (__m512i)pair);
       }
     }
@@ -172,7 +177,8 @@ AB_TARGET void um_attn_head_bf16(const float *q, int ldq, const float *k, const 
         for (int r = 0; r < R; r++)
           a[r] = _mm512_dpbf16_ps(a[r], bcast_pair(qp[(size_t)r * hp + d]), k0);
       }
-      for (int r = 0; r < R; r++) _mm512_storeu_ps(s + (size_t)r * lkp + j, _mm512_mul_ps(a[r], sc));
+      for (int r = 0; r < R; r++)
+        _mm512_storeu_ps(s + (size_t)r * lkp + j, _mm512_mul_ps(a[r], sc));
     }
     /* Softmax in FP32; P rounded to BF16 pairs (zero past lk), 1/sum kept. */
     float inv[R]; /* as floats: eight zmm live across P V would spill */

@@ -268,21 +268,40 @@ static void pack_a_c(const float *A, int rows, int K, int Kp, uint32_t *dst, flo
 #if I8_X86
 
 /* y = LayerNorm(x) * w + b over K floats, as ops.c's LayerNorm: mean, then
- * the centred variance, both in float. */
+ * the centred variance, both in float (four partial sums each, so that the
+ * additions do not wait for one another). */
 I8_TARGET static void layernorm_512(const float *x, int K, const float *w, const float *b,
                                     float eps, float *y) {
-  __m512 s = _mm512_setzero_ps();
+  __m512 s = _mm512_setzero_ps(), s1 = s, s2 = s, s3 = s;
   int k = 0;
+  for (; k + 64 <= K; k += 64) {
+    s = _mm512_add_ps(s, _mm512_loadu_ps(x + k));
+    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(x + k + 16));
+    s2 = _mm512_add_ps(s2, _mm512_loadu_ps(x + k + 32));
+    s3 = _mm512_add_ps(s3, _mm512_loadu_ps(x + k + 48));
+  }
   for (; k + 16 <= K; k += 16) s = _mm512_add_ps(s, _mm512_loadu_ps(x + k));
   const __mmask16 tail = (__mmask16)((1u << (K - k)) - 1);
   if (k < K) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(tail, x + k));
+  s = _mm512_add_ps(_mm512_add_ps(s, s1), _mm512_add_ps(s2, s3));
   const float mean = _mm512_reduce_add_ps(s) / (float)K;
   const __m512 mv = _mm512_set1_ps(mean);
-  s = _mm512_setzero_ps();
-  for (k = 0; k + 16 <= K; k += 16) {
+  s = s1 = s2 = s3 = _mm512_setzero_ps();
+  for (k = 0; k + 64 <= K; k += 64) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + k), mv);
+    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(x + k + 16), mv);
+    const __m512 d2 = _mm512_sub_ps(_mm512_loadu_ps(x + k + 32), mv);
+    const __m512 d3 = _mm512_sub_ps(_mm512_loadu_ps(x + k + 48), mv);
+    s = _mm512_fmadd_ps(d0, d0, s);
+    s1 = _mm512_fmadd_ps(d1, d1, s1);
+    s2 = _mm512_fmadd_ps(d2, d2, s2);
+    s3 = _mm512_fmadd_ps(d3, d3, s3);
+  }
+  for (; k + 16 <= K; k += 16) {
     const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(x + k), mv);
     s = _mm512_fmadd_ps(d, d, s);
   }
+  s = _mm512_add_ps(_mm512_add_ps(s, s1), _mm512_add_ps(s2, s3));
   if (k < K) {
     const __m512 d = _mm512_maskz_sub_ps(tail, _mm512_maskz_loadu_ps(tail, x + k), mv);
     s = _mm512_fmadd_ps(d, d, s);
@@ -318,8 +337,16 @@ I8_TARGET static void pack_a_512(const float *A, int rows, int K, int Kp, uint32
         layernorm_512(src, K, ln_w, ln_b, eps, normed);
         src = normed;
       }
-      __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
+      /* min and max in two chains each (exact, so the same whatever the order) */
+      __m512 vlo = _mm512_setzero_ps(), vhi = vlo, vlo1 = vlo, vhi1 = vlo;
       int k = 0;
+      for (; k + 32 <= K; k += 32) {
+        const __m512 v = _mm512_loadu_ps(src + k), v1 = _mm512_loadu_ps(src + k + 16);
+        vlo = _mm512_min_ps(vlo, v);
+        vhi = _mm512_max_ps(vhi, v);
+        vlo1 = _mm512_min_ps(vlo1, v1);
+        vhi1 = _mm512_max_ps(vhi1, v1);
+      }
       for (; k + 16 <= K; k += 16) {
         const __m512 v = _mm512_loadu_ps(src + k);
         vlo = _mm512_min_ps(vlo, v);
@@ -331,6 +358,8 @@ I8_TARGET static void pack_a_512(const float *A, int rows, int K, int Kp, uint32
         vlo = _mm512_min_ps(vlo, v);
         vhi = _mm512_max_ps(vhi, v);
       }
+      vlo = _mm512_min_ps(vlo, vlo1);
+      vhi = _mm512_max_ps(vhi, vhi1);
       float scale, inv;
       int zero;
       row_params(_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi), &scale, &inv, &zero);
