@@ -12,6 +12,7 @@ one in the link. Load-time functions and the OS kernel's samples are shown
 but left out of the total. Sampling adds some 7 % to every figure.
 """
 import collections
+import os
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ def main():
     if len(sys.argv) != 6:
         sys.exit(__doc__)
     binary, model, precision, batch, runs = sys.argv[1:]
-    data = "/tmp/perf_ops.%d.data" % subprocess.os.getpid()
+    data = "/tmp/perf_ops.%d.data" % os.getpid()
     subprocess.run(["perf", "record", "-q", "-o", data, "-F", str(FREQ), binary, model, "1",
                     precision, batch, runs], check=True)
     images = (int(runs) + 1) * int(batch)  # the warm-up included
@@ -34,7 +35,7 @@ def main():
     i8_hi = next(a for a, s in syms if s == "um_linear_i8_gelu") + 0x1000
     out = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], capture_output=True,
                          text=True, check=True).stdout
-    subprocess.os.unlink(data)
+    os.unlink(data)
     cat = collections.Counter()
     for line in out.split("\n"):
         p = line.split()
