@@ -111,8 +111,6 @@ static void embed(const unimed_model *m, const int *const *ids, const int *lens,
  * the weights'. */
 enum { T_BIAS, T_ACC, T_GELU };
 
-static inline float bf16_hi(float x) { return um_bf16_round(x); }
-
 /* UNIMED_BF16_SPLIT=0 in the environment: plain BF16 activations (to compare). */
 static int split_enabled(void) {
   static int v = -1;
@@ -148,19 +146,21 @@ static void split_linear(const bert_buffers *b, const float *A, int M, int K,
         }
         continue;
       }
-      for (int k = 0; k < K; k++) {
-        hi[k] = bf16_hi(a[k]);
-        lo[k] = a[k] - hi[k];
-      }
+      um_bf16_split(a, (size_t)K, hi, lo);
     }
     um_linear_packed(W, W8, a2, 2 * mr, K, NULL, N, c2, UM_EPI_BIAS);
     for (int i = 0; i < mr; i++) {
       const float *h = c2 + (size_t)i * N, *l = c2 + (size_t)(mr + i) * N;
       float *c = C + (size_t)(r0 + i) * N;
-      for (int n = 0; n < N; n++) {
-        const float v = h[n] + l[n] + (bias ? bias[n] : 0.0f);
-        c[n] = epi == T_ACC ? c[n] + v : v;
-      }
+      /* separate loops per case, so that the compiler vectorises each */
+      if (epi == T_ACC && bias)
+        for (int n = 0; n < N; n++) c[n] += h[n] + l[n] + bias[n];
+      else if (epi == T_ACC)
+        for (int n = 0; n < N; n++) c[n] += h[n] + l[n] + 0.0f;
+      else if (bias)
+        for (int n = 0; n < N; n++) c[n] = h[n] + l[n] + bias[n];
+      else
+        for (int n = 0; n < N; n++) c[n] = h[n] + l[n] + 0.0f;
     }
     if (epi == T_GELU) um_gelu(C + (size_t)r0 * N, (size_t)mr * N);
   }
@@ -196,7 +196,7 @@ static void bf16_layers(const unimed_model *m, const int *const *ids, const int 
                                 b.ctx + (size_t)(last ? s : start) * D, last ? 1 : lens[s],
                                 lens[s]};
     }
-    um_mha(b.seqs, n, 3 * D, 3 * D, D, H, hd, b.scratch, b.scratch_per_thread, slots);
+    um_mha(b.seqs, n, 3 * D, 3 * D, D, H, hd, b.scratch, b.scratch_per_thread, slots, 0);
     float *x = last ? b.xc : b.x;
     const int rows = last ? n : N;
     split_linear(&b, b.ctx, rows, D, l16->attn_out, l16->attn_out8, lw->attn_out_b, D, x, T_ACC);
@@ -278,7 +278,7 @@ void um_bert_forward(unimed_model *m, const int *const *ids, const int *lens, in
       b.seqs[s] = (um_attn_seq){b.q + oq, b.k + o, b.v + o, b.ctx + oq, last ? 1 : lens[s],
                                 lens[s]};
     }
-    um_mha(b.seqs, n, D, D, D, H, hd, b.scratch, b.scratch_per_thread, slots);
+    um_mha(b.seqs, n, D, D, D, H, hd, b.scratch, b.scratch_per_thread, slots, 0);
     float *x = last ? b.xc : b.x;
     const int rows = last ? n : N;
     um_linear_acc(b.ctx, rows, D, lw->attn_out_w, D, x);

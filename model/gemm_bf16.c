@@ -87,6 +87,38 @@ float um_bf16_round(float x) {
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+#if BF_X86
+/* vcvtneps2bf16 rounds as f32_to_bf16 does (nearest even, subnormals to
+ * ±0, NaN stays NaN). */
+BF_TARGET static void split_512(const float *a, size_t n, float *hi, float *lo) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(a + i);
+    const __m512 h = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)), 16));
+    _mm512_storeu_ps(hi + i, h);
+    _mm512_storeu_ps(lo + i, _mm512_sub_ps(v, h));
+  }
+  for (; i < n; i++) {
+    hi[i] = um_bf16_round(a[i]);
+    lo[i] = a[i] - hi[i];
+  }
+}
+#endif
+
+void um_bf16_split(const float *a, size_t n, float *hi, float *lo) {
+#if BF_X86
+  if (um_bf16_available()) {
+    split_512(a, n, hi, lo);
+    return;
+  }
+#endif
+  for (size_t i = 0; i < n; i++) {
+    hi[i] = um_bf16_round(a[i]);
+    lo[i] = a[i] - hi[i];
+  }
+}
+
 um_bf16_weight *um_bf16_pack(const float *W, int N, int K) {
   if (!W || N <= 0 || K <= 0 || N > (1 << 28) || K > (1 << 28)) return NULL;
   um_bf16_weight *w = calloc(1, sizeof *w);

@@ -61,4 +61,9 @@ void um_linear_bf16_gelu(const float *A, int M, int K, const um_bf16_weight *W,
  * multiply. For tests and reference computations. */
 float um_bf16_round(float x);
 
+/* hi[i] = um_bf16_round(a[i]), lo[i] = a[i] - hi[i] for n floats: the two
+ * BF16 parts of a in which the text tower passes its activations (bert.c).
+ * AVX-512 where um_bf16_available(), else the scalar loop; same results. */
+void um_bf16_split(const float *a, size_t n, float *hi, float *lo);
+
 #endif

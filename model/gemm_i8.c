@@ -208,6 +208,8 @@ typedef struct {
   const um_i8_weight *W;
   const float *bias;
   float *C;
+  const float *ln_w, *ln_b; /* LayerNorm of A's rows first, or NULL */
+  float eps;
   int epi, isa;   /* isa: 2 zmm kernel, 1 ymm kernel */
   int tiles;      /* ceil(M / MR) row tiles of MR rows */
   int panels;     /* ceil(N / NR) W panels */
@@ -218,13 +220,27 @@ typedef struct {
   atomic_int *rb_state;
 } job;
 
-/* Quantizes rows [0, rows) of A into tiles of MR rows (the last may be
- * shorter): tile t at dst + t*MR*Kp/4, laid out [Kp/64][mr][16]. Portable;
- * the AVX-512 version below does the same arithmetic. */
+/* y = LayerNorm(x) * w + b (mean, then centred variance, in float). */
+static void layernorm_c(const float *x, int K, const float *w, const float *b, float eps,
+                        float *y) {
+  float mean = 0.0f, var = 0.0f;
+  for (int k = 0; k < K; k++) mean += x[k];
+  mean /= (float)K;
+  for (int k = 0; k < K; k++) var += (x[k] - mean) * (x[k] - mean);
+  var /= (float)K;
+  const float inv = 1.0f / sqrtf(var + eps);
+  for (int k = 0; k < K; k++) y[k] = (x[k] - mean) * inv * w[k] + b[k];
+}
+
+/* Quantizes rows [0, rows) of A (LayerNorm'd first when ln_w is set) into
+ * tiles of MR rows (the last may be shorter): tile t at dst + t*MR*Kp/4,
+ * laid out [Kp/64][mr][16]. Portable; the AVX-512 version below does the
+ * same arithmetic. */
 static void pack_a_c(const float *A, int rows, int K, int Kp, uint32_t *dst, float *sa,
-                     int32_t *za) {
+                     int32_t *za, const float *ln_w, const float *ln_b, float eps) {
   unsigned char *q = malloc((size_t)Kp);
-  if (!q) {
+  float *normed = ln_w ? malloc((size_t)K * sizeof(float)) : NULL;
+  if (!q || (ln_w && !normed)) {
     fprintf(stderr, "gemm_i8: out of memory\n");
     abort();
   }
@@ -234,27 +250,103 @@ static void pack_a_c(const float *A, int rows, int K, int Kp, uint32_t *dst, flo
     for (int i = 0; i < mr; i++) {
       int z;
       memset(q, 0, (size_t)Kp);
-      um_i8_quantize_row(A + (size_t)(t0 + i) * K, K, &sa[t0 + i], &z, q);
+      const float *row = A + (size_t)(t0 + i) * K;
+      if (ln_w) {
+        layernorm_c(row, K, ln_w, ln_b, eps, normed);
+        row = normed;
+      }
+      um_i8_quantize_row(row, K, &sa[t0 + i], &z, q);
       za[t0 + i] = z;
       for (int kb = 0; kb < Kp / KBLK; kb++)
         memcpy(tile + ((size_t)kb * mr + i) * 16, q + kb * KBLK, KBLK);
     }
   }
+  free(normed);
   free(q);
 }
 
 #if I8_X86
 
+/* y = LayerNorm(x) * w + b over K floats, as ops.c's LayerNorm: mean, then
+ * the centred variance, both in float (four partial sums each, so that the
+ * additions do not wait for one another). */
+I8_TARGET static void layernorm_512(const float *x, int K, const float *w, const float *b,
+                                    float eps, float *y) {
+  __m512 s = _mm512_setzero_ps(), s1 = s, s2 = s, s3 = s;
+  int k = 0;
+  for (; k + 64 <= K; k += 64) {
+    s = _mm512_add_ps(s, _mm512_loadu_ps(x + k));
+    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(x + k + 16));
+    s2 = _mm512_add_ps(s2, _mm512_loadu_ps(x + k + 32));
+    s3 = _mm512_add_ps(s3, _mm512_loadu_ps(x + k + 48));
+  }
+  for (; k + 16 <= K; k += 16) s = _mm512_add_ps(s, _mm512_loadu_ps(x + k));
+  const __mmask16 tail = (__mmask16)((1u << (K - k)) - 1);
+  if (k < K) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(tail, x + k));
+  s = _mm512_add_ps(_mm512_add_ps(s, s1), _mm512_add_ps(s2, s3));
+  const float mean = _mm512_reduce_add_ps(s) / (float)K;
+  const __m512 mv = _mm512_set1_ps(mean);
+  s = s1 = s2 = s3 = _mm512_setzero_ps();
+  for (k = 0; k + 64 <= K; k += 64) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + k), mv);
+    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(x + k + 16), mv);
+    const __m512 d2 = _mm512_sub_ps(_mm512_loadu_ps(x + k + 32), mv);
+    const __m512 d3 = _mm512_sub_ps(_mm512_loadu_ps(x + k + 48), mv);
+    s = _mm512_fmadd_ps(d0, d0, s);
+    s1 = _mm512_fmadd_ps(d1, d1, s1);
+    s2 = _mm512_fmadd_ps(d2, d2, s2);
+    s3 = _mm512_fmadd_ps(d3, d3, s3);
+  }
+  for (; k + 16 <= K; k += 16) {
+    const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(x + k), mv);
+    s = _mm512_fmadd_ps(d, d, s);
+  }
+  s = _mm512_add_ps(_mm512_add_ps(s, s1), _mm512_add_ps(s2, s3));
+  if (k < K) {
+    const __m512 d = _mm512_maskz_sub_ps(tail, _mm512_maskz_loadu_ps(tail, x + k), mv);
+    s = _mm512_fmadd_ps(d, d, s);
+  }
+  const float var = _mm512_reduce_add_ps(s) / (float)K;
+  const __m512 iv = _mm512_set1_ps(1.0f / sqrtf(var + eps));
+  for (k = 0; k + 16 <= K; k += 16) {
+    const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + k), mv), iv);
+    _mm512_storeu_ps(y + k, _mm512_fmadd_ps(t, _mm512_loadu_ps(w + k), _mm512_loadu_ps(b + k)));
+  }
+  if (k < K) {
+    const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + k), mv), iv);
+    _mm512_mask_storeu_ps(y + k, tail,
+                          _mm512_fmadd_ps(t, _mm512_maskz_loadu_ps(tail, w + k),
+                                          _mm512_maskz_loadu_ps(tail, b + k)));
+  }
+}
+
+/* ln_w set: each row is LayerNorm(row) * ln_w + ln_b first (K <= UM_I8_LN_MAX_K). */
 I8_TARGET static void pack_a_512(const float *A, int rows, int K, int Kp, uint32_t *dst,
-                                 float *sa, int32_t *za) {
+                                 float *sa, int32_t *za, const float *ln_w, const float *ln_b,
+                                 float eps) {
   const int nkb = Kp / KBLK;
+  float normed[UM_I8_LN_MAX_K] __attribute__((aligned(64)));
+  /* packs/packus leave the 16 quads of a block as [quad % 4][part]: back to [part][quad % 4] */
+  const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
   for (int t0 = 0; t0 < rows; t0 += MR) {
     const int mr = rows - t0 < MR ? rows - t0 : MR;
     uint32_t *tile = dst + (size_t)t0 * (Kp / 4);
     for (int i = 0; i < mr; i++) {
       const float *src = A + (size_t)(t0 + i) * K;
-      __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
+      if (ln_w) {
+        layernorm_512(src, K, ln_w, ln_b, eps, normed);
+        src = normed;
+      }
+      /* min and max in two chains each (exact, so the same whatever the order) */
+      __m512 vlo = _mm512_setzero_ps(), vhi = vlo, vlo1 = vlo, vhi1 = vlo;
       int k = 0;
+      for (; k + 32 <= K; k += 32) {
+        const __m512 v = _mm512_loadu_ps(src + k), v1 = _mm512_loadu_ps(src + k + 16);
+        vlo = _mm512_min_ps(vlo, v);
+        vhi = _mm512_max_ps(vhi, v);
+        vlo1 = _mm512_min_ps(vlo1, v1);
+        vhi1 = _mm512_max_ps(vhi1, v1);
+      }
       for (; k + 16 <= K; k += 16) {
         const __m512 v = _mm512_loadu_ps(src + k);
         vlo = _mm512_min_ps(vlo, v);
@@ -266,16 +358,18 @@ I8_TARGET static void pack_a_512(const float *A, int rows, int K, int Kp, uint32
         vlo = _mm512_min_ps(vlo, v);
         vhi = _mm512_max_ps(vhi, v);
       }
+      vlo = _mm512_min_ps(vlo, vlo1);
+      vhi = _mm512_max_ps(vhi, vhi1);
       float scale, inv;
       int zero;
       row_params(_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi), &scale, &inv, &zero);
       sa[t0 + i] = scale;
       za[t0 + i] = zero;
       const __m512 vinv = _mm512_set1_ps(inv);
-      const __m512i vz = _mm512_set1_epi32(zero), v0 = _mm512_setzero_si512(),
-                    v255 = _mm512_set1_epi32(255);
+      const __m512i vz = _mm512_set1_epi32(zero);
       unsigned char *d = (unsigned char *)(tile + (size_t)i * 16);
       for (int kb = 0; kb < nkb; kb++) {
+        __m512i qi[4];
         for (int part = 0; part < 4; part++) {
           const int k0 = kb * KBLK + part * 16;
           const int left = K - k0;
@@ -283,12 +377,15 @@ I8_TARGET static void pack_a_512(const float *A, int rows, int K, int Kp, uint32
                               : left <= 0 ? (__mmask16)0
                                           : (__mmask16)((1u << left) - 1);
           const __m512 v = _mm512_maskz_loadu_ps(m, src + (left > 0 ? k0 : 0));
-          /* round to nearest even, as nearbyintf in the default mode */
-          __m512i qi = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, vinv)), vz);
-          qi = _mm512_min_epi32(_mm512_max_epi32(qi, v0), v255);
-          _mm_storeu_si128((__m128i *)(void *)(d + (size_t)kb * mr * 64 + part * 16),
-                           _mm512_cvtepi32_epi8(qi));
+          /* round to nearest even, as nearbyintf in the default mode; NaN
+           * converts to INT32_MIN, which saturates to 0 below */
+          qi[part] = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, vinv)), vz);
         }
+        /* saturate to int16, then to 0..255: the clamp of quantize() */
+        const __m512i q8 = _mm512_packus_epi16(_mm512_packs_epi32(qi[0], qi[1]),
+                                               _mm512_packs_epi32(qi[2], qi[3]));
+        _mm512_storeu_si512((void *)(d + (size_t)kb * mr * 64),
+                            _mm512_permutexvar_epi32(order, q8));
       }
     }
   }
@@ -444,10 +541,12 @@ static void pack_block(job *j, int rb) {
   uint32_t *dst = j->pa + (size_t)t0 * MR * (Kp / 4);
 #if I8_X86
   if (j->isa == 2)
-    pack_a_512(j->A + (size_t)r0 * j->K, r1 - r0, j->K, Kp, dst, j->sa + r0, j->za + r0);
+    pack_a_512(j->A + (size_t)r0 * j->K, r1 - r0, j->K, Kp, dst, j->sa + r0, j->za + r0,
+               j->ln_w, j->ln_b, j->eps);
   else
 #endif
-    pack_a_c(j->A + (size_t)r0 * j->K, r1 - r0, j->K, Kp, dst, j->sa + r0, j->za + r0);
+    pack_a_c(j->A + (size_t)r0 * j->K, r1 - r0, j->K, Kp, dst, j->sa + r0, j->za + r0,
+             j->ln_w, j->ln_b, j->eps);
   atomic_store_explicit(&j->rb_state[rb], RB_READY, memory_order_release);
 }
 
@@ -518,14 +617,20 @@ static void portable(job *j) {
   const um_i8_weight *W = j->W;
   const int K = j->K, N = j->N, Kp = W->Kp;
   unsigned char *q = calloc((size_t)Kp, 1);
-  if (!q) {
+  float *normed = j->ln_w ? malloc((size_t)K * sizeof(float)) : NULL;
+  if (!q || (j->ln_w && !normed)) {
     fprintf(stderr, "gemm_i8: out of memory\n");
     abort();
   }
   for (int m = 0; m < j->M; m++) {
     float sa;
     int z;
-    um_i8_quantize_row(j->A + (size_t)m * K, K, &sa, &z, q);
+    const float *a = j->A + (size_t)m * K;
+    if (j->ln_w) {
+      layernorm_c(a, K, j->ln_w, j->ln_b, j->eps, normed);
+      a = normed;
+    }
+    um_i8_quantize_row(a, K, &sa, &z, q);
     float *row = j->C + (size_t)m * N;
     for (int n = 0; n < N; n++) {
       int32_t dot = 0;
@@ -538,21 +643,27 @@ static void portable(job *j) {
                                           : 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
     }
   }
+  free(normed);
   free(q);
 }
 
 /* ---- entry points ---- */
 
-static void linear(const float *A, int M, int K, const um_i8_weight *W, const float *bias, int N,
-                   float *C, int epi) {
+static void linear_ln(const float *A, int M, int K, const float *ln_w, const float *ln_b,
+                      float eps, const um_i8_weight *W, const float *bias, int N, float *C,
+                      int epi) {
   if (!W || W->N != N || W->K != K) {
     fprintf(stderr, "gemm_i8: weight is [%d, %d], call wants [%d, %d]\n", W ? W->N : -1,
             W ? W->K : -1, N, K);
     abort();
   }
   if (M <= 0) return;
-  job j = {.A = A, .M = M, .K = K, .N = N, .W = W, .bias = bias, .C = C, .epi = epi,
-           .isa = um_i8_available()};
+  if (ln_w && K > UM_I8_LN_MAX_K) {
+    fprintf(stderr, "gemm_i8: LayerNorm over %d > %d columns\n", K, UM_I8_LN_MAX_K);
+    abort();
+  }
+  job j = {.A = A, .M = M, .K = K, .N = N, .W = W, .bias = bias, .C = C, .ln_w = ln_w,
+           .ln_b = ln_b, .eps = eps, .epi = epi, .isa = um_i8_available()};
   if (j.isa == 0) {
     portable(&j);
     return;
@@ -577,6 +688,20 @@ static void linear(const float *A, int M, int K, const um_i8_weight *W, const fl
   j.za = (int32_t *)(void *)(j.sa + rows);
   j.pa = (uint32_t *)(void *)(buf + head);
   um_parallel_for(j.nrb * j.npg, nt, run_chunk, &j);
+}
+
+static void linear(const float *A, int M, int K, const um_i8_weight *W, const float *bias, int N,
+                   float *C, int epi) {
+  linear_ln(A, M, K, NULL, NULL, 0.0f, W, bias, N, C, epi);
+}
+
+void um_linear_i8_ln(const float *X, int M, int K, const float *ln_w, const float *ln_b,
+                     float eps, const um_i8_weight *W, const float *bias, int N, float *C,
+                     int epi) {
+  const int e = epi == UM_I8_EPI_QUICK_GELU ? EPI_QUICK_GELU
+                : epi == UM_I8_EPI_GELU     ? EPI_GELU
+                                            : EPI_BIAS;
+  linear_ln(X, M, K, ln_w, ln_b, eps, W, bias, N, C, e);
 }
 
 void um_linear_i8(const float *A, int M, int K, const um_i8_weight *W, const float *bias, int N,

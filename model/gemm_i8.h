@@ -55,6 +55,16 @@ void um_linear_i8_quick_gelu(const float *A, int M, int K, const um_i8_weight *W
 void um_linear_i8_gelu(const float *A, int M, int K, const um_i8_weight *W, const float *bias,
                        int N, float *C);
 
+/* C = epi(LayerNorm(X) W^T + bias): each row of X [M, K] normalised (mean
+ * and variance over the row, then * ln_w + ln_b, as um_layernorm) just
+ * before it is quantized, so the normalised rows are never stored.
+ * K <= UM_I8_LN_MAX_K. */
+#define UM_I8_LN_MAX_K 4096
+enum { UM_I8_EPI_BIAS, UM_I8_EPI_QUICK_GELU, UM_I8_EPI_GELU };
+void um_linear_i8_ln(const float *X, int M, int K, const float *ln_w, const float *ln_b,
+                     float eps, const um_i8_weight *W, const float *bias, int N, float *C,
+                     int epi);
+
 /* Row r of A as the kernels quantize it: *scale, *zero and q[0..K). For
  * tests and reference computations. */
 void um_i8_quantize_row(const float *a, int K, float *scale, int *zero, unsigned char *q);

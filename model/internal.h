@@ -198,8 +198,15 @@ typedef struct {
   int lq, lk;
 } um_attn_seq;
 size_t um_mha_scratch_floats(int max_lk, int hd);
+/* bf16: Q K^T and P V with BF16 products (attn_bf16.c) where
+ * um_bf16_available() and hd is a multiple of 32; FP32 otherwise. */
 void um_mha(const um_attn_seq *seqs, int n, int ldq, int ldkv, int ldo, int H, int hd,
-            float *scratch, size_t scratch_per_thread, int max_threads);
+            float *scratch, size_t scratch_per_thread, int max_threads, int bf16);
+/* attn_bf16.c: one head, as ops.c's FP32 kernels (scratch of
+ * um_attn_bf16_scratch_floats(lk, hd) floats); AVX512-BF16 only. */
+size_t um_attn_bf16_scratch_floats(int max_lk, int hd);
+void um_attn_head_bf16(const float *q, int ldq, const float *k, const float *v, int ldkv, int lq,
+                       int lk, int hd, float scale, float *out, int ldo, float *scratch);
 
 /* ---- packed linear layers: BF16 or INT8, whichever the layer has ---- */
 

@@ -728,7 +728,9 @@ static int round16(int n) { return (n + 15) & ~15; }
 
 size_t um_mha_scratch_floats(int max_lk, int hd) {
   const size_t lkp = (size_t)round16(max_lk);
-  return ((size_t)hd * lkp + 8 * lkp + 15) & ~(size_t)15; /* K^T, 8 rows of scores */
+  const size_t fp32 = ((size_t)hd * lkp + 8 * lkp + 15) & ~(size_t)15; /* K^T, 8 rows of scores */
+  const size_t bf16 = um_attn_bf16_scratch_floats(max_lk, hd);
+  return fp32 > bf16 ? fp32 : bf16;
 }
 
 /* One head of one sequence, portable: scores row by row. */
@@ -972,7 +974,7 @@ UM_AVX512 static void attn_head_avx512(const float *q, int ldq, const float *k, 
 
 typedef struct {
   const um_attn_seq *seqs;
-  int ldq, ldkv, ldo, H, hd;
+  int ldq, ldkv, ldo, H, hd, bf16;
   float *scratch;
   size_t per_thread;
 } mha_ctx;
@@ -987,6 +989,10 @@ static void mha_task(void *c, int task, int thread) {
               *v = sq->v + (size_t)h * hd;
   float *out = sq->out + (size_t)h * hd;
 #if UM_X86
+  if (m->bf16) {
+    um_attn_head_bf16(q, m->ldq, k, v, m->ldkv, sq->lq, sq->lk, hd, scale, out, m->ldo, scratch);
+    return;
+  }
   if (hd % 32 == 0 && use_avx512()) {
     attn_head_avx512(q, m->ldq, k, v, m->ldkv, sq->lq, sq->lk, hd, scale, out, m->ldo, scratch);
     return;
@@ -1000,7 +1006,9 @@ static void mha_task(void *c, int task, int thread) {
 }
 
 void um_mha(const um_attn_seq *seqs, int n, int ldq, int ldkv, int ldo, int H, int hd,
-            float *scratch, size_t scratch_per_thread, int max_threads) {
-  mha_ctx m = {seqs, ldq, ldkv, ldo, H, hd, scratch, scratch_per_thread};
+            float *scratch, size_t scratch_per_thread, int max_threads, int bf16) {
+  mha_ctx m = {seqs, ldq, ldkv, ldo, H, hd,
+               bf16 && UM_X86 && hd % 32 == 0 && use_avx512() && um_bf16_available(), scratch,
+               scratch_per_thread};
   um_parallel_for(n * H, max_threads, mha_task, &m);
 }

@@ -113,46 +113,69 @@ void um_vit_forward(unimed_model *m, const float *pixels, int B, float *out) {
   for (int l = 0; l < L; l++) {
     const vit_block_weights *bw = &w->blocks[l];
     const int last = l == L - 1;
-    /* Attention: x += out_proj(MHA(ln_1(x))) */
-    um_layernorm_bias(b.x, pending, b.ln, BT, D, bw->ln_1_w, bw->ln_1_b, eps);
     const vit_block_bf16 *b16 = w16 ? &w16->blocks[l] : NULL;
-    if (b16)
-      um_linear_packed(b16->in_proj, b16->in_proj8, b.ln, BT, D, bw->in_proj_b, 3 * D, b.qkv,
-                       UM_EPI_BIAS);
-    else
-      um_linear(b.ln, BT, D, bw->in_proj_w, bw->in_proj_b, 3 * D, b.qkv);
-    for (int i = 0; i < B; i++) {
-      const float *qkv = b.qkv + (size_t)i * T * 3 * D;
-      b.seqs[i] = (um_attn_seq){qkv, qkv + D, qkv + 2 * D,
-                                b.attn + (size_t)i * (last ? 1 : T) * D, last ? 1 : T, T};
-    }
-    um_mha(b.seqs, B, 3 * D, 3 * D, D, H, hd, b.scratch, b.scratch_per_thread, slots);
-    float *x = b.x;
-    int rows = BT;
-    if (last) {
-      for (int i = 0; i < B; i++)
-        memcpy(b.xc + (size_t)i * D, b.x + (size_t)i * T * D, (size_t)D * sizeof(float));
-      x = b.xc;
-      rows = B;
-    }
-    if (b16) {
-      um_linear_packed(b16->out_proj, b16->out_proj8, b.attn, rows, D, bw->out_proj_b, D, x,
-                       UM_EPI_ACC);
+    /* INT8: ln_1 / ln_2 are applied by the GEMM as it quantizes its input */
+    const int ln_in_gemm = b16 && b16->in_proj8 && b16->fc8 && D <= UM_I8_LN_MAX_K;
+    /* INT8: a batch goes through a block (but the last) one image at a time,
+     * so that its q|k|v, attention and MLP activations stay in cache (at
+     * batch 8 they would be 60 MB); those GEMMs give every row the same
+     * result whatever the rows around it, so the results are unchanged. (In
+     * BF16 mode the BF16 GEMMs lost more than the rest gained: batched.) */
+    const int group = b16 && b16->in_proj8 && !last ? 1 : B;
+    for (int g = 0; g < B; g += group) {
+      float *xg = b.x + (size_t)g * T * D;
+      const int rg = group * T;
+      /* Attention: x += out_proj(MHA(ln_1(x))) */
+      if (ln_in_gemm) {
+        um_linear_i8_ln(xg, rg, D, bw->ln_1_w, bw->ln_1_b, eps, b16->in_proj8, bw->in_proj_b,
+                        3 * D, b.qkv, UM_I8_EPI_BIAS);
+      } else {
+        um_layernorm_bias(xg, pending, b.ln, rg, D, bw->ln_1_w, bw->ln_1_b, eps);
+        if (b16)
+          um_linear_packed(b16->in_proj, b16->in_proj8, b.ln, rg, D, bw->in_proj_b, 3 * D,
+                           b.qkv, UM_EPI_BIAS);
+        else
+          um_linear(b.ln, rg, D, bw->in_proj_w, bw->in_proj_b, 3 * D, b.qkv);
+      }
+      for (int i = 0; i < group; i++) {
+        const float *qkv = b.qkv + (size_t)i * T * 3 * D;
+        b.seqs[i] = (um_attn_seq){qkv, qkv + D, qkv + 2 * D,
+                                  b.attn + (size_t)i * (last ? 1 : T) * D, last ? 1 : T, T};
+      }
+      um_mha(b.seqs, group, 3 * D, 3 * D, D, H, hd, b.scratch, b.scratch_per_thread, slots,
+             m->bf16);
+      float *x = xg;
+      int rows = rg;
+      if (last) { /* group == B */
+        for (int i = 0; i < B; i++)
+          memcpy(b.xc + (size_t)i * D, b.x + (size_t)i * T * D, (size_t)D * sizeof(float));
+        x = b.xc;
+        rows = B;
+      }
+      if (b16) {
+        um_linear_packed(b16->out_proj, b16->out_proj8, b.attn, rows, D, bw->out_proj_b, D, x,
+                         UM_EPI_ACC);
+        /* MLP: x += c_proj(act(c_fc(ln_2(x)))) */
+        const int quick = c->vision.activation == UNIMED_ACT_QUICK_GELU;
+        if (ln_in_gemm) {
+          um_linear_i8_ln(x, rows, D, bw->ln_2_w, bw->ln_2_b, eps, b16->fc8, bw->fc_b, F,
+                          b.hidden, quick ? UM_I8_EPI_QUICK_GELU : UM_I8_EPI_GELU);
+        } else {
+          um_layernorm_bias(x, NULL, b.ln, rows, D, bw->ln_2_w, bw->ln_2_b, eps);
+          um_linear_packed(b16->fc, b16->fc8, b.ln, rows, D, bw->fc_b, F, b.hidden,
+                           quick ? UM_EPI_QUICK_GELU : UM_EPI_GELU);
+        }
+        um_linear_packed(b16->cproj, b16->cproj8, b.hidden, rows, F, bw->cproj_b, D, x,
+                         UM_EPI_ACC);
+        continue;
+      }
+      um_linear_acc(b.attn, rows, D, bw->out_proj_w, D, x);
       /* MLP: x += c_proj(act(c_fc(ln_2(x)))) */
-      um_layernorm_bias(x, NULL, b.ln, rows, D, bw->ln_2_w, bw->ln_2_b, eps);
-      um_linear_packed(b16->fc, b16->fc8, b.ln, rows, D, bw->fc_b, F, b.hidden,
-                       c->vision.activation == UNIMED_ACT_QUICK_GELU ? UM_EPI_QUICK_GELU
-                                                                     : UM_EPI_GELU);
-      um_linear_packed(b16->cproj, b16->cproj8, b.hidden, rows, F, bw->cproj_b, D, x,
-                       UM_EPI_ACC);
-      continue;
+      um_layernorm_bias(x, bw->out_proj_b, b.ln, rows, D, bw->ln_2_w, bw->ln_2_b, eps);
+      um_linear_act(b.ln, rows, D, bw->fc_w, bw->fc_b, F, b.hidden, c->vision.activation);
+      um_linear_acc(b.hidden, rows, F, bw->cproj_w, D, x);
+      pending = bw->cproj_b;
     }
-    um_linear_acc(b.attn, rows, D, bw->out_proj_w, D, x);
-    /* MLP: x += c_proj(act(c_fc(ln_2(x)))) */
-    um_layernorm_bias(x, bw->out_proj_b, b.ln, rows, D, bw->ln_2_w, bw->ln_2_b, eps);
-    um_linear_act(b.ln, rows, D, bw->fc_w, bw->fc_b, F, b.hidden, c->vision.activation);
-    um_linear_acc(b.hidden, rows, F, bw->cproj_w, D, x);
-    pending = bw->cproj_b;
   }
   if (L == 0)
     for (int i = 0; i < B; i++)

@@ -14,7 +14,9 @@
  *  5. calls from two application threads at once, while a third runs
  *     other parallel regions on the same pool (model/threads.c: one caller
  *     gets the pool, the others run alone), give the same bits, and every
- *     task of those regions runs exactly once.
+ *     task of those regions runs exactly once;
+ *  6. um_bf16_split: its high part is um_bf16_round's value bit for bit,
+ *     its low part the exact rest (NaN, infinity, subnormals, ties).
  *
  * Usage: test_gemm_bf16 [--fallback]. Without AVX512-BF16 it exits 77
  * (skipped); --fallback sets UNIMED_SIMD=0 and checks the portable path
@@ -356,6 +358,31 @@ int main(int argc, char **argv) {
               um_bf16_round(r[i].in), r[i].out);
       failures++;
     }
+
+  /* um_bf16_split (the text tower's two BF16 parts): hi is um_bf16_round's
+   * value bit for bit, lo the exact rest, on both paths; tails too */
+  {
+    enum { NS = 103 };
+    float a[NS], hi[NS], lo[NS];
+    for (int i = 0; i < NS; i++) a[i] = (float)(frand() * pow(2.0, (i % 40) - 20));
+    a[0] = 1.0f + 1.0f / 256, a[1] = -1.0f - 3.0f / 256, a[2] = 1e-39f, a[3] = -0.0f;
+    a[4] = INFINITY, a[5] = 3.4e38f, a[6] = NAN, a[100] = 1.0f + 1.0f / 256;
+    um_bf16_split(a, NS, hi, lo);
+    int split_ok = 1;
+    for (int i = 0; i < NS; i++) {
+      const float h = um_bf16_round(a[i]);
+      if (a[i] != a[i]) {
+        if (hi[i] == hi[i]) split_ok = 0; /* NaN stays NaN */
+        continue;
+      }
+      if (memcmp(&hi[i], &h, sizeof h) != 0) split_ok = 0;
+      if (isfinite(h) && lo[i] != a[i] - h) split_ok = 0;
+    }
+    if (!split_ok) {
+      fprintf(stderr, "FAIL um_bf16_split differs from um_bf16_round\n");
+      failures++;
+    }
+  }
 
   const int Ms[] = {1, 3, 13, 14, 15, 17, 29, 197};
   const int Ns[] = {1, 3, 17, 32, 33, 100};

@@ -11,7 +11,12 @@
  *  4. bitwise the same results with 1 and 3 threads and row by row (M = 1)
  *     as in one call;
  *  5. the fused epilogues (residual add, QuickGELU, GELU) against the plain
- *     call followed by the scalar operation.
+ *     call followed by the scalar operation;
+ *  6. um_linear_i8_ln (LayerNorm fused into the quantizing of A) against
+ *     um_layernorm followed by um_linear_i8: equal but for rows where the two
+ *     LayerNorms' float rounding puts a value on the other side of a
+ *     quantization step (at most one step per value); its epilogues, and
+ *     bitwise the same with 1 and 3 threads.
  *
  * Usage: test_gemm_i8 [--isa 2|1|0]: 2 the AVX-512 VNNI kernels (default;
  * exit 77, skipped, without them), 1 the AVX-VNNI ymm kernels (UNIMED_SIMD=2;
@@ -179,6 +184,70 @@ static void run_case(int M, int K, int N, int with_bias) {
   free(A), free(W), free(bias), free(C), free(C2), free(base), free(sa), free(za), free(qa);
 }
 
+static void run_ln_case(int M, int K, int N) {
+  float *X = alloc_f((size_t)M * K), *Y = alloc_f((size_t)M * K), *W = alloc_f((size_t)N * K);
+  float *lw = alloc_f((size_t)K), *lb = alloc_f((size_t)K), *bias = alloc_f((size_t)N);
+  float *C = alloc_f((size_t)M * N), *C2 = alloc_f((size_t)M * N), *C3 = alloc_f((size_t)M * N);
+  for (size_t i = 0; i < (size_t)N * K; i++) W[i] = frand() * 0.05f;
+  for (int k = 0; k < K; k++) lw[k] = 1.0f + 0.3f * frand(), lb[k] = 0.2f * frand();
+  for (int n = 0; n < N; n++) bias[n] = frand();
+  fill_a(X, M, K);
+  for (size_t i = 0; i < (size_t)M * K; i++) X[i] = 3.0f * X[i] + 0.5f; /* off-centre rows */
+  um_i8_weight *Wq = um_i8_pack(W, N, K);
+  if (!Wq) {
+    fprintf(stderr, "um_i8_pack failed\n");
+    exit(2);
+  }
+  printf("LayerNorm fused: M=%d K=%d N=%d\n", M, K, N);
+  const float eps = 1e-5f;
+  um_layernorm(X, Y, M, K, lw, lb, eps);
+  um_linear_i8(Y, M, K, Wq, bias, N, C);
+  um_linear_i8_ln(X, M, K, lw, lb, eps, Wq, bias, N, C2, UM_I8_EPI_BIAS);
+  int ok = 1;
+  double worst = 0;
+  for (int m = 0; m < M; m++) {
+    float sa;
+    int z;
+    unsigned char *q = malloc((size_t)K);
+    um_i8_quantize_row(Y + (size_t)m * K, K, &sa, &z, q);
+    free(q);
+    for (int n = 0; n < N; n++) {
+      double wmax = 0, mag = 0;
+      for (int k = 0; k < K; k++) {
+        wmax = fmax(wmax, fabs(W[(size_t)n * K + k]));
+        mag += fabs(Y[(size_t)m * K + k] * W[(size_t)n * K + k]);
+      }
+      /* a few values one step over: each moves C by at most s_a |w| */
+      const double d = fabs(C[(size_t)m * N + n] - C2[(size_t)m * N + n]);
+      const double tol = 4.0 * sa * wmax + 1e-5 * (mag + 1.0);
+      if (!(d <= tol)) ok = 0;
+      if (d / tol > worst) worst = d / tol;
+    }
+  }
+  char line[200];
+  snprintf(line, sizeof line, "vs um_layernorm + um_linear_i8: worst %.2f of the tolerance", worst);
+  check(line, ok);
+  um_linear_i8_ln(X, M, K, lw, lb, eps, Wq, bias, N, C3, UM_I8_EPI_GELU);
+  int g_ok = 1, qg_ok = 1;
+  for (size_t i = 0; i < (size_t)M * N; i++)
+    if (!(fabsf(C3[i] - gelu_ref(C2[i])) <= 2e-6f * (fabsf(C2[i]) + 1.0f))) g_ok = 0;
+  um_linear_i8_ln(X, M, K, lw, lb, eps, Wq, bias, N, C3, UM_I8_EPI_QUICK_GELU);
+  for (size_t i = 0; i < (size_t)M * N; i++)
+    if (!(fabsf(C3[i] - qgelu_ref(C2[i])) <= 2e-6f * (fabsf(C2[i]) + 1.0f))) qg_ok = 0;
+  check("fused LayerNorm with GELU / QuickGELU", g_ok && qg_ok);
+  const int threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+  um_linear_i8_ln(X, M, K, lw, lb, eps, Wq, bias, N, C3, UM_I8_EPI_BIAS);
+  int same = !memcmp(C2, C3, (size_t)M * N * sizeof(float));
+  openblas_set_num_threads(3);
+  um_linear_i8_ln(X, M, K, lw, lb, eps, Wq, bias, N, C3, UM_I8_EPI_BIAS);
+  same = same && !memcmp(C2, C3, (size_t)M * N * sizeof(float));
+  openblas_set_num_threads(threads);
+  check("fused LayerNorm: bitwise the same with 1 and 3 threads", same);
+  um_i8_free(Wq);
+  free(X), free(Y), free(W), free(lw), free(lb), free(bias), free(C), free(C2), free(C3);
+}
+
 int main(int argc, char **argv) {
   int isa = 2;
   if (argc > 2 && !strcmp(argv[1], "--isa")) isa = atoi(argv[2]);
@@ -201,6 +270,8 @@ int main(int argc, char **argv) {
     run_case(197, 768, 2304, 1); /* ViT-B/16 q|k|v at batch 1 */
     run_case(16, 3072, 768, 1);  /* BERT output at a 16-token prompt */
   }
+  run_ln_case(29, 768, 70);
+  run_ln_case(5, 100, 33); /* K not a multiple of 16 */
   printf("%s\n", failures ? "FAILED" : "all ok");
   return failures ? 1 : 0;
 }
