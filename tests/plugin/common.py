@@ -110,10 +110,18 @@ def make_study(modality="CT", n_series=1, n_instances=3, seed=0, broken=False, *
 
 
 def upload(o, files):
-    """POST /instances; returns the Orthanc study ID."""
+    """POST /instances; returns the Orthanc study ID. An instance Orthanc
+    could not write to its storage (HTTP 500, OrthancStatus 2001) is sent
+    again, as a modality would: Orthanc 1.10 reports that when two uploads
+    create the same new storage folder at the same moment."""
     study = None
     for data in files:
-        status, ans = o.post("/instances", data, headers={"Content-Type": "application/dicom"})
+        for attempt in range(3):
+            status, ans = o.post("/instances", data, headers={"Content-Type": "application/dicom"})
+            if not (status == 500 and isinstance(ans, dict) and ans.get("OrthancStatus") == 2001):
+                break
+            print("upload: Orthanc could not write the file (%s); sending it again" % ans.get("Message"))
+            time.sleep(0.2)
         if status != 200:
             raise AssertionError("upload failed: HTTP %s %r" % (status, ans))
         study = ans["ParentStudy"]

@@ -40,9 +40,14 @@ def main():
                 latencies.append(time.time() - t0)
                 time.sleep(0.1)
 
+        send_errors = []
+
         def send_rest(batch):
-            for files in batch:
-                upload(o, files)
+            try:
+                for files in batch:
+                    upload(o, files)
+            except Exception as e:  # noqa: BLE001 - reported below, not left to a timeout
+                send_errors.append(repr(e))
 
         def send_dicom(k, batch):
             paths = []
@@ -52,8 +57,11 @@ def main():
                     with open(p, "wb") as f:
                         f.write(data)
                     paths.append(p)
-            for i in range(0, len(paths), 4):
-                storescu(o, paths[i:i + 4])
+            try:
+                for i in range(0, len(paths), 4):
+                    storescu(o, paths[i:i + 4])
+            except Exception as e:  # noqa: BLE001
+                send_errors.append(repr(e))
 
         rest, dicom = studies[N_DICOM:], studies[:N_DICOM]
         threads = [threading.Thread(target=probe)]
@@ -65,6 +73,10 @@ def main():
         for t in threads[1:]:
             t.join()
         t_sent = time.time() - t0
+        if send_errors:
+            stop.set()
+            ok(False, "every study sent: %s" % send_errors[:2])
+            return ok.done()
 
         def finished():
             st, s = o.get("/unimed/status")
