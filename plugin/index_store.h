@@ -5,8 +5,9 @@
  *              by a 16-bit id (a handful of hundreds in practice)
  *   studies    a number per study (its index in one pointer array) and a
  *              "listed" byte per number (whether its results may be listed)
- *   matrix     the series embeddings as one contiguous BF16 matrix, one
- *              row of `dim` values per series, a study's rows side by side
+ *   matrix     the series embeddings as one contiguous int8 matrix, one
+ *              row of `dim` values and a scale per series, a study's rows
+ *              side by side
  *   findings   one 8-byte row per score (probability, a (label set, label)
  *              id, series), a study's rows side by side in one run (study,
  *              first row, the modality of each of its series)

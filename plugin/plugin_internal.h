@@ -4,7 +4,7 @@
  *   config.c       the "UniMed" configuration section
  *   study_state.c  the per-study state machine (table) and the study record
  *   index.c        the in-memory index of studies, findings and embeddings
- *   index_store.c  its query side: the BF16 embedding matrix, the packed
+ *   index_store.c  its query side: the int8 embedding matrix, the packed
  *                  findings rows and their scans (search, findings)
  *   text_query.c   a search text's embedding: cached, batched
  *   journal.c      the work queue, the journal (global property) and the
