@@ -163,11 +163,15 @@ void study_set_patient_info(study_t *s, const cJSON *study_json) {
   }
 }
 
+/* The k-th of the NUL-terminated strings that follow each other in block
+ * (the study's tags, its series UIDs); k = their count: just past them. */
+static const char *nth_string(const char *block, int k) {
+  for (int i = 0; i < k; i++) block += strlen(block) + 1;
+  return block;
+}
+
 const char *study_tag(const study_t *s, enum study_tag which) {
-  const char *t = s->tags;
-  if (!t) return "";
-  for (int i = 0; i < (int)which; i++) t += strlen(t) + 1;
-  return t;
+  return s->tags ? nth_string(s->tags, (int)which) : "";
 }
 
 void study_forget_tags(study_t *s) {
@@ -184,11 +188,7 @@ static char *moved(char *p, size_t n) {
   return q;
 }
 
-static size_t strings_size(const char *p, int n) {
-  size_t len = 0;
-  for (int i = 0; i < n; i++) len += strlen(p + len) + 1;
-  return len;
-}
+static size_t strings_size(const char *p, int n) { return (size_t)(nth_string(p, n) - p); }
 
 void study_move_strings_locked(study_t *s) {
   if (s->tags) s->tags = moved(s->tags, strings_size(s->tags, 4));
@@ -283,10 +283,7 @@ static int series_index(study_t *s, const char *uid) {
 }
 
 static const char *series_uid_at(const study_t *s, int index) {
-  const char *u = s->series;
-  if (index < 0 || index >= s->n_series) return "";
-  for (int i = 0; i < index; i++) u += strlen(u) + 1;
-  return u;
+  return index >= 0 && index < s->n_series ? nth_string(s->series, index) : "";
 }
 
 typedef struct {
